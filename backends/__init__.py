@@ -1,0 +1,1 @@
+"""Backends: each turns a Graph into an Artifact (installed as `mlpc.backends`)."""

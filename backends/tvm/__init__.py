@@ -1,0 +1,1 @@
+"""The TVM backend: Graph → Relax → compiled library run by the Relax VM."""

@@ -1,0 +1,63 @@
+"""mlpc: a hardware-aware compiler and quantization toolkit.
+
+    import mlpc
+    artifact = mlpc.compile("model.onnx", target="host", output_dir="out/")
+    outputs = mlpc.load("out/").run({"x": x})
+
+Heavy dependencies (TVM, torch, onnxruntime) load on first use, so `import mlpc` stays fast.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from mlpc.errors import (
+    ArtifactError,
+    ExportError,
+    InputError,
+    IRVerificationError,
+    LoweringError,
+    MlpcError,
+    ModelLoadError,
+    PassError,
+    QuantizationError,
+    TargetError,
+    UnsupportedOpError,
+    VerificationError,
+)
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "compile": ("mlpc.compile", "compile"),
+    "load": ("mlpc.artifact", "load"),
+    "Artifact": ("mlpc.artifact", "Artifact"),
+    "load_model": ("mlpc.frontend", "load_model"),
+    "verify": ("mlpc.verify", "verify"),
+    "get_target": ("mlpc.targets", "get_target"),
+    "Pass": ("mlpc.pass_infra", "Pass"),
+    "PassContext": ("mlpc.pass_infra", "PassContext"),
+    "PassManager": ("mlpc.pass_infra", "PassManager"),
+    "PassResult": ("mlpc.pass_infra", "PassResult"),
+    "register_pass": ("mlpc.pass_registry", "register_pass"),
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlpc.artifact import Artifact, load
+    from mlpc.compile import compile
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mlpc' has no attribute {name!r}")
+
+
+__all__ = [
+    "ArtifactError", "ExportError", "InputError", "IRVerificationError", "LoweringError",
+    "MlpcError", "ModelLoadError", "PassError", "QuantizationError", "TargetError",
+    "UnsupportedOpError", "VerificationError", "__version__", *_LAZY,
+]

@@ -1,0 +1,1 @@
+"""Built-in graph passes (installed as `mlpc.passes`)."""
