@@ -39,7 +39,6 @@ _LAZY = {
     "PassContext": ("mlpc.pass_infra", "PassContext"),
     "PassManager": ("mlpc.pass_infra", "PassManager"),
     "PassResult": ("mlpc.pass_infra", "PassResult"),
-    "register_pass": ("mlpc.pass_registry", "register_pass"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -50,6 +50,13 @@ class Target:
             "capabilities": self.capabilities,
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Target:
+        """Rebuild a Target from `to_json()` output (e.g. an artifact's manifest)."""
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["required_features"] = tuple(fields.get("required_features", ()))
+        return cls(**fields)
+
     def missing_on_host(self) -> list[str]:
         """Return why code for this target cannot run on this machine (empty when it can)."""
         problems = []

@@ -1,0 +1,76 @@
+"""The TVM backend's entry point: an IR Model → a compiled library in an artifact directory."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import onnx_ir as ir
+
+from mlpc.errors import ExportError, LoweringError, UnsupportedOpError
+from mlpc.targets import Target
+
+logger = logging.getLogger(__name__)
+
+LIBRARY = "model.so"
+
+
+def default_opset(model: ir.Model) -> int:
+    """Return the model's default-domain ONNX opset version."""
+    opsets = dict(model.opset_imports)
+    opsets.update(model.graph.opset_imports)
+    return int(opsets.get("", opsets.get("ai.onnx", 13)))
+
+
+def check_static_shapes(graph: ir.Graph) -> None:
+    """Raise LoweringError listing values whose shape or dtype is not static after canonicalization."""
+    bad = []
+    for node in graph:
+        for value in node.outputs:
+            shape = value.shape
+            if value.dtype is None or shape is None or not all(isinstance(d, int) for d in shape.dims):
+                bad.append(f"{value.name!r} (output of node {node.name!r}, {node.op_type}): shape {shape}")
+    if bad:
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise LoweringError(
+            f"shapes must be static to compile, but {len(bad)} values are not: {shown}. "
+            "Give every input a fixed shape (--input-shape NAME=DIMS)"
+        )
+
+
+def compile_graph(model: ir.Model, target: Target, out_dir: Path) -> dict[str, Any]:
+    """Lower `model` to Relax, build it for `target` and write the library into `out_dir`.
+
+    Returns the manifest's "backend" section. Raises UnsupportedOpError listing every node
+    that cannot be lowered, LoweringError for build failures, ExportError if writing fails.
+    """
+    from mlpc.backends.tvm.build import build
+    from mlpc.backends.tvm.lower import lower_graph, unsupported_nodes
+
+    graph = model.graph
+    opset = default_opset(model)
+    missing = unsupported_nodes(graph, opset)
+    if missing:
+        listed = ", ".join(f"{n.name or '<unnamed>'} ({_op_name(n)})" for n in missing)
+        ops = sorted({_op_name(n) for n in missing})
+        raise UnsupportedOpError(
+            f"{len(missing)} node(s) use ops mlpc cannot compile ({', '.join(ops)}): {listed}"
+        )
+    check_static_shapes(graph)
+    start = time.perf_counter()
+    module = lower_graph(graph, opset)
+    executable = build(module, target)
+    try:
+        executable.export_library(str(out_dir / LIBRARY))
+    except Exception as e:
+        raise ExportError(f"writing {out_dir / LIBRARY} failed: {e}") from e
+    seconds = time.perf_counter() - start
+    import tvm
+
+    logger.info("built %s for %s in %.2fs", LIBRARY, target.name, seconds)
+    return {"name": "tvm", "library": LIBRARY, "tvm_version": tvm.__version__, "build_seconds": round(seconds, 3)}
+
+
+def _op_name(node: ir.Node) -> str:
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"

@@ -1,0 +1,250 @@
+"""The `mlpc` command line.
+
+    mlpc compile model.onnx --target host -o out/ --verify
+    mlpc run out/ --inputs in.npz -o out.npz
+    mlpc inspect model.onnx | out/ [--json]
+    mlpc targets [--json]
+
+Exit codes: 0 done, 1 verification failed, 2 bad input or usage. Errors print one line;
+`--debug` shows the traceback.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mlpc.errors import InputError, MlpcError
+
+logger = logging.getLogger(__name__)
+
+app = typer.Typer(
+    name="mlpc",
+    help="Hardware-aware compiler and quantization toolkit: ONNX/PyTorch models to fast, verified builds.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+) -> None:
+    _state["debug"] = debug
+    level = "debug" if debug else os.environ.get("MLPC_LOG", "warning")
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.WARNING),
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not debug:  # libraries log recoverable failures with tracebacks; mlpc reports what matters
+        for name in ("onnx_ir", "onnxscript"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@app.command("compile")
+def compile_cmd(
+    model: Path = typer.Argument(..., help="The model: an .onnx file."),
+    target: str = typer.Option("host", "--target", "-t", help="Target tag (see `mlpc targets`)."),
+    output: Path = typer.Option(..., "--output", "-o", help="The artifact directory to write."),
+    verify: bool = typer.Option(False, "--verify", help="Check the build against onnxruntime; exit 1 beyond tolerance."),
+    input_shape: list[str] = typer.Option([], "--input-shape", help="NAME=DIMS, e.g. x=1x3x224x224 (repeatable)."),
+    tolerance: float = typer.Option(1e-4, "--tolerance", help="Max error relative to max|reference| for --verify."),
+) -> None:
+    """Compile MODEL for TARGET into an artifact directory."""
+    from mlpc.compile import compile as compile_model
+    from mlpc.frontend import parse_input_shape
+
+    shapes = dict(parse_input_shape(s) for s in input_shape)
+    try:
+        with err.status(f"compiling {model.name} for {target}..."):
+            artifact = compile_model(model, target=target, output_dir=output, input_shapes=shapes,
+                                     verify=verify, tolerance=tolerance)
+    except MlpcError as e:
+        if type(e).__name__ == "VerificationError" and (output / "manifest.json").exists():
+            _print_verification(json.loads((output / "manifest.json").read_text()).get("verification"))
+        raise
+    m = artifact.manifest
+    out.print(f"[green]compiled[/] {model} → {artifact.path} ({m['target']['name']}, "
+              f"{m['stats']['nodes']} nodes, {m['compile_seconds']:.1f}s)")
+    if verify:
+        _print_verification(artifact.verification)
+
+
+def _print_verification(report: dict[str, Any] | None) -> None:
+    if not report:
+        return
+    table = Table(title=f"verification against {report['reference']} ({report['samples']} input sets)")
+    for col in ("output", "max abs err", "rel err", "cosine", "top-1 agree"):
+        table.add_column(col, justify="right" if col != "output" else "left")
+    for o in report["outputs"]:
+        top1 = "-" if o["top1_agreement"] is None else f"{100 * o['top1_agreement']:.1f}%"
+        table.add_row(o["name"], f"{o['max_abs_err']:.3g}", f"{o['rel_err']:.3g}", f"{o['cosine']:.6f}", top1)
+    out.print(table)
+    verdict = "[green]passed[/]" if report["passed"] else "[red]FAILED[/]"
+    out.print(f"verification {verdict} (tolerance {report['tolerance']:g} of max|reference|)")
+
+
+@app.command("run")
+def run_cmd(
+    artifact: Path = typer.Argument(..., help="An artifact directory written by `mlpc compile`."),
+    inputs: Path = typer.Option(..., "--inputs", "-i", help=".npz keyed by input name, or one .npy for a single input."),
+    output: Path = typer.Option(..., "--output", "-o", help="The .npz to write, keyed by output name."),
+) -> None:
+    """Run ARTIFACT on the inputs in an .npz (or .npy) and write the outputs to an .npz."""
+    import numpy as np
+
+    from mlpc.artifact import load
+
+    art = load(artifact)
+    feeds = _read_inputs(inputs, art.inputs)
+    results = art.run(feeds)
+    tmp = output.with_name(output.name + ".tmp.npz")
+    try:
+        np.savez(tmp, **results)
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    out.print(f"wrote {', '.join(results)} to {output}")
+
+
+def _read_inputs(path: Path, specs: list[dict[str, Any]]) -> dict[str, Any]:
+    import numpy as np
+
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        if path.suffix == ".npy":
+            if len(specs) != 1:
+                raise InputError(f"{path}: a single .npy only fits a model with one input; "
+                                 f"this one takes {', '.join(s['name'] for s in specs)}: use an .npz")
+            return {specs[0]["name"]: np.load(path, allow_pickle=False)}
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: not a readable .npz/.npy file ({e})") from e
+
+
+@app.command("inspect")
+def inspect_cmd(
+    model: Path = typer.Argument(..., help="An .onnx model or an artifact directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    input_shape: list[str] = typer.Option([], "--input-shape", help="NAME=DIMS for symbolic inputs."),
+) -> None:
+    """Show ops, parameters, FLOPs/MACs and shapes of a model or an artifact."""
+    from mlpc.artifact import is_artifact, load
+
+    if model.is_dir() and is_artifact(model):
+        manifest = load(model, check_target=False).manifest
+        info = {"kind": "artifact", "path": str(model), "target": manifest["target"]["name"],
+                **manifest["stats"], "passes": manifest["passes"], "verification": manifest.get("verification")}
+    else:
+        info = {"kind": "model", "path": str(model), **_model_info(model, input_shape)}
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    _print_info(info)
+
+
+def _model_info(path: Path, input_shape: list[str]) -> dict[str, Any]:
+    from mlpc.analysis import model_stats
+    from mlpc.frontend import load_model, parse_input_shape
+    from mlpc.pass_infra import PassContext
+    from mlpc.passes.canonicalize import CanonicalizePass
+
+    shapes = dict(parse_input_shape(s) for s in input_shape)
+    loaded = load_model(path, input_shapes=shapes)
+    CanonicalizePass()(loaded.model.graph, PassContext())
+    return model_stats(loaded.model.graph)
+
+
+def _print_info(info: dict[str, Any]) -> None:
+    out.print(f"[bold]{info['path']}[/] ({info['kind']}{', target ' + info['target'] if 'target' in info else ''})")
+    io_table = Table(title="inputs and outputs")
+    for col in ("", "name", "shape", "dtype"):
+        io_table.add_column(col)
+    for kind in ("inputs", "outputs"):
+        for v in info[kind]:
+            io_table.add_row(kind[:-1], v["name"], "x".join(map(str, v["shape"] or [])), str(v["dtype"]))
+    out.print(io_table)
+    out.print(f"nodes {info['nodes']}, parameters {info['parameters']:,} ({info['parameter_bytes'] / 1e6:.2f} MB), "
+              f"MACs {info['macs']:,}, FLOPs {info['flops']:,}")
+    ops = Table(title="ops")
+    ops.add_column("op")
+    ops.add_column("count", justify="right")
+    ops.add_column("MACs", justify="right")
+    for op, count in info["ops"].items():
+        ops.add_row(op, str(count), f"{info['macs_by_op'].get(op, 0):,}")
+    out.print(ops)
+    if info.get("verification"):
+        _print_verification(info["verification"])
+
+
+@app.command("targets")
+def targets_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the targets mlpc compiles for."""
+    from mlpc.targets import list_targets
+
+    targets = list_targets()
+    if as_json:
+        print(json.dumps([t.to_json() for t in targets], indent=2))
+        return
+    table = Table(title="targets")
+    for col in ("name", "kind", "backend", "runs here", "description"):
+        table.add_column(col)
+    for t in targets:
+        table.add_row(t.name, t.kind, t.backend, "no" if t.missing_on_host() else "yes", t.description)
+    out.print(table)
+
+
+@app.command("demo")
+def demo_cmd(
+    model: str = typer.Option("resnet", "--model", help="A model of mlpc.zoo."),
+    output: Path = typer.Option(Path("demo-out"), "--output", "-o", help="Where to write the artifact."),
+    repeat: int = typer.Option(50, "--repeat", help="Timed runs per runtime."),
+) -> None:
+    """Compile, verify and benchmark an example model for this machine."""
+    from mlpc.demo import run_demo
+
+    run_demo(model, output, repeat, out)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run the CLI; return the exit code (0 done, 1 verification failed, 2 bad input)."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except MlpcError as e:
+        if _state["debug"]:
+            raise
+        err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        return e.exit_code
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        err.print("aborted")
+        return 130
+    except typer.TyperException as e:  # usage errors (typer vendors click's exceptions)
+        e.show()
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except Exception as e:  # an mlpc bug: keep the process alive and say how to report it
+        if _state["debug"]:
+            raise
+        err.print(f"[red]internal error:[/] {type(e).__name__}: {e} (run with --debug for the traceback)",
+                  highlight=False, soft_wrap=True)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The compile driver: load → passes → backend → artifact (→ verification).
+
+    >>> import mlpc
+    >>> art = mlpc.compile("model.onnx", target="host", output_dir="out/", verify=True)  # doctest: +SKIP
+    >>> art.verification["passed"]  # doctest: +SKIP
+    True
+"""
+from __future__ import annotations
+
+import atexit
+import datetime
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import mlpc
+from mlpc.analysis import model_stats, value_info
+from mlpc.artifact import Artifact, check_output_dir, load, write_artifact
+from mlpc.backends import get_backend
+from mlpc.frontend import load_model
+from mlpc.pass_infra import PassContext, PassManager
+from mlpc.pipeline import default_pipeline
+from mlpc.targets import get_target
+from mlpc.verify import DEFAULT_TOLERANCE, verify as run_verification
+
+logger = logging.getLogger(__name__)
+
+
+def compile(  # noqa: A001 - the public name users expect
+    model: Any,
+    target: Any = "host",
+    output_dir: str | Path | None = None,
+    *,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    example_inputs: Any = None,
+    verify: bool = False,
+    tolerance: float = DEFAULT_TOLERANCE,
+    opt_level: int = 2,
+    disabled_passes: Sequence[str] = (),
+    verify_each_pass: bool | None = None,
+) -> Artifact:
+    """Compile a model for a target and return the Artifact written to `output_dir`.
+
+    `model` is an .onnx path, an onnx.ModelProto, an onnx_ir.Model or a torch.nn.Module (with
+    `example_inputs` or `input_shapes`). `target` is a tag (`mlpc targets`) or a Target. Without
+    `output_dir` the artifact goes to a temporary directory removed at exit. With `verify`, the
+    artifact is run against onnxruntime/PyTorch and the report stored in its manifest; a failed
+    verification raises VerificationError after the artifact is written (so it can be inspected).
+    `verify_each_pass` runs the IR verifier after every pass (default: env MLPC_VERIFY_PASSES).
+    """
+    start = time.perf_counter()
+    if verify_each_pass is None:
+        verify_each_pass = os.environ.get("MLPC_VERIFY_PASSES", "") not in ("", "0")
+    tgt = get_target(target)
+    if output_dir is not None:
+        check_output_dir(Path(output_dir))
+    loaded = load_model(model, input_shapes=input_shapes, example_inputs=example_inputs)
+    ctx = PassContext(target=tgt, opt_level=opt_level, disabled_passes=set(disabled_passes),
+                      verify_each=verify_each_pass)
+    pass_log = PassManager(default_pipeline(tgt)).run(loaded.model, ctx)
+    graph = loaded.model.graph
+    backend = get_backend(tgt.backend)
+    inputs = [value_info(v) for v in graph.inputs]
+    outputs = [value_info(v) for v in graph.outputs]
+    manifest: dict[str, Any] = {
+        "mlpc_version": mlpc.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": {"name": loaded.source, "sha256": loaded.source_sha256, "kind": loaded.reference_kind},
+        "target": tgt.to_json(),
+        "inputs": inputs,
+        "outputs": outputs,
+        "passes": [r.to_json() for r in pass_log],
+        "stats": model_stats(graph),
+    }
+
+    def write_files(tmp: Path) -> None:
+        manifest["backend"] = backend.compile_graph(loaded.model, tgt, tmp)
+
+    report = None
+
+    def finalize(tmp: Path, manifest: dict[str, Any]) -> None:
+        nonlocal report
+        if verify:
+            artifact = Artifact(tmp, manifest)
+            report = run_verification(
+                loaded, artifact.run, inputs, [o["name"] for o in outputs], tolerance=tolerance
+            )
+            manifest["verification"] = report.to_json()
+        manifest["compile_seconds"] = round(time.perf_counter() - start, 3)
+
+    out = Path(output_dir) if output_dir is not None else _scratch_dir()
+    path = write_artifact(out, write_files, manifest, finalize)
+    if report is not None:
+        report.raise_if_failed()
+    return load(path)
+
+
+def _scratch_dir() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="mlpc-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root / "artifact"

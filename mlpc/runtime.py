@@ -1,0 +1,43 @@
+"""Run compiled artifacts: load the library a backend wrote and call it."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlpc.errors import ArtifactError
+
+logger = logging.getLogger(__name__)
+
+
+class TvmSession:
+    """A Relax VM over an artifact's `model.so`, on the CPU."""
+
+    def __init__(self, library: Path):
+        import tvm
+        from tvm import relax
+
+        try:
+            module = tvm.runtime.load_module(str(library))
+            self._device = tvm.cpu()
+            self._main = relax.VirtualMachine(module, self._device)["main"]
+        except Exception as e:
+            raise ArtifactError(f"{library}: cannot load the compiled library: {e}") from e
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Call the model on input arrays (in input order); return the outputs in order."""
+        import tvm
+
+        result = self._main(*[tvm.runtime.tensor(a, self._device) for a in arrays])
+        items = result if isinstance(result, (list, tuple)) or hasattr(result, "__len__") else [result]
+        return [item.numpy() for item in items]
+
+
+def load_session(path: Path, manifest: dict[str, Any]) -> TvmSession:
+    """Return a session that runs the artifact at `path` (its backend named in the manifest)."""
+    backend = manifest.get("backend", {}).get("name")
+    if backend != "tvm":
+        raise ArtifactError(f"{path}: artifacts of backend {backend!r} cannot be run by this mlpc")
+    return TvmSession(path / manifest["backend"]["library"])

@@ -1,0 +1,65 @@
+"""Canonicalization: static shapes everywhere, constants folded, dead code gone.
+
+After this pass every value has a static shape and dtype, shape computations (Shape → Gather →
+Concat → Reshape, as the legacy torch exporter emits) are folded to constants, Constant nodes
+are initializers, and no node is unused — the form every later pass and backend relies on.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx_ir as ir
+import onnx_ir.passes.common as common
+import onnxscript.optimizer
+
+from mlpc.pass_infra import Pass, PassContext, PassResult
+
+logger = logging.getLogger(__name__)
+
+# Fold weight-sized constant subgraphs too (e.g. a Transpose of a weight), not only small shapes.
+_FOLD_SIZE_LIMIT = 1 << 24
+# onnxscript never folds ConstantOfShape (to keep models small); small ones feed shape
+# computations (e.g. the pad amounts the legacy exporter builds), so fold those.
+_SMALL_CONSTANT_OF_SHAPE = 1 << 12
+
+
+def _should_fold(node: ir.Node) -> bool | None:
+    if node.op_type == "ConstantOfShape" and node.domain in ("", "ai.onnx"):
+        shape = node.inputs[0].const_value if node.inputs and node.inputs[0] is not None else None
+        if shape is not None and int(np.prod(shape.numpy())) <= _SMALL_CONSTANT_OF_SHAPE:
+            return True
+    return None
+
+
+class CanonicalizePass(Pass):
+    """Infer shapes, fold constants (shape computations included) and remove dead code."""
+
+    name = "canonicalize"
+    description = "shape inference, constant folding (shape computations too), dead-code removal"
+    opt_level = 0
+
+    def run(self, graph: ir.Graph, ctx: PassContext) -> PassResult:
+        model = ir.Model(graph, ir_version=10)
+        modified = False
+        for step in (
+            common.RemoveInitializersFromInputsPass(),
+            common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+            common.ShapeInferencePass(),
+        ):
+            modified |= step(model).modified
+        folded = onnxscript.optimizer.fold_constants(
+            model,
+            onnx_shape_inference=True,
+            input_size_limit=_FOLD_SIZE_LIMIT,
+            output_size_limit=_FOLD_SIZE_LIMIT,
+            should_fold=_should_fold,
+        )
+        modified |= bool(folded.modified)
+        for step in (
+            common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+            common.RemoveUnusedNodesPass(),
+        ):
+            modified |= step(model).modified
+        logger.debug("canonicalize: %d nodes, modified=%s", len(model.graph), modified)
+        return PassResult(model.graph, modified)
