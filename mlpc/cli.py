@@ -58,6 +58,10 @@ def compile_cmd(
     verify: bool = typer.Option(False, "--verify", help="Check the build against onnxruntime; exit 1 beyond tolerance."),
     input_shape: list[str] = typer.Option([], "--input-shape", help="NAME=DIMS, e.g. x=1x3x224x224 (repeatable)."),
     tolerance: float = typer.Option(1e-4, "--tolerance", help="Max error relative to max|reference| for --verify."),
+    passes: Optional[str] = typer.Option(None, "--passes", help="Run exactly these passes, comma-separated."),
+    disable_pass: list[str] = typer.Option([], "--disable-pass", help="Skip this pass (repeatable)."),
+    pass_plugin: list[Path] = typer.Option([], "--pass-plugin", help="A Python file registering passes (repeatable)."),
+    dump_ir: Optional[Path] = typer.Option(None, "--dump-ir", help="Write the IR as text before and after each pass."),
 ) -> None:
     """Compile MODEL for TARGET into an artifact directory."""
     from mlpc.compile import compile as compile_model
@@ -66,8 +70,11 @@ def compile_cmd(
     shapes = dict(parse_input_shape(s) for s in input_shape)
     try:
         with err.status(f"compiling {model.name} for {target}..."):
-            artifact = compile_model(model, target=target, output_dir=output, input_shapes=shapes,
-                                     verify=verify, tolerance=tolerance)
+            artifact = compile_model(
+                model, target=target, output_dir=output, input_shapes=shapes, verify=verify,
+                tolerance=tolerance, passes=_split(passes), disabled_passes=disable_pass,
+                pass_plugins=pass_plugin, dump_ir=dump_ir,
+            )
     except MlpcError as e:
         if type(e).__name__ == "VerificationError" and (output / "manifest.json").exists():
             _print_verification(json.loads((output / "manifest.json").read_text()).get("verification"))
@@ -77,6 +84,10 @@ def compile_cmd(
               f"{m['stats']['nodes']} nodes, {m['compile_seconds']:.1f}s)")
     if verify:
         _print_verification(artifact.verification)
+
+
+def _split(names: Optional[str]) -> Optional[list[str]]:
+    return None if names is None else [n.strip() for n in names.split(",") if n.strip()]
 
 
 def _print_verification(report: dict[str, Any] | None) -> None:
@@ -202,6 +213,34 @@ def targets_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON."
         table.add_column(col)
     for t in targets:
         table.add_row(t.name, t.kind, t.backend, "no" if t.missing_on_host() else "yes", t.description)
+    out.print(table)
+
+
+@app.command("passes")
+def passes_cmd(
+    pass_plugin: list[Path] = typer.Option([], "--pass-plugin", help="Also load passes from this file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List every registered pass, in default pipeline order, with a line of description."""
+    from mlpc.pass_registry import get_pass
+    from mlpc.pipeline import default_pipeline, load_entry_point_passes, load_plugin
+
+    load_entry_point_passes()
+    for plugin in pass_plugin:
+        load_plugin(plugin)
+    rows = []
+    for p in default_pipeline():
+        info = get_pass(p.name)
+        rows.append({"name": info.name, "builtin": info.builtin, "opt_level": info.opt_level,
+                     "description": info.description, "origin": info.origin})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="passes (default pipeline order)")
+    for col in ("name", "opt level", "from", "description"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], str(r["opt_level"]), "built-in" if r["builtin"] else r["origin"], r["description"])
     out.print(table)
 
 

@@ -24,7 +24,9 @@ from mlpc.artifact import Artifact, check_output_dir, load, write_artifact
 from mlpc.backends import get_backend
 from mlpc.frontend import load_model
 from mlpc.pass_infra import PassContext, PassManager
-from mlpc.pipeline import default_pipeline
+from mlpc.instruments import DumpIRInstrument
+from mlpc.pass_registry import get_pass
+from mlpc.pipeline import default_pipeline, load_entry_point_passes, load_plugin
 from mlpc.targets import get_target
 from mlpc.verify import DEFAULT_TOLERANCE, verify as run_verification
 
@@ -41,7 +43,10 @@ def compile(  # noqa: A001 - the public name users expect
     verify: bool = False,
     tolerance: float = DEFAULT_TOLERANCE,
     opt_level: int = 2,
+    passes: Sequence[str] | None = None,
     disabled_passes: Sequence[str] = (),
+    pass_plugins: Sequence[str | Path] = (),
+    dump_ir: str | Path | None = None,
     verify_each_pass: bool | None = None,
 ) -> Artifact:
     """Compile a model for a target and return the Artifact written to `output_dir`.
@@ -51,6 +56,9 @@ def compile(  # noqa: A001 - the public name users expect
     `output_dir` the artifact goes to a temporary directory removed at exit. With `verify`, the
     artifact is run against onnxruntime/PyTorch and the report stored in its manifest; a failed
     verification raises VerificationError after the artifact is written (so it can be inspected).
+    `passes` replaces the pipeline by the named passes; `disabled_passes` drops some;
+    `pass_plugins` are Python files whose passes register themselves; `dump_ir` is a directory
+    receiving the IR as text before the first pass and after each pass that changed it.
     `verify_each_pass` runs the IR verifier after every pass (default: env MLPC_VERIFY_PASSES).
     """
     start = time.perf_counter()
@@ -60,9 +68,16 @@ def compile(  # noqa: A001 - the public name users expect
     if output_dir is not None:
         check_output_dir(Path(output_dir))
     loaded = load_model(model, input_shapes=input_shapes, example_inputs=example_inputs)
+    load_entry_point_passes()
+    for plugin in pass_plugins:
+        load_plugin(plugin)
+    pipeline = default_pipeline(tgt, passes)
+    for name in disabled_passes:
+        get_pass(name)  # an unknown name is an error, not a silent no-op
+    instruments = [DumpIRInstrument(dump_ir)] if dump_ir is not None else []
     ctx = PassContext(target=tgt, opt_level=opt_level, disabled_passes=set(disabled_passes),
-                      verify_each=verify_each_pass)
-    pass_log = PassManager(default_pipeline(tgt)).run(loaded.model, ctx)
+                      instruments=instruments, verify_each=verify_each_pass)
+    pass_log = PassManager(pipeline).run(loaded.model, ctx)
     graph = loaded.model.graph
     backend = get_backend(tgt.backend)
     inputs = [value_info(v) for v in graph.inputs]
