@@ -36,6 +36,7 @@ _LAZY = {
     "verify": ("mlpc.verify", "verify"),
     "get_target": ("mlpc.targets", "get_target"),
     "Pass": ("mlpc.pass_infra", "Pass"),
+    "register_pass": ("mlpc.pass_registry", "register_pass"),
     "PassContext": ("mlpc.pass_infra", "PassContext"),
     "PassManager": ("mlpc.pass_infra", "PassManager"),
     "PassResult": ("mlpc.pass_infra", "PassResult"),
