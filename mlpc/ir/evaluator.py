@@ -6,6 +6,7 @@ oracle for verification, calibration and bit-exactness checks.
     >>> ev.run({"x": np.ones((1, 3), np.float32)})
     {'y': array(...)}
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,7 +53,9 @@ class ReferenceEvaluator:
         elif isinstance(model, onnx.ModelProto):
             proto = model
         else:
-            raise TypeError(f"ReferenceEvaluator takes an onnx_ir.Model or onnx.ModelProto, got {type(model).__name__}")
+            raise TypeError(
+                f"ReferenceEvaluator takes an onnx_ir.Model or onnx.ModelProto, got {type(model).__name__}"
+            )
         self.proto = _with_custom_opsets(proto)
         initializers = {t.name for t in self.proto.graph.initializer}
         self.inputs: dict[str, onnx.TypeProto] = {
@@ -69,7 +72,9 @@ class ReferenceEvaluator:
         except MlpcError:
             raise
         except Exception as e:  # onnx raises bare RuntimeError/ValueError for malformed graphs
-            raise IRVerificationError(f"the reference evaluator cannot load graph {self.proto.graph.name!r}: {e}") from e
+            raise IRVerificationError(
+                f"the reference evaluator cannot load graph {self.proto.graph.name!r}: {e}"
+            ) from e
 
     def _check_inputs(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         missing = [n for n in self.inputs if n not in inputs]
@@ -93,12 +98,16 @@ class ReferenceEvaluator:
             if tt.elem_type:
                 expected = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
                 if arr.dtype != expected:
-                    raise InputError(f"input {name!r} has dtype {arr.dtype}, the model expects {np.dtype(expected)}")
+                    raise InputError(
+                        f"input {name!r} has dtype {arr.dtype}, the model expects {np.dtype(expected)}"
+                    )
             if not tt.HasField("shape"):
                 continue
             dims = tt.shape.dim
             if arr.ndim != len(dims):
-                raise InputError(f"input {name!r} has rank {arr.ndim} (shape {list(arr.shape)}), the model expects rank {len(dims)}")
+                raise InputError(
+                    f"input {name!r} has rank {arr.ndim} (shape {list(arr.shape)}), the model expects rank {len(dims)}"
+                )
             for i, (d, size) in enumerate(zip(dims, arr.shape)):
                 if d.HasField("dim_value") and d.dim_value != size:
                     raise InputError(
@@ -125,5 +134,7 @@ class ReferenceEvaluator:
         except MlpcError:
             raise
         except Exception as e:
-            raise IRVerificationError(f"reference evaluation of graph {self.proto.graph.name!r} failed: {e}") from e
+            raise IRVerificationError(
+                f"reference evaluation of graph {self.proto.graph.name!r} failed: {e}"
+            ) from e
         return dict(zip(names, results))

@@ -1,9 +1,10 @@
 """A qonnx-like vocabulary of small integer types: INT2…INT8, UINT2…UINT8, BIPOLAR, TERNARY.
 
-    >>> from mlpc.ir.int_types import INT4, int_type
-    >>> INT4.min(), INT4.max(), INT4.allowed(7), int_type("UINT3").max()
-    (-8, 7, True, 7)
+>>> from mlpc.ir.int_types import INT4, int_type
+>>> INT4.min(), INT4.max(), INT4.allowed(7), int_type("UINT3").max()
+(-8, 7, True, 7)
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,7 +43,9 @@ class IntType:
         """True when every element of the scalar or array `x` is an integer value of this type
         (for BIPOLAR: only −1 and +1)."""
         a = np.asarray(x)
-        if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        if a.dtype == np.bool_ or not (
+            np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)
+        ):
             return False
         if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
             return False
@@ -65,8 +68,24 @@ TERNARY = IntType("TERNARY", 2, True, "ternary")
 
 INT_TYPES: dict[str, IntType] = {
     t.name: t
-    for t in (INT2, INT3, INT4, INT5, INT6, INT7, INT8,
-              UINT2, UINT3, UINT4, UINT5, UINT6, UINT7, UINT8, BIPOLAR, TERNARY)
+    for t in (
+        INT2,
+        INT3,
+        INT4,
+        INT5,
+        INT6,
+        INT7,
+        INT8,
+        UINT2,
+        UINT3,
+        UINT4,
+        UINT5,
+        UINT6,
+        UINT7,
+        UINT8,
+        BIPOLAR,
+        TERNARY,
+    )
 }
 
 
@@ -77,9 +96,7 @@ def int_type(name: str) -> IntType:
     """
     t = INT_TYPES.get(str(name).upper())
     if t is None:
-        raise QuantizationError(
-            f"unknown integer type {name!r}; use one of {', '.join(INT_TYPES)}"
-        )
+        raise QuantizationError(f"unknown integer type {name!r}; use one of {', '.join(INT_TYPES)}")
     return t
 
 

@@ -5,6 +5,7 @@ snapshot and does not track later edits.
     >>> g = to_networkx(model.graph)
     >>> [g.nodes[k]["op_type"] for k in networkx.topological_sort(g)]
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,15 +35,24 @@ def to_networkx(graph: ir.Graph | ir.Model, sources: bool = False) -> nx.MultiDi
     index: dict[int, int] = {}
     for i, node in enumerate(g):
         index[id(node)] = i
-        out.add_node(i, node=node, op_type=node.op_type, domain=node.domain, name=node.name or "", kind="node")
+        out.add_node(
+            i, node=node, op_type=node.op_type, domain=node.domain, name=node.name or "", kind="node"
+        )
     source_of: dict[int, str] = {}
     if sources:
         for v in g.inputs:
             source_of[id(v)] = f"input:{v.name}"
         for name, v in g.initializers.items():
             source_of.setdefault(id(v), f"initializer:{name}")
-        for v_id, key in source_of.items():
-            out.add_node(key, kind=key.split(":", 1)[0], name=key.split(":", 1)[1], op_type=None, domain=None, node=None)
+        for key in source_of.values():
+            out.add_node(
+                key,
+                kind=key.split(":", 1)[0],
+                name=key.split(":", 1)[1],
+                op_type=None,
+                domain=None,
+                node=None,
+            )
     for node in g:
         dst = index[id(node)]
         for v in node.inputs:

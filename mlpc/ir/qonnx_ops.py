@@ -5,6 +5,7 @@ operation (so results are bit-identical), registered for the domains QONNX model
 Quant:  y = x/scale + zero_point → clamp to [min_int, max_int] → round → (y − zero_point)·scale
 (1-bit signed Quant maps y ≥ 0 to +1 and the rest to −1, as qonnx does).
 """
+
 from __future__ import annotations
 
 import logging
@@ -77,8 +78,15 @@ def _clamp(y: np.ndarray, lo: Any, hi: Any) -> np.ndarray:
     return np.where(y < lo, np.asarray(lo).astype(y.dtype), y)
 
 
-def quant(x: np.ndarray, scale: Any, zero_point: Any, bitwidth: Any, signed: int, narrow: int,
-          rounding_mode: str = "ROUND") -> np.ndarray:
+def quant(
+    x: np.ndarray,
+    scale: Any,
+    zero_point: Any,
+    bitwidth: Any,
+    signed: int,
+    narrow: int,
+    rounding_mode: str = "ROUND",
+) -> np.ndarray:
     """QONNX Quant on numpy arrays; returns float32."""
     y = x / scale + zero_point
     if np.all(bitwidth == 1) and signed:
@@ -95,16 +103,25 @@ def bipolar_quant(x: np.ndarray, scale: Any) -> np.ndarray:
     return np.asarray(y * scale)
 
 
-def trunc(x: np.ndarray, scale: Any, zero_point: Any, in_bits: Any, out_bits: Any,
-          rounding_mode: str = "FLOOR") -> np.ndarray:
+def trunc(
+    x: np.ndarray, scale: Any, zero_point: Any, in_bits: Any, out_bits: Any, rounding_mode: str = "FLOOR"
+) -> np.ndarray:
     """QONNX Trunc with 5 inputs: drop the low (in_bits − out_bits) bits."""
     y = np.round(x / scale + zero_point)
     y = rounding_function(rounding_mode)(y / 2.0 ** (in_bits - out_bits))
     return (y - zero_point) * scale
 
 
-def trunc_v2(x: np.ndarray, scale: Any, zero_point: Any, out_scale: Any, out_bits: Any,
-             signed: int = 1, narrow: int = 0, rounding_mode: str = "FLOOR") -> np.ndarray:
+def trunc_v2(
+    x: np.ndarray,
+    scale: Any,
+    zero_point: Any,
+    out_scale: Any,
+    out_bits: Any,
+    signed: int = 1,
+    narrow: int = 0,
+    rounding_mode: str = "FLOOR",
+) -> np.ndarray:
     """QONNX Trunc with 7 inputs: rescale by the power of two nearest out_scale/scale, clamp to
     out_bits, round, and express in out_scale."""
     y = np.round(x / scale + zero_point)
@@ -129,7 +146,9 @@ class _QuantKernel(OpRun):
         name = self.onnx_node.name
         signed = _required(name, "Quant", attrs, "signed")
         narrow = _required(name, "Quant", attrs, "narrow")
-        return (quant(x, scale, zero_point, bitwidth, signed, narrow, _text(attrs.get("rounding_mode", "ROUND"))),)
+        return (
+            quant(x, scale, zero_point, bitwidth, signed, narrow, _text(attrs.get("rounding_mode", "ROUND"))),
+        )
 
 
 class _BipolarQuantKernel(OpRun):
@@ -144,16 +163,32 @@ class _TruncKernel(OpRun):
             return (trunc(x, scale, zero_point, in_bits, rest[0], mode),)
         if len(rest) == 3:
             out_scale, _out_zero_point, out_bits = rest  # qonnx ignores the output zero point
-            return (trunc_v2(x, scale, zero_point, out_scale, out_bits,
-                             attrs.get("signed", 1), attrs.get("narrow", 0), mode),)
-        raise QuantizationError(f"Trunc node {self.onnx_node.name!r} has {4 + len(rest)} inputs; expected 5 or 7")
+            return (
+                trunc_v2(
+                    x,
+                    scale,
+                    zero_point,
+                    out_scale,
+                    out_bits,
+                    attrs.get("signed", 1),
+                    attrs.get("narrow", 0),
+                    mode,
+                ),
+            )
+        raise QuantizationError(
+            f"Trunc node {self.onnx_node.name!r} has {4 + len(rest)} inputs; expected 5 or 7"
+        )
 
 
 def qonnx_kernels() -> list[type[OpRun]]:
     """OpRun classes of Quant, IntQuant, BipolarQuant and Trunc for every QONNX domain."""
     out = []
     for domain in QONNX_DOMAINS:
-        for name, base in (("Quant", _QuantKernel), ("IntQuant", _QuantKernel),
-                           ("BipolarQuant", _BipolarQuantKernel), ("Trunc", _TruncKernel)):
+        for name, base in (
+            ("Quant", _QuantKernel),
+            ("IntQuant", _QuantKernel),
+            ("BipolarQuant", _BipolarQuantKernel),
+            ("Trunc", _TruncKernel),
+        ):
             out.append(type(name, (base,), {"op_domain": domain, "__module__": __name__}))
     return out

@@ -14,6 +14,7 @@ odd zero point (the evaluator's Quant kernel follows QONNX exactly). Ranges foll
     >>> set_quant(value, qp); get_quant(value) == qp
     True
 """
+
 from __future__ import annotations
 
 import json
@@ -62,7 +63,7 @@ def _as_zero_point(zero_point: Any) -> int | np.ndarray:
     return a
 
 
-def _along(a: float | int | np.ndarray, ndim: int, axis: int | None) -> Any:
+def _along(a: float | np.ndarray, ndim: int, axis: int | None) -> Any:
     """Reshape a per-channel 1-D array so it broadcasts along `axis` of an `ndim`-D tensor."""
     if axis is None or np.ndim(a) == 0:
         return a
@@ -151,7 +152,9 @@ class QuantParams:
         if self.scale_kind == "po2":
             exps = np.log2(flat)
             if not np.all(exps == np.round(exps)):
-                raise QuantizationError(f"scale_kind='po2' but scale {self._fmt(scale)} is not a power of two")
+                raise QuantizationError(
+                    f"scale_kind='po2' but scale {self._fmt(scale)} is not a power of two"
+                )
         elif self.scale_kind == "dyadic":
             for s in flat:
                 m, shift = dyadic(float(s))
@@ -197,7 +200,9 @@ class QuantParams:
         if self.axis is None:
             return self.scale, self.zero_point
         if not -x.ndim <= self.axis < x.ndim:
-            raise QuantizationError(f"quantization axis {self.axis} is out of range for a rank-{x.ndim} tensor")
+            raise QuantizationError(
+                f"quantization axis {self.axis} is out of range for a rank-{x.ndim} tensor"
+            )
         axis = self.axis % x.ndim
         if x.shape[axis] != self.channels:
             raise QuantizationError(
@@ -233,13 +238,18 @@ class QuantParams:
 
     def to_dict(self) -> dict[str, Any]:
         """The parameters as a JSON-compatible dict (arrays become lists)."""
+
         def plain(v: Any) -> Any:
             return v.tolist() if isinstance(v, np.ndarray) else v
 
         return {
-            "bits": self.bits, "signed": self.signed, "scale": plain(self.scale),
-            "zero_point": plain(self.zero_point), "axis": self.axis,
-            "narrow_range": self.narrow_range, "scale_kind": self.scale_kind,
+            "bits": self.bits,
+            "signed": self.signed,
+            "scale": plain(self.scale),
+            "zero_point": plain(self.zero_point),
+            "axis": self.axis,
+            "narrow_range": self.narrow_range,
+            "scale_kind": self.scale_kind,
         }
 
     def to_json(self) -> str:

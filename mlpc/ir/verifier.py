@@ -7,6 +7,7 @@ and outputs, mlpc-op shapes/types against their inference, QuantParams consisten
 
     >>> verify(model)          # returns None or raises IRVerificationError
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,8 +24,10 @@ from mlpc.ir.quant_params import QUANT_METADATA_KEY, get_quant
 logger = logging.getLogger(__name__)
 
 _INT_RANGES = {
-    ir.DataType.INT8: (-128, 127), ir.DataType.UINT8: (0, 255),
-    ir.DataType.INT4: (-8, 7), ir.DataType.UINT4: (0, 15),
+    ir.DataType.INT8: (-128, 127),
+    ir.DataType.UINT8: (0, 255),
+    ir.DataType.INT4: (-8, 7),
+    ir.DataType.UINT4: (0, 15),
     ir.DataType.INT32: (-(2**31), 2**31 - 1),
 }
 
@@ -88,8 +91,11 @@ def _check_uses(g: ir.Graph, outer: set[int], problems: list[str]) -> None:
                     "initializer or output of a node in this graph"
                 )
         for attr in node.attributes.values():
-            subgraphs = [attr.value] if attr.type == ir.AttributeType.GRAPH else (
-                list(attr.value) if attr.type == ir.AttributeType.GRAPHS else [])
+            subgraphs = (
+                [attr.value]
+                if attr.type == ir.AttributeType.GRAPH
+                else (list(attr.value) if attr.type == ir.AttributeType.GRAPHS else [])
+            )
             for sub in subgraphs:
                 _check_uses(sub, available, problems)
         available.update(id(o) for o in node.outputs)
@@ -118,7 +124,9 @@ def _check_mlpc_ops(g: ir.Graph, problems: list[str]) -> None:
             problems.append(str(e) if describe_node(node) in str(e) else f"{describe_node(node)}: {e}")
             continue
         if len(sigs) != len(node.outputs):
-            problems.append(f"{describe_node(node)} has {len(node.outputs)} outputs; the op defines {len(sigs)}")
+            problems.append(
+                f"{describe_node(node)} has {len(node.outputs)} outputs; the op defines {len(sigs)}"
+            )
             continue
         for v, (shape, dtype) in zip(node.outputs, sigs):
             if v.dtype is not None and dtype is not None and v.dtype != dtype:
@@ -163,7 +171,9 @@ def _check_quant(g: ir.Graph, problems: list[str]) -> None:
         if qp.axis is not None and v.shape is not None:
             rank = len(v.shape)
             if not -rank <= qp.axis < rank:
-                problems.append(f"{_value_label(v)}: quantization axis {qp.axis} is out of range for rank {rank}")
+                problems.append(
+                    f"{_value_label(v)}: quantization axis {qp.axis} is out of range for rank {rank}"
+                )
             else:
                 dim = v.shape[qp.axis]
                 if isinstance(dim, int) and dim != qp.channels:
@@ -180,7 +190,9 @@ def _check_quant(g: ir.Graph, problems: list[str]) -> None:
         if const is not None and rng is not None:
             arr = const.numpy()
             if arr.size and (np.min(arr) < qp.qmin or np.max(arr) > qp.qmax):
-                problems.append(f"{_value_label(v)} holds values outside its quantization range [{qp.qmin}, {qp.qmax}]")
+                problems.append(
+                    f"{_value_label(v)} holds values outside its quantization range [{qp.qmin}, {qp.qmax}]"
+                )
 
 
 def verify(model_or_graph: ir.Model | ir.Graph) -> None:
@@ -203,5 +215,7 @@ def verify(model_or_graph: ir.Model | ir.Graph) -> None:
     _check_quant(g, problems)
     if problems:
         label = f"graph {g.name!r}" if g.name else "the graph"
-        raise IRVerificationError(f"{label} fails verification ({len(problems)} problem(s)):\n  - " + "\n  - ".join(problems))
+        raise IRVerificationError(
+            f"{label} fails verification ({len(problems)} problem(s)):\n  - " + "\n  - ".join(problems)
+        )
     logger.debug("verified %s: %d nodes", g.name, len(g))

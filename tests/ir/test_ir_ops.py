@@ -1,5 +1,6 @@
 """The mlpc op domain: schemas accepted by onnx.checker, inference vs kernel outputs, kernels
 vs independent references (numpy float64, onnxruntime), Requantize vs float requantization."""
+
 from __future__ import annotations
 
 import math
@@ -16,22 +17,40 @@ from mlpc.ir import MLPC_DOMAIN, QuantParams, ReferenceEvaluator, dyadic, get_op
 from mlpc.ir.ops import infer
 
 RNG = np.random.default_rng(0)
-NP2ONNX = {np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.UINT8,
-           np.dtype(np.int32): TensorProto.INT32, np.dtype(np.float32): TensorProto.FLOAT}
+NP2ONNX = {
+    np.dtype(np.int8): TensorProto.INT8,
+    np.dtype(np.uint8): TensorProto.UINT8,
+    np.dtype(np.int32): TensorProto.INT32,
+    np.dtype(np.float32): TensorProto.FLOAT,
+}
 
 
-def _model(op: str, feeds: dict[str, np.ndarray], consts: dict[str, np.ndarray | None], out_dtype: int,
-           out_shape: tuple[int, ...], **attrs: object) -> onnx.ModelProto:
+def _model(
+    op: str,
+    feeds: dict[str, np.ndarray],
+    consts: dict[str, np.ndarray | None],
+    out_dtype: int,
+    out_shape: tuple[int, ...],
+    **attrs: object,
+) -> onnx.ModelProto:
     """A one-node mlpc model: `feeds` become graph inputs, `consts` initializers (None = absent);
     the output is declared with symbolic dims of out_shape's rank (the checker needs a shape)."""
     names = [*feeds, *consts]
-    node = helper.make_node(op, [n if (n in feeds or consts[n] is not None) else "" for n in names], ["y"],
-                            domain=MLPC_DOMAIN, name=f"{op.lower()}0", **attrs)
+    node = helper.make_node(
+        op,
+        [n if (n in feeds or consts[n] is not None) else "" for n in names],
+        ["y"],
+        domain=MLPC_DOMAIN,
+        name=f"{op.lower()}0",
+        **attrs,
+    )
     inputs = [helper.make_tensor_value_info(n, NP2ONNX[a.dtype], a.shape) for n, a in feeds.items()]
     inits = [numpy_helper.from_array(a, n) for n, a in consts.items() if a is not None]
     out = helper.make_tensor_value_info("y", out_dtype, [f"d{i}" for i in range(len(out_shape))])
     graph = helper.make_graph([node], "g", inputs, [out], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid(MLPC_DOMAIN, 1)])
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid(MLPC_DOMAIN, 1)]
+    )
 
 
 def _ort_run(graph: onnx.GraphProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -46,7 +65,7 @@ def _run_and_check(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.n
     onnx.checker.check_model(model)
     y = ReferenceEvaluator(model).run(feeds)["y"]
     graph = ir.serde.deserialize_model(model).graph
-    (shape, dtype), = infer(graph.node(0))
+    ((shape, dtype),) = infer(graph.node(0))
     assert tuple(shape) == y.shape and dtype.numpy() == y.dtype
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True).graph.output[0].type.tensor_type
     assert [d.dim_value for d in inferred.shape.dim] == list(y.shape)
@@ -66,8 +85,12 @@ def test_registry() -> None:
 
 @pytest.mark.parametrize(
     ("a_shape", "b_shape", "a_type", "b_type"),
-    [((4, 5), (5, 3), np.int8, np.int8), ((2, 1, 4, 5), (3, 5, 6), np.uint8, np.int8),
-     ((5,), (5, 3), np.int8, np.uint8), ((2, 4, 5), (5,), np.uint8, np.uint8)],
+    [
+        ((4, 5), (5, 3), np.int8, np.int8),
+        ((2, 1, 4, 5), (3, 5, 6), np.uint8, np.int8),
+        ((5,), (5, 3), np.int8, np.uint8),
+        ((2, 4, 5), (5,), np.uint8, np.uint8),
+    ],
 )
 @pytest.mark.parametrize("with_zp", [False, True])
 def test_integer_matmul(a_shape, b_shape, a_type, b_type, with_zp) -> None:
@@ -75,9 +98,19 @@ def test_integer_matmul(a_shape, b_shape, a_type, b_type, with_zp) -> None:
     b = RNG.integers(np.iinfo(b_type).min, np.iinfo(b_type).max + 1, b_shape).astype(b_type)
     azp = np.array(RNG.integers(0, 100), a_type) if with_zp else None
     bzp = np.array(RNG.integers(0, 100), b_type) if with_zp else None
-    expected = np.matmul(a.astype(np.float64) - (azp if with_zp else 0), b.astype(np.float64) - (bzp if with_zp else 0))
-    y = _run_and_check(_model("IntegerMatMul", {"a": a}, {"b": b, "a_zero_point": azp, "b_zero_point": bzp},
-                              TensorProto.INT32, expected.shape), {"a": a})
+    expected = np.matmul(
+        a.astype(np.float64) - (azp if with_zp else 0), b.astype(np.float64) - (bzp if with_zp else 0)
+    )
+    y = _run_and_check(
+        _model(
+            "IntegerMatMul",
+            {"a": a},
+            {"b": b, "a_zero_point": azp, "b_zero_point": bzp},
+            TensorProto.INT32,
+            expected.shape,
+        ),
+        {"a": a},
+    )
     assert y.dtype == np.int32 and np.array_equal(y, expected)
 
 
@@ -88,13 +121,24 @@ def test_integer_matmul_per_column_zero_point_matches_onnxruntime_matmulinteger(
     bzp = RNG.integers(-128, 128, (3,)).astype(np.int8)
     node = helper.make_node("MatMulInteger", ["a", "b", "azp", "bzp"], ["y"])
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("a", TensorProto.UINT8, a.shape)],
+        [node],
+        "g",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, a.shape)],
         [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
-        [numpy_helper.from_array(b, "b"), numpy_helper.from_array(azp, "azp"), numpy_helper.from_array(bzp, "bzp")],
+        [
+            numpy_helper.from_array(b, "b"),
+            numpy_helper.from_array(azp, "azp"),
+            numpy_helper.from_array(bzp, "bzp"),
+        ],
     )
     ref = _ort_run(graph, {"a": a})
-    model = _model("IntegerMatMul", {"a": a}, {"b": b, "a_zero_point": azp, "b_zero_point": bzp},
-                   TensorProto.INT32, ref.shape)
+    model = _model(
+        "IntegerMatMul",
+        {"a": a},
+        {"b": b, "a_zero_point": azp, "b_zero_point": bzp},
+        TensorProto.INT32,
+        ref.shape,
+    )
     assert np.array_equal(_run_and_check(model, {"a": a}), ref)
 
 
@@ -108,7 +152,13 @@ def test_integer_matmul_per_row_zero_point() -> None:
 
 
 def test_integer_matmul_inference_names_node_on_mismatch() -> None:
-    model = _model("IntegerMatMul", {"a": np.zeros((2, 3), np.int8)}, {"b": np.zeros((4, 5), np.int8)}, TensorProto.INT32, (2, 5))
+    model = _model(
+        "IntegerMatMul",
+        {"a": np.zeros((2, 3), np.int8)},
+        {"b": np.zeros((4, 5), np.int8)},
+        TensorProto.INT32,
+        (2, 5),
+    )
     node = ir.serde.deserialize_model(model).graph.node(0)
     with pytest.raises(IRVerificationError, match="IntegerMatMul node 'integermatmul0'.*K=3.*K=4"):
         infer(node)
@@ -116,10 +166,16 @@ def test_integer_matmul_inference_names_node_on_mismatch() -> None:
 
 def _ort_float_conv(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, **attrs: object) -> np.ndarray:
     inputs = ["x", "w"] + (["b"] if bias is not None else [])
-    inits = [numpy_helper.from_array(w, "w")] + ([numpy_helper.from_array(bias, "b")] if bias is not None else [])
-    graph = helper.make_graph([helper.make_node("Conv", inputs, ["y"], **attrs)], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    inits = [numpy_helper.from_array(w, "w")] + (
+        [numpy_helper.from_array(bias, "b")] if bias is not None else []
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Conv", inputs, ["y"], **attrs)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
     return _ort_run(graph, {"x": x})
 
 
@@ -146,8 +202,14 @@ def test_integer_conv_matches_onnxruntime_float_conv(x_shape, w_shape, attrs, x_
     xf = x.astype(np.float32) - np.float32(xzp)
     wf = w.astype(np.float32) - wzp.astype(np.float32).reshape(-1, *([1] * (w.ndim - 1)))
     ref = _ort_float_conv(xf, wf, bias.astype(np.float32), **attrs)
-    model = _model("IntegerConv", {"x": x}, {"w": w, "x_zero_point": xzp, "w_zero_point": wzp, "bias": bias},
-                   TensorProto.INT32, ref.shape, **attrs)
+    model = _model(
+        "IntegerConv",
+        {"x": x},
+        {"w": w, "x_zero_point": xzp, "w_zero_point": wzp, "bias": bias},
+        TensorProto.INT32,
+        ref.shape,
+        **attrs,
+    )
     y = _run_and_check(model, {"x": x})
     assert y.dtype == np.int32 and np.array_equal(y, ref.astype(np.int64))
 
@@ -156,8 +218,9 @@ def test_integer_conv_without_optional_inputs_and_bad_group() -> None:
     x = RNG.integers(-128, 128, (1, 2, 5, 5)).astype(np.int8)
     w = RNG.integers(-128, 128, (3, 2, 3, 3)).astype(np.int8)
     ref = _ort_float_conv(x.astype(np.float32), w.astype(np.float32), None, pads=[1, 1, 1, 1])
-    y = _run_and_check(_model("IntegerConv", {"x": x}, {"w": w}, TensorProto.INT32, ref.shape, pads=[1, 1, 1, 1]),
-                       {"x": x})
+    y = _run_and_check(
+        _model("IntegerConv", {"x": x}, {"w": w}, TensorProto.INT32, ref.shape, pads=[1, 1, 1, 1]), {"x": x}
+    )
     assert np.array_equal(y, ref)
     bad = _model("IntegerConv", {"x": x}, {"w": w}, TensorProto.INT32, (1, 3, 3, 3), group=2)
     with pytest.raises(IRVerificationError, match="IntegerConv node 'integerconv0'.*2 channels"):
@@ -174,8 +237,14 @@ def test_requantize_matches_float_requantization(per_channel, out_type, zp) -> N
     pairs = [dyadic(float(r)) for r in np.atleast_1d(real)]
     m = np.array([p[0] for p in pairs], np.int32).reshape(np.shape(real))
     shift = np.array([p[1] for p in pairs], np.int32).reshape(np.shape(real))
-    model = _model("Requantize", {"x": acc}, {"multiplier": m, "shift": shift, "zero_point": np.array(zp, out_type)},
-                   NP2ONNX[np.dtype(out_type)], acc.shape, axis=1)
+    model = _model(
+        "Requantize",
+        {"x": acc},
+        {"multiplier": m, "shift": shift, "zero_point": np.array(zp, out_type)},
+        NP2ONNX[np.dtype(out_type)],
+        acc.shape,
+        axis=1,
+    )
     y = _run_and_check(model, {"x": acc})
     # float path: dequantized accumulator requantized with QuantParams
     acc_scale = s_in * np.asarray(s_w)
@@ -191,15 +260,28 @@ def test_requantize_sub_byte_range_and_folded_relu() -> None:
     acc = np.arange(-300, 300, 7, dtype=np.int32).reshape(1, -1)
     m, s = dyadic(0.05)
     exact = acc * math.ldexp(m, -s)  # the dyadic value, exact in float64
-    consts = {"multiplier": np.array(m, np.int32), "shift": np.array(s, np.int32), "zero_point": np.array(2, np.int8)}
-    int4 = _run_and_check(_model("Requantize", {"x": acc}, consts, TensorProto.INT8, acc.shape, qmin=-8, qmax=7), {"x": acc})
+    consts = {
+        "multiplier": np.array(m, np.int32),
+        "shift": np.array(s, np.int32),
+        "zero_point": np.array(2, np.int8),
+    }
+    int4 = _run_and_check(
+        _model("Requantize", {"x": acc}, consts, TensorProto.INT8, acc.shape, qmin=-8, qmax=7), {"x": acc}
+    )
     assert np.array_equal(int4, np.clip(np.floor(exact + 0.5) + 2, -8, 7))
-    relu = _run_and_check(_model("Requantize", {"x": acc}, consts, TensorProto.INT8, acc.shape, qmin=2), {"x": acc})
+    relu = _run_and_check(
+        _model("Requantize", {"x": acc}, consts, TensorProto.INT8, acc.shape, qmin=2), {"x": acc}
+    )
     assert np.array_equal(relu, np.clip(np.floor(exact + 0.5) + 2, 2, 127))
     bad = _model("Requantize", {"x": acc}, consts, TensorProto.INT8, acc.shape, qmin=-200)
     with pytest.raises(IRVerificationError, match="Requantize node 'requantize0'.*does not fit"):
         infer(ir.serde.deserialize_model(bad).graph.node(0))
-    wrong_channels = _model("Requantize", {"x": acc}, {**consts, "multiplier": np.full(3, m, np.int32)},
-                            TensorProto.INT8, acc.shape)
+    wrong_channels = _model(
+        "Requantize",
+        {"x": acc},
+        {**consts, "multiplier": np.full(3, m, np.int32)},
+        TensorProto.INT8,
+        acc.shape,
+    )
     with pytest.raises(IRVerificationError, match="multiplier has 3 channels"):
         infer(ir.serde.deserialize_model(wrong_channels).graph.node(0))

@@ -1,5 +1,6 @@
 """QuantParams: quantize/dequantize properties, validation, JSON/metadata round trips,
 dyadic requantization, and the integer type vocabulary."""
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,18 @@ from hypothesis.extra import numpy as hnp
 
 from mlpc.errors import QuantizationError
 from mlpc.ir import (
-    BIPOLAR, INT4, INT8, TERNARY, UINT2, UINT8, QuantParams, dyadic, get_quant, int_type, requantize, set_quant,
+    BIPOLAR,
+    INT4,
+    INT8,
+    TERNARY,
+    UINT2,
+    UINT8,
+    QuantParams,
+    dyadic,
+    get_quant,
+    int_type,
+    requantize,
+    set_quant,
 )
 
 scales = st.floats(min_value=1e-3, max_value=10.0, allow_nan=False, allow_infinity=False)
@@ -32,7 +44,9 @@ def quant_params(draw: st.DrawFn) -> QuantParams:
         scale = np.array(draw(st.lists(scales, min_size=n, max_size=n)))
         zp = np.array(draw(st.lists(st.integers(probe.qmin, probe.qmax), min_size=n, max_size=n)))
         return QuantParams(bits, signed, scale, zp, axis=draw(st.sampled_from([1, -1])), narrow_range=narrow)
-    return QuantParams(bits, signed, draw(scales), draw(st.integers(probe.qmin, probe.qmax)), narrow_range=narrow)
+    return QuantParams(
+        bits, signed, draw(scales), draw(st.integers(probe.qmin, probe.qmax)), narrow_range=narrow
+    )
 
 
 def _shape_for(qp: QuantParams) -> tuple[int, int]:
@@ -99,7 +113,10 @@ def test_quantize_matches_hand_formula_per_channel() -> None:
         ({"bits": 8, "scale_kind": "log"}, "scale_kind must be"),
         ({"bits": 8, "axis": 0}, "needs a per-channel"),
         ({"bits": 8, "scale": np.array([0.1, 0.2])}, "need an axis"),
-        ({"bits": 8, "scale": np.array([0.1, 0.2]), "zero_point": np.array([0, 0, 0]), "axis": 0}, "3 entries"),
+        (
+            {"bits": 8, "scale": np.array([0.1, 0.2]), "zero_point": np.array([0, 0, 0]), "axis": 0},
+            "3 entries",
+        ),
         ({"bits": 8, "scale": np.ones((2, 2)), "axis": 0}, "1-D"),
         ({"bits": 8, "scale": 0.1, "scale_kind": "dyadic"}, "not exactly"),
     ],
@@ -116,7 +133,10 @@ def test_valid_special_cases() -> None:
     assert (bip.qmin, bip.qmax, bip.int_type) == (-1, 1, BIPOLAR)
     assert bip.quantize(np.array([-0.1, 0.0, 3.0])).tolist() == [-1, 1, 1]
     # QONNX ranges: narrow signed drops −2^(b−1), narrow unsigned drops 2^b − 1
-    assert (QuantParams(8, True, narrow_range=True).qmin, QuantParams(8, False, narrow_range=True).qmax) == (-127, 254)
+    assert (QuantParams(8, True, narrow_range=True).qmin, QuantParams(8, False, narrow_range=True).qmax) == (
+        -127,
+        254,
+    )
 
 
 def test_quantize_rejects_channel_mismatch() -> None:
@@ -140,8 +160,12 @@ def test_from_json_errors() -> None:
 
 def test_metadata_survives_onnx_round_trip() -> None:
     x = ir.Value(name="x", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([2, 3]))
-    w = ir.Value(name="w", const_value=ir.tensor(np.ones((2, 3), np.float32)),
-                 type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([2, 3]))
+    w = ir.Value(
+        name="w",
+        const_value=ir.tensor(np.ones((2, 3), np.float32)),
+        type=ir.TensorType(ir.DataType.FLOAT),
+        shape=ir.Shape([2, 3]),
+    )
     add = ir.node("Add", [x, w])
     t = add.outputs[0]
     t.name = "t"
@@ -151,7 +175,9 @@ def test_metadata_survives_onnx_round_trip() -> None:
     graph = ir.Graph([x], [y], nodes=[add, relu], initializers=[w], opset_imports={"": 21}, name="g")
     params = {
         "x": QuantParams(bits=8, signed=False, scale=0.02, zero_point=128),
-        "w": QuantParams(bits=4, scale=np.array([0.5, 0.25]), zero_point=np.array([0, 1]), axis=0, narrow_range=True),
+        "w": QuantParams(
+            bits=4, scale=np.array([0.5, 0.25]), zero_point=np.array([0, 1]), axis=0, narrow_range=True
+        ),
         "t": QuantParams(bits=3, scale=0.0625, scale_kind="po2"),
         "y": QuantParams(bits=1, scale=1.5),
     }

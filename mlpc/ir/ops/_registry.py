@@ -4,6 +4,7 @@ per op, registered with onnx so that onnx.checker and onnx shape inference accep
     @mlpc_op(schema=SCHEMA, infer=infer_requantize)
     class Requantize(OpRun): ...
 """
+
 from __future__ import annotations
 
 import logging
@@ -111,7 +112,9 @@ def _onnx_inference(op: OpDef) -> Callable[[Any], None]:
             a = ctx.get_attribute(name)
             if a is not None:
                 attrs[name] = onnx.helper.get_attribute_value(a)
-        outs = op.infer_sig(inputs, _with_defaults(op.schema, attrs), f"{op.name} node {ctx.get_display_name()!r}")
+        outs = op.infer_sig(
+            inputs, _with_defaults(op.schema, attrs), f"{op.name} node {ctx.get_display_name()!r}"
+        )
         for i, sig in enumerate(outs):
             if sig.dtype is None:
                 continue
@@ -174,7 +177,10 @@ def kernels() -> list[type[OpRun]]:
 
 # Helpers shared by the ops' schemas and inference functions.
 
-def formal(name: str, type_str: str, doc: str = "", optional: bool = False) -> onnx.defs.OpSchema.FormalParameter:
+
+def formal(
+    name: str, type_str: str, doc: str = "", optional: bool = False
+) -> onnx.defs.OpSchema.FormalParameter:
     """An onnx schema input/output parameter."""
     option = onnx.defs.OpSchema.FormalParameterOption
     return onnx.defs.OpSchema.FormalParameter(
@@ -182,8 +188,12 @@ def formal(name: str, type_str: str, doc: str = "", optional: bool = False) -> o
     )
 
 
-def attr(name: str, doc: str, default: Any = None,
-         kind: onnx.defs.OpSchema.AttrType = onnx.defs.OpSchema.AttrType.INT) -> onnx.defs.OpSchema.Attribute:
+def attr(
+    name: str,
+    doc: str,
+    default: Any = None,
+    kind: onnx.defs.OpSchema.AttrType = onnx.defs.OpSchema.AttrType.INT,
+) -> onnx.defs.OpSchema.Attribute:
     """An optional schema attribute: with `default`, or of type `kind` without one."""
     if default is None:
         return onnx.defs.OpSchema.Attribute(name, kind, doc, required=False)

@@ -8,6 +8,7 @@ after the zero point is subtracted (the padded x equals x_zero_point), as in Con
 x_zero_point is a scalar; w_zero_point a scalar or one per output channel; bias an optional
 int32 vector of one entry per output channel.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -22,7 +23,16 @@ import onnx_ir as ir
 from onnx.reference.op_run import OpRun
 
 from mlpc.ir.ops._registry import (
-    MLPC_DOMAIN, MLPC_OPSET_VERSION, Dim, TensorSig, attr, check_dtype, fail, formal, mlpc_op, same_dim,
+    MLPC_DOMAIN,
+    MLPC_OPSET_VERSION,
+    Dim,
+    TensorSig,
+    attr,
+    check_dtype,
+    fail,
+    formal,
+    mlpc_op,
+    same_dim,
 )
 from mlpc.ir.ops.integer_matmul import INT8_TYPES
 
@@ -30,7 +40,9 @@ logger = logging.getLogger(__name__)
 
 _ints = onnx.defs.OpSchema.AttrType.INTS
 SCHEMA = onnx.defs.OpSchema(
-    "IntegerConv", MLPC_DOMAIN, MLPC_OPSET_VERSION,
+    "IntegerConv",
+    MLPC_DOMAIN,
+    MLPC_OPSET_VERSION,
     doc=__doc__ or "",
     inputs=[
         formal("x", "T1", "input (N, C, D1, ...)"),
@@ -80,14 +92,21 @@ def conv_geometry(
                 continue
             size = s + pads[i] + pads[i + n] - eff[i]
             if size < 0:
-                raise fail(where, f"kernel {eff[i]} (dilated) is larger than padded input {s + pads[i] + pads[i + n]}")
+                raise fail(
+                    where,
+                    f"kernel {eff[i]} (dilated) is larger than padded input {s + pads[i] + pads[i + n]}",
+                )
             out.append(size // strides[i] + 1)
         return strides, dilations, pads, out
     if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
         raise fail(where, f"unknown auto_pad {auto_pad!r}; use NOTSET, VALID, SAME_UPPER or SAME_LOWER")
     if not all(isinstance(s, int) for s in spatial):
-        return strides, dilations, None, [math.ceil(s / st) if isinstance(s, int) else None
-                                           for s, st in zip(spatial, strides)]
+        return (
+            strides,
+            dilations,
+            None,
+            [math.ceil(s / st) if isinstance(s, int) else None for s, st in zip(spatial, strides)],
+        )
     begins, ends, out = [], [], []
     for s, st, e in zip(spatial, strides, eff):
         o = math.ceil(s / st)
@@ -112,7 +131,9 @@ def _kernel_dims(w: TensorSig, attrs: dict[str, Any], where: str, n: int) -> lis
     return list(w.shape[2:])
 
 
-def infer_integer_conv(inputs: Sequence[TensorSig | None], attrs: dict[str, Any], where: str) -> list[TensorSig]:
+def infer_integer_conv(
+    inputs: Sequence[TensorSig | None], attrs: dict[str, Any], where: str
+) -> list[TensorSig]:
     """Output (N, M, O1, ...) int32; checks ranks, channels vs group, zero points and bias."""
     if len(inputs) < 2 or inputs[0] is None or inputs[1] is None:
         raise fail(where, "needs inputs x and w")
@@ -138,7 +159,9 @@ def infer_integer_conv(inputs: Sequence[TensorSig | None], attrs: dict[str, Any]
     for what, sig in (("w_zero_point", wzp), ("bias", bias)):
         if sig is None or sig.shape is None or (what == "w_zero_point" and len(sig.shape) == 0):
             continue
-        if len(sig.shape) != 1 or (same_dim(sig.shape[0], m) is False and not (what == "w_zero_point" and sig.shape[0] == 1)):
+        if len(sig.shape) != 1 or (
+            same_dim(sig.shape[0], m) is False and not (what == "w_zero_point" and sig.shape[0] == 1)
+        ):
             raise fail(where, f"{what} must have shape [{m}], got {list(sig.shape)}")
     n = len(x.shape) - 2
     kernel = _kernel_dims(w, attrs, where, n)
@@ -148,8 +171,14 @@ def infer_integer_conv(inputs: Sequence[TensorSig | None], attrs: dict[str, Any]
     return [TensorSig((x.shape[0], m, *out), ir.DataType.INT32)]
 
 
-def integer_conv(x: np.ndarray, w: np.ndarray, x_zero_point: Any = None, w_zero_point: Any = None,
-                 bias: Any = None, **attrs: Any) -> np.ndarray:
+def integer_conv(
+    x: np.ndarray,
+    w: np.ndarray,
+    x_zero_point: Any = None,
+    w_zero_point: Any = None,
+    bias: Any = None,
+    **attrs: Any,
+) -> np.ndarray:
     """Reference integer convolution (see module doc); int64 sums wrapped to int32."""
     n_sp = x.ndim - 2
     group = attrs.get("group", 1)
@@ -182,8 +211,25 @@ def integer_conv(x: np.ndarray, w: np.ndarray, x_zero_point: Any = None, w_zero_
 class IntegerConv(OpRun):
     """NumPy reference kernel of mlpc::IntegerConv."""
 
-    def _run(self, x, w, x_zero_point=None, w_zero_point=None, bias=None,  # type: ignore[override]
-             auto_pad=None, dilations=None, group=None, kernel_shape=None, pads=None, strides=None):
-        attrs = {"auto_pad": auto_pad or "NOTSET", "dilations": dilations, "group": group or 1,
-                 "pads": pads, "strides": strides}
+    def _run(
+        self,
+        x,
+        w,
+        x_zero_point=None,
+        w_zero_point=None,
+        bias=None,  # type: ignore[override]
+        auto_pad=None,
+        dilations=None,
+        group=None,
+        kernel_shape=None,
+        pads=None,
+        strides=None,
+    ):
+        attrs = {
+            "auto_pad": auto_pad or "NOTSET",
+            "dilations": dilations,
+            "group": group or 1,
+            "pads": pads,
+            "strides": strides,
+        }
         return (integer_conv(x, w, x_zero_point, w_zero_point, bias, **attrs),)

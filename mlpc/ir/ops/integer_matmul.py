@@ -6,6 +6,7 @@ Zero points are optional; as in ONNX MatMulInteger, a_zero_point is a scalar or 
 `a` (1-D, size M) and b_zero_point a scalar or per column of `b` (1-D, size N). Sums wrap
 modulo 2^32 exactly as an int32 accumulator would.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,7 +19,15 @@ import onnx_ir as ir
 from onnx.reference.op_run import OpRun
 
 from mlpc.ir.ops._registry import (
-    MLPC_DOMAIN, MLPC_OPSET_VERSION, Dim, TensorSig, check_dtype, fail, formal, mlpc_op, same_dim,
+    MLPC_DOMAIN,
+    MLPC_OPSET_VERSION,
+    Dim,
+    TensorSig,
+    check_dtype,
+    fail,
+    formal,
+    mlpc_op,
+    same_dim,
 )
 
 logger = logging.getLogger(__name__)
@@ -26,7 +35,9 @@ logger = logging.getLogger(__name__)
 INT8_TYPES = [ir.DataType.INT8, ir.DataType.UINT8]
 
 SCHEMA = onnx.defs.OpSchema(
-    "IntegerMatMul", MLPC_DOMAIN, MLPC_OPSET_VERSION,
+    "IntegerMatMul",
+    MLPC_DOMAIN,
+    MLPC_OPSET_VERSION,
     doc=__doc__ or "",
     inputs=[
         formal("a", "T1", "left operand"),
@@ -87,7 +98,9 @@ def _check_zero_point(where: str, what: str, zp: TensorSig | None, size: Dim) ->
         raise fail(where, f"{what} has {zp.shape[0]} entries, expected 1 or {size}")
 
 
-def infer_integer_matmul(inputs: Sequence[TensorSig | None], attrs: dict[str, Any], where: str) -> list[TensorSig]:
+def infer_integer_matmul(
+    inputs: Sequence[TensorSig | None], attrs: dict[str, Any], where: str
+) -> list[TensorSig]:
     """Output shape by numpy matmul rules, element type int32."""
     if len(inputs) < 2 or inputs[0] is None or inputs[1] is None:
         raise fail(where, "needs inputs a and b")
@@ -108,7 +121,9 @@ def infer_integer_matmul(inputs: Sequence[TensorSig | None], attrs: dict[str, An
     return [TensorSig(shape, ir.DataType.INT32)]
 
 
-def integer_matmul(a: np.ndarray, b: np.ndarray, a_zero_point: Any = None, b_zero_point: Any = None) -> np.ndarray:
+def integer_matmul(
+    a: np.ndarray, b: np.ndarray, a_zero_point: Any = None, b_zero_point: Any = None
+) -> np.ndarray:
     """(a − a_zero_point) @ (b − b_zero_point) with int32 wrap-around accumulation."""
     a64 = a.astype(np.int64)
     b64 = b.astype(np.int64)

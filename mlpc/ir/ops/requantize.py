@@ -7,6 +7,7 @@ computed in int64 (see `mlpc.ir.quant_params.requantize` for the rounding conven
 `qmin`/`qmax` default to the output type's range and may be narrower: sub-byte outputs
 (e.g. [−8, 7] for int4) or a folded ReLU ([zero_point, 127]).
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,7 +20,15 @@ import onnx_ir as ir
 from onnx.reference.op_run import OpRun
 
 from mlpc.ir.ops._registry import (
-    MLPC_DOMAIN, MLPC_OPSET_VERSION, TensorSig, check_dtype, fail, formal, attr, mlpc_op, same_dim,
+    MLPC_DOMAIN,
+    MLPC_OPSET_VERSION,
+    TensorSig,
+    attr,
+    check_dtype,
+    fail,
+    formal,
+    mlpc_op,
+    same_dim,
 )
 from mlpc.ir.quant_params import requantize
 
@@ -28,7 +37,9 @@ logger = logging.getLogger(__name__)
 _OUT_RANGE = {ir.DataType.INT8: (-128, 127), ir.DataType.UINT8: (0, 255)}
 
 SCHEMA = onnx.defs.OpSchema(
-    "Requantize", MLPC_DOMAIN, MLPC_OPSET_VERSION,
+    "Requantize",
+    MLPC_DOMAIN,
+    MLPC_OPSET_VERSION,
     doc=__doc__ or "",
     inputs=[
         formal("x", "tensor(int32)", "int32 accumulators"),
@@ -59,7 +70,9 @@ def clamp_range(dtype: ir.DataType | None, attrs: dict[str, Any], where: str) ->
     return qmin, qmax
 
 
-def infer_requantize(inputs: Sequence[TensorSig | None], attrs: dict[str, Any], where: str) -> list[TensorSig]:
+def infer_requantize(
+    inputs: Sequence[TensorSig | None], attrs: dict[str, Any], where: str
+) -> list[TensorSig]:
     """Output = x's shape with zero_point's type; checks types, per-channel sizes and the range."""
     if len(inputs) != 4 or any(s is None for s in inputs):
         raise fail(where, "needs 4 inputs (x, multiplier, shift, zero_point)")
@@ -93,9 +106,19 @@ class Requantize(OpRun):
 
     def _run(self, x, multiplier, shift, zero_point, axis=1, qmin=None, qmax=None):  # type: ignore[override]
         dtype = ir.DataType.from_numpy(zero_point.dtype)
-        lo, hi = clamp_range(dtype, {k: v for k, v in (("qmin", qmin), ("qmax", qmax)) if v is not None},
-                             f"Requantize node {self.onnx_node.name!r}")
+        lo, hi = clamp_range(
+            dtype,
+            {k: v for k, v in (("qmin", qmin), ("qmax", qmax)) if v is not None},
+            f"Requantize node {self.onnx_node.name!r}",
+        )
         per_channel = np.ndim(multiplier) == 1 or np.ndim(shift) == 1
-        y = requantize(x, multiplier, shift, np.reshape(zero_point, ()), lo, hi,
-                       axis=axis if per_channel and x.ndim > 0 else None)
+        y = requantize(
+            x,
+            multiplier,
+            shift,
+            np.reshape(zero_point, ()),
+            lo,
+            hi,
+            axis=axis if per_channel and x.ndim > 0 else None,
+        )
         return (y.astype(zero_point.dtype),)
