@@ -162,6 +162,9 @@ def test_integer_matmul_inference_names_node_on_mismatch() -> None:
     node = ir.serde.deserialize_model(model).graph.node(0)
     with pytest.raises(IRVerificationError, match="IntegerMatMul node 'integermatmul0'.*K=3.*K=4"):
         infer(node)
+    # onnx's own shape inference leaves the output as declared instead of raising
+    inferred = onnx.shape_inference.infer_shapes(model)
+    assert inferred.graph.output[0].type.tensor_type.shape.dim[1].dim_param == "d1"
 
 
 def _ort_float_conv(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, **attrs: object) -> np.ndarray:
