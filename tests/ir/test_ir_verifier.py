@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import networkx as nx
 import numpy as np
+import onnx
 import onnx_ir as ir
 import pytest
 
@@ -87,6 +88,19 @@ def test_valid_graph_passes() -> None:
     set_quant(g.initializers["b"], QuantParams(bits=4, scale=np.full(4, 0.5), axis=1))
     verify(g)
     verify(ir.Model(g, ir_version=10))
+
+
+def test_imported_onnx_model_passes() -> None:
+    w = onnx.numpy_helper.from_array(np.ones((2, 3, 3, 3), np.float32), "w")
+    nodes = [onnx.helper.make_node("Conv", ["x", "w"], ["c"]), onnx.helper.make_node("Relu", ["c"], ["y"])]
+    graph = onnx.helper.make_graph(
+        nodes,
+        "conv",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 3, 5, 5])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 2, 3, 3])],
+        [w],
+    )
+    verify(ir.serde.deserialize_model(onnx.helper.make_model(graph)))
 
 
 def test_dangling_input() -> None:

@@ -192,6 +192,31 @@ def formal(
     )
 
 
+INT8_TYPE_STRS = ["tensor(int8)", "tensor(uint8)"]
+INT8_TYPES = [ir.DataType.INT8, ir.DataType.UINT8]
+
+
+def mlpc_schema(
+    name: str,
+    doc: str,
+    inputs: Sequence[onnx.defs.OpSchema.FormalParameter],
+    outputs: Sequence[onnx.defs.OpSchema.FormalParameter],
+    type_constraints: Sequence[tuple[str, list[str], str]] = (),
+    attributes: Sequence[onnx.defs.OpSchema.Attribute] = (),
+) -> onnx.defs.OpSchema:
+    """An onnx OpSchema for op `name` in the mlpc domain at MLPC_OPSET_VERSION."""
+    return onnx.defs.OpSchema(
+        name,
+        MLPC_DOMAIN,
+        MLPC_OPSET_VERSION,
+        doc=doc,
+        inputs=list(inputs),
+        outputs=list(outputs),
+        type_constraints=list(type_constraints),
+        attributes=list(attributes),
+    )
+
+
 def attr(
     name: str,
     doc: str,

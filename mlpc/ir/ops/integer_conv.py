@@ -23,8 +23,8 @@ import onnx_ir as ir
 from onnx.reference.op_run import OpRun
 
 from mlpc.ir.ops._registry import (
-    MLPC_DOMAIN,
-    MLPC_OPSET_VERSION,
+    INT8_TYPE_STRS,
+    INT8_TYPES,
     Dim,
     TensorSig,
     attr,
@@ -32,18 +32,16 @@ from mlpc.ir.ops._registry import (
     fail,
     formal,
     mlpc_op,
+    mlpc_schema,
     same_dim,
 )
-from mlpc.ir.ops.integer_matmul import INT8_TYPES
 
 logger = logging.getLogger(__name__)
 
 _ints = onnx.defs.OpSchema.AttrType.INTS
-SCHEMA = onnx.defs.OpSchema(
+SCHEMA = mlpc_schema(
     "IntegerConv",
-    MLPC_DOMAIN,
-    MLPC_OPSET_VERSION,
-    doc=__doc__ or "",
+    __doc__ or "",
     inputs=[
         formal("x", "T1", "input (N, C, D1, ...)"),
         formal("w", "T2", "weights (M, C/group, k1, ...)"),
@@ -53,8 +51,8 @@ SCHEMA = onnx.defs.OpSchema(
     ],
     outputs=[formal("y", "tensor(int32)", "int32 accumulators (N, M, O1, ...)")],
     type_constraints=[
-        ("T1", ["tensor(int8)", "tensor(uint8)"], "type of x"),
-        ("T2", ["tensor(int8)", "tensor(uint8)"], "type of w"),
+        ("T1", INT8_TYPE_STRS, "type of x"),
+        ("T2", INT8_TYPE_STRS, "type of w"),
     ],
     attributes=[
         attr("auto_pad", "NOTSET, SAME_UPPER, SAME_LOWER or VALID", "NOTSET"),

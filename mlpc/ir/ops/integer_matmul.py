@@ -14,31 +14,27 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import onnx.defs
 import onnx_ir as ir
 from onnx.reference.op_run import OpRun
 
 from mlpc.ir.ops._registry import (
-    MLPC_DOMAIN,
-    MLPC_OPSET_VERSION,
+    INT8_TYPE_STRS,
+    INT8_TYPES,
     Dim,
     TensorSig,
     check_dtype,
     fail,
     formal,
     mlpc_op,
+    mlpc_schema,
     same_dim,
 )
 
 logger = logging.getLogger(__name__)
 
-INT8_TYPES = [ir.DataType.INT8, ir.DataType.UINT8]
-
-SCHEMA = onnx.defs.OpSchema(
+SCHEMA = mlpc_schema(
     "IntegerMatMul",
-    MLPC_DOMAIN,
-    MLPC_OPSET_VERSION,
-    doc=__doc__ or "",
+    __doc__ or "",
     inputs=[
         formal("a", "T1", "left operand"),
         formal("b", "T2", "right operand"),
@@ -47,8 +43,8 @@ SCHEMA = onnx.defs.OpSchema(
     ],
     outputs=[formal("y", "tensor(int32)", "int32 product")],
     type_constraints=[
-        ("T1", ["tensor(int8)", "tensor(uint8)"], "type of a"),
-        ("T2", ["tensor(int8)", "tensor(uint8)"], "type of b"),
+        ("T1", INT8_TYPE_STRS, "type of a"),
+        ("T2", INT8_TYPE_STRS, "type of b"),
     ],
 )
 

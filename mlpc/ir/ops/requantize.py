@@ -15,19 +15,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import onnx.defs
 import onnx_ir as ir
 from onnx.reference.op_run import OpRun
 
 from mlpc.ir.ops._registry import (
-    MLPC_DOMAIN,
-    MLPC_OPSET_VERSION,
+    INT8_TYPE_STRS,
     TensorSig,
     attr,
     check_dtype,
     fail,
     formal,
     mlpc_op,
+    mlpc_schema,
     same_dim,
 )
 from mlpc.ir.quant_params import requantize
@@ -36,11 +35,9 @@ logger = logging.getLogger(__name__)
 
 _OUT_RANGE = {ir.DataType.INT8: (-128, 127), ir.DataType.UINT8: (0, 255)}
 
-SCHEMA = onnx.defs.OpSchema(
+SCHEMA = mlpc_schema(
     "Requantize",
-    MLPC_DOMAIN,
-    MLPC_OPSET_VERSION,
-    doc=__doc__ or "",
+    __doc__ or "",
     inputs=[
         formal("x", "tensor(int32)", "int32 accumulators"),
         formal("multiplier", "tensor(int32)", "fixed-point multiplier m, scalar or per channel"),
@@ -48,7 +45,7 @@ SCHEMA = onnx.defs.OpSchema(
         formal("zero_point", "T", "output zero point (scalar); its type is the output type"),
     ],
     outputs=[formal("y", "T", "requantized tensor")],
-    type_constraints=[("T", ["tensor(int8)", "tensor(uint8)"], "output integer type")],
+    type_constraints=[("T", INT8_TYPE_STRS, "output integer type")],
     attributes=[
         attr("axis", "channel axis for per-channel multiplier/shift", 1),
         attr("qmin", "lower clamp bound (default: the output type's minimum)"),
