@@ -122,15 +122,22 @@ def const(array: Any, dtype: str | None = None) -> relax.Expr:
     return relax.const(arr, str(arr.dtype))
 
 
+def _tensor_type(expr: relax.Expr):
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType):
+        # A call not yet bound has no type until the BlockBuilder normalizes it.
+        ty = relax.BlockBuilder.current().normalize(expr).ty
+    return ty
+
+
 def shape_of(expr: relax.Expr) -> tuple[int, ...]:
     """Return the static shape of a Relax tensor expression as ints."""
-    return tuple(int(d) for d in expr.struct_info.shape.values)
+    return tuple(int(d) for d in _tensor_type(expr).shape.values)
 
 
 def dtype_of(expr: relax.Expr) -> str:
     """Return the dtype string of a Relax tensor expression."""
-    return str(expr.struct_info.dtype)
-
+    return str(_tensor_type(expr).dtype)
 
 def require(cond: bool, node: ir.Node, message: str) -> None:
     """Raise LoweringError naming `node` with `message` unless `cond` holds."""
