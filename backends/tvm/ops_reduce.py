@@ -43,12 +43,12 @@ def _register_reduce(op_type: str) -> None:
         ndim = len(shape_of(x))
         axes = _axes_operand(ctx, node, since)
         keepdims = bool(node.attributes.get_int("keepdims", 1))
-        if not axes:
-            if node.attributes.get_int("noop_with_empty_axes", 0):
-                return [x]
-            axes = list(range(ndim))
-        axes = sorted(a % ndim for a in axes)
-        y = reduce(pre(x) if pre else x, axis=axes, keepdims=keepdims)
+        y = pre(x) if pre else x
+        if not axes and node.attributes.get_int("noop_with_empty_axes", 0):
+            # No reduction, but the element-wise parts still apply (as in the ONNX reference).
+            return [post(y) if post else y]
+        axes = sorted(a % ndim for a in axes) if axes else list(range(ndim))
+        y = reduce(y, axis=axes, keepdims=keepdims)
         return [post(y) if post else y]
 
 

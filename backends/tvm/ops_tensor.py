@@ -88,7 +88,8 @@ def _reshape(ctx: LowerContext, node, inputs):
 @converter("Flatten")
 def _flatten(ctx, node, inputs):
     shape = shape_of(inputs[0])
-    axis = node.attributes.get_int("axis", 1) % (len(shape) + 1) if shape else 0
+    axis = node.attributes.get_int("axis", 1)
+    axis = axis + len(shape) if axis < 0 else axis
     return [op.reshape(inputs[0], [int(np.prod(shape[:axis])), int(np.prod(shape[axis:]))])]
 
 
