@@ -19,8 +19,8 @@ def build(mod: tvm.IRModule, target: Target) -> tvm.runtime.Executable:
     Returns the Relax executable (load it with `relax.VirtualMachine`); TVM failures are raised
     as LoweringError naming the target.
     """
-    tvm_target = target.tvm_target()
     try:
+        tvm_target = target.tvm_target()
         with tvm_target:
             return tvm.compile(mod, target=tvm_target)
     except Exception as e:

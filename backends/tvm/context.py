@@ -26,9 +26,14 @@ def numpy_dtype(dtype: ir.DataType) -> np.dtype:
 
 
 def relax_dtype(dtype: ir.DataType) -> str:
-    """Return the Relax dtype string of an onnx-ir DataType (e.g. "float32", "bool", "int4")."""
-    if dtype in (ir.DataType.INT4, ir.DataType.UINT4):
-        return dtype.name.lower()
+    """Return the Relax dtype string of an onnx-ir DataType (e.g. "float32", "bool").
+
+    TVM tensors cannot hold 4-bit elements, so INT4/UINT4 values are carried in int8/uint8.
+    """
+    if dtype == ir.DataType.INT4:
+        return "int8"
+    if dtype == ir.DataType.UINT4:
+        return "uint8"
     return str(numpy_dtype(dtype))
 
 

@@ -1,5 +1,6 @@
 """Converters for quantization ops: ONNX QuantizeLinear/DequantizeLinear (per tensor and per
-axis, int8/uint8/int16/int32 and, from opset 21, int4/uint4) and QONNX Quant/BipolarQuant.
+axis, int8/uint8/int16/int32 and, from opset 21, int4/uint4 carried in int8/uint8 storage) and
+QONNX Quant/BipolarQuant.
 
 Quantization is q = saturate(round_half_even(x / scale) + zero_point), dequantization
 x = (q - zero_point) * scale, both computed in the scale's float type.
@@ -12,7 +13,7 @@ import numpy as np
 import onnx_ir as ir
 from tvm import relax
 
-from mlpc.backends.tvm.context import LowerContext, const, dtype_of, relax_dtype, require, shape_of
+from mlpc.backends.tvm.context import LowerContext, const, dtype_of, require, shape_of
 from mlpc.backends.tvm.ops_elementwise import scalar
 from mlpc.backends.tvm.registry import QONNX_DOMAINS, converter
 
@@ -52,15 +53,12 @@ def _qdq_check(node: ir.Node, opset: int) -> str | None:
     return None
 
 
-def _quant_dtype(ctx: LowerContext, node: ir.Node) -> str:
-    return ctx.dtype(node.outputs[0])
-
-
 @converter("QuantizeLinear", check=_qdq_check)
 def _quantize_linear(ctx: LowerContext, node, inputs):
     x, scale = inputs[0], inputs[1]
     zp = _operand(ctx, node, 2, inputs[2] if len(inputs) > 2 else None)
-    out_dtype = _quant_dtype(ctx, node)
+    out_dtype = ctx.dtype(node.outputs[0])  # int4/uint4 are stored in int8/uint8
+    lo, hi = _INT_RANGE[node.outputs[0].dtype.name.lower()]
     axis = node.attributes.get_int("axis", 1)
     xs = shape_of(x)
     scale = _per_axis(scale, xs, axis)
@@ -69,7 +67,6 @@ def _quantize_linear(ctx: LowerContext, node, inputs):
     q = op.round(op.divide(x, scale))
     if zp is not None:
         q = op.add(q, op.astype(_per_axis(zp, xs, axis), dtype_of(scale)))
-    lo, hi = _INT_RANGE[out_dtype]
     q = op.minimum(op.maximum(q, scalar(lo, scale)), scalar(hi, scale))
     return [op.astype(q, out_dtype)]
 
