@@ -1,0 +1,136 @@
+"""Lower an onnx-ir Graph to a Relax IRModule with mlpc's own converters.
+
+    >>> mod = lower_graph(graph, opset=17)          # IRModule with one function "main"
+    >>> ex = build(mod, get_target("host")); run(ex, [x])
+
+`main` takes the graph inputs in order and returns a tuple of the graph outputs in order;
+initializers become relax constants (weights are constants at build time).
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx_ir as ir
+import tvm
+from tvm import relax
+
+from mlpc.backends.tvm import (  # noqa: F401  (importing registers the converters)
+    ops_elementwise,
+    ops_nn,
+    ops_quant,
+    ops_reduce,
+    ops_resize,
+    ops_tensor,
+)
+from mlpc.backends.tvm.context import LowerContext, const, node_label, relax_name
+from mlpc.backends.tvm.registry import lookup
+from mlpc.errors import LoweringError, MlpcError, UnsupportedOpError
+
+logger = logging.getLogger(__name__)
+
+
+def _unsupported_reason(node: ir.Node, opset: int) -> str | None:
+    conv = lookup(node.domain, node.op_type)
+    if conv is None:
+        return "no converter"
+    return conv.check(node, opset) if conv.check is not None else None
+
+
+def unsupported_nodes(graph: ir.Graph, opset: int) -> list[ir.Node]:
+    """Return every node of `graph` that cannot be lowered: its (domain, op_type) has no converter,
+    or its converter declares its attributes/inputs unsupported (e.g. Resize mode "cubic")."""
+    return [node for node in graph if _unsupported_reason(node, opset) is not None]
+
+
+def _raise_unsupported(graph: ir.Graph, opset: int) -> None:
+    problems = [(n, _unsupported_reason(n, opset)) for n in graph]
+    problems = [(n, why) for n, why in problems if why is not None]
+    if problems:
+        lines = "; ".join(f"{node_label(n)}: {why}" for n, why in problems)
+        raise UnsupportedOpError(
+            f"{len(problems)} node(s) cannot be lowered to TVM: {lines}. Replace these ops "
+            "(e.g. with a custom pass) or run them outside the compiled model"
+        )
+
+
+def _input_exprs(ctx: LowerContext, env: dict[ir.Value, relax.Expr], node: ir.Node) -> list[relax.Expr | None]:
+    exprs: list[relax.Expr | None] = []
+    for i, value in enumerate(node.inputs):
+        if value is None or (not value.name and value.producer() is None and value.const_value is None):
+            exprs.append(None)
+            continue
+        if value not in env:
+            arr = ctx.const_of(value)
+            if arr is None:
+                raise LoweringError(
+                    f"node {node_label(node)}: input {i} ({value.name!r}) is neither computed, "
+                    "a graph input nor an initializer; the graph is not in topological order"
+                )
+            env[value] = _const_or_none(arr)
+        exprs.append(env[value])
+    return exprs
+
+
+def _const_or_none(arr: np.ndarray) -> relax.Expr | None:
+    # Sub-byte (ml_dtypes int4/uint4) constants have no relax constant form; converters that
+    # accept them read the NumPy value through ctx.const_input instead.
+    if arr.dtype.kind not in "biufc":
+        return None
+    return const(arr)
+
+
+def lower_graph(graph: ir.Graph, opset: int) -> tvm.IRModule:
+    """Return a Relax IRModule whose function "main" computes `graph` (ONNX default domain at `opset`).
+
+    Parameters are graph.inputs in order (named after the sanitized value names); the result is
+    always a relax Tuple of graph.outputs. Raises UnsupportedOpError listing every unsupported node,
+    LoweringError naming the node for any other failure.
+    """
+    _raise_unsupported(graph, opset)
+    bb = relax.BlockBuilder()
+    ctx = LowerContext(bb, opset)
+    env: dict[ir.Value, relax.Expr] = {}
+    params = []
+    for value in graph.inputs:
+        var = relax.Var(relax_name(value.name), relax.TensorType(ctx.shape(value), ctx.dtype(value)))
+        params.append(var)
+        env[value] = var
+    with bb.function("main", params):
+        with bb.dataflow():
+            for node in graph:
+                _lower_node(ctx, env, node)
+            outs = []
+            for value in graph.outputs:
+                if value not in env:
+                    arr = ctx.const_of(value)
+                    if arr is None:
+                        raise LoweringError(f"graph output {value.name!r} is never computed")
+                    env[value] = const(arr)
+                outs.append(env[value])
+            result = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(result)
+    mod = bb.get()
+    logger.debug("lowered %d nodes to Relax", len(graph))
+    return mod
+
+
+def _lower_node(ctx: LowerContext, env: dict[ir.Value, relax.Expr], node: ir.Node) -> None:
+    conv = lookup(node.domain, node.op_type)
+    assert conv is not None  # checked by _raise_unsupported
+    inputs = _input_exprs(ctx, env, node)
+    try:
+        outs = conv.fn(ctx, node, inputs)
+    except MlpcError:
+        raise
+    except Exception as e:  # TVM raises plain Python/TVMError types for bad op arguments
+        raise LoweringError(f"lowering node {node_label(node)} failed: {e}") from e
+    live = [v for v in node.outputs if v is not None and v.name]
+    if len(outs) < len(live):
+        raise LoweringError(f"converter for {node_label(node)} produced {len(outs)} outputs, need {len(live)}")
+    for value, expr in zip(node.outputs, outs):
+        if value is None or expr is None:
+            continue
+        if not isinstance(expr, relax.Var):
+            expr = ctx.emit(expr)
+        env[value] = expr

@@ -1,0 +1,229 @@
+"""Converters for element-wise ONNX ops: arithmetic, comparisons, logic, activations, Cast/Where."""
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+
+import numpy as np
+from tvm import relax
+
+from mlpc.backends.tvm.context import LowerContext, const, dtype_of
+from mlpc.backends.tvm.registry import converter
+
+logger = logging.getLogger(__name__)
+op = relax.op
+
+
+def scalar(value: float, like: relax.Expr) -> relax.Expr:
+    """Return a 0-d constant holding `value` in the dtype of `like`."""
+    return const(np.array(value, dtype=dtype_of(like)))
+
+
+def _register_binary(op_type: str, fn: Callable[[relax.Expr, relax.Expr], relax.Expr]) -> None:
+    @converter(op_type)
+    def _convert(ctx: LowerContext, node, inputs):
+        return [fn(inputs[0], inputs[1])]
+
+
+for _name, _fn in {
+    "Add": op.add,
+    "Sub": op.subtract,
+    "Mul": op.multiply,
+    "Div": op.divide,
+    "Equal": op.equal,
+    "Less": op.less,
+    "LessOrEqual": op.less_equal,
+    "Greater": op.greater,
+    "GreaterOrEqual": op.greater_equal,
+    "And": op.logical_and,
+    "Or": op.logical_or,
+    "Xor": op.logical_xor,
+    "BitwiseAnd": op.bitwise_and,
+    "BitwiseOr": op.bitwise_or,
+    "BitwiseXor": op.bitwise_xor,
+}.items():
+    _register_binary(_name, _fn)
+
+
+def _register_unary(op_type: str, fn: Callable[[relax.Expr], relax.Expr]) -> None:
+    @converter(op_type)
+    def _convert(ctx: LowerContext, node, inputs):
+        return [fn(inputs[0])]
+
+
+for _name, _fn in {
+    "Neg": op.negative,
+    "Abs": op.abs,
+    "Sqrt": op.sqrt,
+    "Exp": op.exp,
+    "Log": op.log,
+    "Floor": op.floor,
+    "Ceil": op.ceil,
+    "Round": op.round,  # lowers to nearbyint: round half to even, as ONNX requires
+    "Sign": op.sign,
+    "Not": op.logical_not,
+    "BitwiseNot": op.bitwise_not,
+    "Relu": op.nn.relu,
+    "Sigmoid": op.sigmoid,
+    "Tanh": op.tanh,
+    "Erf": op.erf,
+    "Sin": op.sin,
+    "Cos": op.cos,
+    "IsNaN": op.isnan,
+    "IsInf": op.isinf,
+    "Identity": lambda x: x,
+}.items():
+    _register_unary(_name, _fn)
+
+
+@converter("Reciprocal")
+def _reciprocal(ctx, node, inputs):
+    return [op.divide(scalar(1.0, inputs[0]), inputs[0])]
+
+
+@converter("Pow")
+def _pow(ctx, node, inputs):
+    base, exponent = inputs
+    if dtype_of(exponent) != dtype_of(base):
+        exponent = op.astype(exponent, dtype_of(base))
+    return [op.power(base, exponent)]
+
+
+@converter("Mod")
+def _mod(ctx, node, inputs):
+    a, b = inputs
+    fmod = node.attributes.get_int("fmod", 0)
+    # fmod=1: C fmod (sign of the dividend, truncated); fmod=0 (integers only): sign of the divisor.
+    return [op.mod(a, b) if fmod else op.floor_mod(a, b)]
+
+
+def _variadic(fn: Callable[[relax.Expr, relax.Expr], relax.Expr]):
+    def convert(ctx, node, inputs):
+        return [functools.reduce(fn, [x for x in inputs if x is not None])]
+
+    return convert
+
+
+converter("Max")(_variadic(op.maximum))
+converter("Min")(_variadic(op.minimum))
+converter("Sum")(_variadic(op.add))
+
+
+@converter("Mean")
+def _mean(ctx, node, inputs):
+    total = functools.reduce(op.add, inputs)
+    return [op.divide(total, scalar(len(inputs), inputs[0]))]
+
+
+@converter("LeakyRelu")
+def _leaky_relu(ctx, node, inputs):
+    return [op.nn.leakyrelu(inputs[0], node.attributes.get_float("alpha", 0.01))]
+
+
+@converter("PRelu")
+def _prelu(ctx, node, inputs):
+    x, slope = inputs
+    return [op.where(op.less(x, scalar(0, x)), op.multiply(x, slope), x)]
+
+
+@converter("Elu")
+def _elu(ctx, node, inputs):
+    x = inputs[0]
+    alpha = node.attributes.get_float("alpha", 1.0)
+    neg = op.multiply(scalar(alpha, x), op.subtract(op.exp(x), scalar(1.0, x)))
+    return [op.where(op.greater(x, scalar(0, x)), x, neg)]
+
+
+@converter("Selu")
+def _selu(ctx, node, inputs):
+    x = inputs[0]
+    alpha = node.attributes.get_float("alpha", 1.67326319217681884765625)
+    gamma = node.attributes.get_float("gamma", 1.05070102214813232421875)
+    neg = op.multiply(scalar(alpha, x), op.subtract(op.exp(x), scalar(1.0, x)))
+    return [op.multiply(scalar(gamma, x), op.where(op.greater(x, scalar(0, x)), x, neg))]
+
+
+@converter("Clip")
+def _clip(ctx, node, inputs):
+    x = inputs[0]
+    if ctx.opset < 11 or len(inputs) == 1:
+        lo = node.attributes.get_float("min", None)
+        hi = node.attributes.get_float("max", None)
+        lo_e = scalar(lo, x) if lo is not None else None
+        hi_e = scalar(hi, x) if hi is not None else None
+    else:
+        lo_e = inputs[1] if len(inputs) > 1 else None
+        hi_e = inputs[2] if len(inputs) > 2 else None
+    if lo_e is not None:
+        x = op.maximum(x, lo_e)
+    if hi_e is not None:
+        x = op.minimum(x, hi_e)
+    return [x]
+
+
+def _gelu_check(node, opset):
+    approx = node.attributes.get_string("approximate", "none")
+    return None if approx in ("none", "tanh") else f"approximate={approx!r} is not an ONNX Gelu mode"
+
+
+@converter("Gelu", check=_gelu_check)
+def _gelu(ctx, node, inputs):
+    approx = node.attributes.get_string("approximate", "none")
+    return [op.nn.gelu_tanh(inputs[0]) if approx == "tanh" else op.nn.gelu(inputs[0])]
+
+
+@converter("HardSigmoid")
+def _hard_sigmoid(ctx, node, inputs):
+    x = inputs[0]
+    alpha = node.attributes.get_float("alpha", 0.2)
+    beta = node.attributes.get_float("beta", 0.5)
+    y = op.add(op.multiply(x, scalar(alpha, x)), scalar(beta, x))
+    return [op.minimum(op.maximum(y, scalar(0.0, x)), scalar(1.0, x))]
+
+
+@converter("HardSwish")
+def _hard_swish(ctx, node, inputs):
+    x = inputs[0]
+    gate = op.add(op.multiply(x, scalar(1.0 / 6.0, x)), scalar(0.5, x))
+    gate = op.minimum(op.maximum(gate, scalar(0.0, x)), scalar(1.0, x))
+    return [op.multiply(x, gate)]
+
+
+@converter("Softplus")
+def _softplus(ctx, node, inputs):
+    x = inputs[0]
+    # log(1 + exp(x)) written stably: max(x, 0) + log(1 + exp(-|x|)).
+    tail = op.log(op.add(scalar(1.0, x), op.exp(op.negative(op.abs(x)))))
+    return [op.add(op.maximum(x, scalar(0.0, x)), tail)]
+
+
+@converter("Softsign")
+def _softsign(ctx, node, inputs):
+    x = inputs[0]
+    return [op.divide(x, op.add(scalar(1.0, x), op.abs(x)))]
+
+
+@converter("Where")
+def _where(ctx, node, inputs):
+    return [op.where(*inputs)]
+
+
+@converter("Cast")
+def _cast(ctx, node, inputs):
+    return [op.astype(inputs[0], ctx.dtype(node.outputs[0]))]
+
+
+@converter("CastLike")
+def _cast_like(ctx, node, inputs):
+    return [op.astype(inputs[0], dtype_of(inputs[1]))]
+
+
+@converter("Dropout")
+def _dropout(ctx, node, inputs):
+    # Inference: the output is the input and the mask is all true.
+    x = inputs[0]
+    outs = [x]
+    if len(node.outputs) > 1 and node.outputs[1] is not None:
+        outs.append(op.ones(ctx.shape(node.outputs[1]), "bool"))
+    return outs

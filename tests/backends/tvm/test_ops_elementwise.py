@@ -1,0 +1,95 @@
+"""Element-wise converters against onnxruntime: arithmetic, comparisons, logic, activations."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+from ort_harness import check_ort, rand
+
+UNARY = ["Neg", "Abs", "Exp", "Floor", "Ceil", "Round", "Sign", "Relu", "Sigmoid", "Tanh", "Erf",
+         "Identity", "HardSwish", "Softplus"]
+POSITIVE_UNARY = ["Sqrt", "Log", "Reciprocal"]
+
+
+def test_unary_float_ops():
+    x = rand(3, 17, seed=1, low=-4, high=4)
+    x[0, :6] = [0.5, 1.5, 2.5, -0.5, -1.5, -2.5]  # Round must round half to even
+    p = rand(3, 17, seed=2, low=0.1, high=5)
+    nodes = [helper.make_node(op, ["x"], [f"y_{op}"]) for op in UNARY]
+    nodes += [helper.make_node(op, ["p"], [f"y_{op}"]) for op in POSITIVE_UNARY]
+    check_ort(nodes, {"x": x, "p": p}, [f"y_{op}" for op in UNARY + POSITIVE_UNARY], opset=17)
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_activations_with_attributes(opset):
+    x = rand(2, 4, 6, seed=3, low=-5, high=5)
+    slope = rand(4, 1, seed=4, low=0, high=0.5)
+    nodes = [
+        helper.make_node("LeakyRelu", ["x"], ["leaky"], alpha=0.1),
+        helper.make_node("PRelu", ["x", "slope"], ["prelu"]),
+        helper.make_node("Elu", ["x"], ["elu"], alpha=0.7),
+        helper.make_node("HardSigmoid", ["x"], ["hsig"], alpha=0.3, beta=0.4),
+        helper.make_node("Clip", ["x", "lo", "hi"], ["clip"]),
+        helper.make_node("Clip", ["x", "", "hi"], ["clip_hi"]),
+        helper.make_node("Clip", ["x"], ["clip_none"]),
+    ]
+    inits = {"slope": slope, "lo": np.array(-1.5, np.float32), "hi": np.array(2.0, np.float32)}
+    check_ort(nodes, {"x": x}, ["leaky", "prelu", "elu", "hsig", "clip", "clip_hi", "clip_none"], inits, opset)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_opset20(approximate):
+    check_ort([helper.make_node("Gelu", ["x"], ["y"], approximate=approximate)],
+              {"x": rand(4, 9, seed=5, low=-4, high=4)}, ["y"], opset=20)
+
+
+def test_binary_float_broadcast():
+    a = rand(2, 3, 4, seed=6)
+    b = rand(3, 1, seed=7, low=0.5, high=2)
+    ops = ["Add", "Sub", "Mul", "Div", "Min", "Max"]
+    nodes = [helper.make_node(op, ["a", "b"], [f"y_{op}"]) for op in ops]
+    nodes.append(helper.make_node("Pow", ["b", "a"], ["y_Pow"]))
+    nodes.append(helper.make_node("Max", ["a", "b", "c"], ["y_Max3"]))
+    nodes.append(helper.make_node("Mod", ["a", "b"], ["y_fmod"], fmod=1))
+    outs = [f"y_{op}" for op in ops] + ["y_Pow", "y_Max3", "y_fmod"]
+    check_ort(nodes, {"a": a, "b": b}, outs, {"c": rand(4, seed=8)}, opset=13)
+
+
+def test_integer_arithmetic_and_mod():
+    rng = np.random.default_rng(9)
+    a = rng.integers(-50, 50, size=(4, 6)).astype(np.int32)
+    b = rng.integers(1, 9, size=(6,)).astype(np.int32) * rng.choice([-1, 1], size=6).astype(np.int32)
+    nodes = [
+        helper.make_node("Mod", ["a", "b"], ["mod"]),
+        helper.make_node("Mod", ["a", "b"], ["fmod"], fmod=1),
+        helper.make_node("Div", ["a", "b"], ["div"]),
+        helper.make_node("Add", ["a", "b"], ["add"]),
+        helper.make_node("Mul", ["a", "b"], ["mul"]),
+        helper.make_node("Neg", ["a"], ["neg"]),
+        helper.make_node("Abs", ["a"], ["abs"]),
+    ]
+    check_ort(nodes, {"a": a, "b": b}, ["mod", "fmod", "div", "add", "mul", "neg", "abs"], opset=13)
+
+
+def test_comparisons_logic_where_cast():
+    a = np.round(rand(3, 5, seed=10), 0)
+    b = np.round(rand(5, seed=11), 0)
+    nodes = [helper.make_node(op, ["a", "b"], [f"c_{op}"])
+             for op in ["Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"]]
+    nodes += [
+        helper.make_node("Not", ["c_Less"], ["not"]),
+        helper.make_node("And", ["c_Less", "c_Equal"], ["and"]),
+        helper.make_node("Or", ["c_Less", "c_Equal"], ["or"]),
+        helper.make_node("Xor", ["c_Less", "c_Greater"], ["xor"]),
+        helper.make_node("Where", ["c_Greater", "a", "b"], ["where"]),
+        helper.make_node("Cast", ["a"], ["to_int"], to=6),
+        helper.make_node("Cast", ["c_Less"], ["to_float"], to=1),
+        helper.make_node("Cast", ["a"], ["to_bool"], to=9),
+    ]
+    outs = [f"c_{op}" for op in ["Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"]]
+    outs += ["not", "and", "or", "xor", "where", "to_int", "to_float", "to_bool"]
+    check_ort(nodes, {"a": a, "b": b}, outs, opset=13)
+
+
+def test_dropout_inference_is_identity():
+    check_ort([helper.make_node("Dropout", ["x"], ["y"])], {"x": rand(2, 5, seed=12)}, ["y"], opset=13)
