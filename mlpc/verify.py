@@ -19,6 +19,7 @@ from mlpc.frontend import LoadedModel
 logger = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCE = 1e-4
+ORT_MAX_IR_VERSION = 13
 
 
 @dataclass
@@ -106,11 +107,14 @@ def reference_outputs(loaded: LoadedModel, inputs: dict[str, np.ndarray], output
         return [t.detach().numpy() for t in flat]
     import onnxruntime as ort
 
+    proto = loaded.reference
+    if proto.ir_version > ORT_MAX_IR_VERSION:  # onnx 1.23 writes IR 14 by default; ORT 1.31 reads up to 13
+        proto = type(proto)()
+        proto.CopyFrom(loaded.reference)
+        proto.ir_version = ORT_MAX_IR_VERSION
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(
-        loaded.reference.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     feeds = {i.name: inputs[i.name] for i in session.get_inputs()}
     return session.run(output_names, feeds)
 

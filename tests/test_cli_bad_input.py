@@ -56,7 +56,7 @@ def _save(tmp_path, nodes, name="m.onnx", inputs=("x",), domains=()):
     )
     path = tmp_path / name
     opsets = [helper.make_opsetid("", 17)] + [helper.make_opsetid(d, 1) for d in domains]
-    onnx.save(helper.make_model(graph, opset_imports=opsets), path)
+    onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=10), path)
     return path
 
 
