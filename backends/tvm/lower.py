@@ -57,7 +57,7 @@ def _raise_unsupported(graph: ir.Graph, opset: int) -> None:
 def _input_exprs(ctx: LowerContext, env: dict[ir.Value, relax.Expr], node: ir.Node) -> list[relax.Expr | None]:
     exprs: list[relax.Expr | None] = []
     for i, value in enumerate(node.inputs):
-        if value is None or (not value.name and value.producer() is None and value.const_value is None):
+        if value is None:  # an omitted optional input
             exprs.append(None)
             continue
         if value not in env:

@@ -45,6 +45,16 @@ def _channel_bias(bias: relax.Expr, ndim: int) -> relax.Expr:
     return op.reshape(bias, [1, -1] + [1] * (ndim - 2))
 
 
+def window_attrs(node: ir.Node, n: int, kernel: tuple[int, ...] | None = None):
+    """Return (kernel_shape, strides, dilations) of a conv/pool node with `n` spatial axes."""
+    attrs = node.attributes
+    return (
+        list(attrs.get_ints("kernel_shape", kernel)),
+        list(attrs.get_ints("strides", [1] * n)),
+        list(attrs.get_ints("dilations", [1] * n)),
+    )
+
+
 _CONV = {1: op.nn.conv1d, 2: op.nn.conv2d, 3: op.nn.conv3d}
 _CONV_T = {1: op.nn.conv1d_transpose, 2: op.nn.conv2d_transpose}
 _LAYOUT = {1: ("NCW", "OIW", "IOW"), 2: ("NCHW", "OIHW", "IOHW"), 3: ("NCDHW", "OIDHW", "IODHW")}
@@ -53,11 +63,9 @@ _LAYOUT = {1: ("NCW", "OIW", "IOW"), 2: ("NCHW", "OIHW", "IOHW"), 3: ("NCDHW", "
 @converter("Conv", check=_spatial_check)
 def _conv(ctx: LowerContext, node, inputs):
     x, w = inputs[0], inputs[1]
-    xs, ws = shape_of(x), shape_of(w)
+    xs = shape_of(x)
     n = len(xs) - 2
-    kernel = list(node.attributes.get_ints("kernel_shape", ws[2:]))
-    strides = list(node.attributes.get_ints("strides", [1] * n))
-    dilations = list(node.attributes.get_ints("dilations", [1] * n))
+    kernel, strides, dilations = window_attrs(node, n, shape_of(w)[2:])
     pads = conv_pads(node, xs[2:], kernel, strides, dilations)
     data_layout, kernel_layout, _ = _LAYOUT[n]
     y = _CONV[n](
@@ -79,11 +87,9 @@ def _conv_transpose_check(node: ir.Node, opset: int) -> str | None:
 @converter("ConvTranspose", check=_conv_transpose_check)
 def _conv_transpose(ctx: LowerContext, node, inputs):
     x, w = inputs[0], inputs[1]
-    xs, ws = shape_of(x), shape_of(w)
+    xs = shape_of(x)
     n = len(xs) - 2
-    kernel = list(node.attributes.get_ints("kernel_shape", ws[2:]))
-    strides = list(node.attributes.get_ints("strides", [1] * n))
-    dilations = list(node.attributes.get_ints("dilations", [1] * n))
+    kernel, strides, dilations = window_attrs(node, n, shape_of(w)[2:])
     out_pad = list(node.attributes.get_ints("output_padding", [0] * n))
     pads = list(node.attributes.get_ints("pads", [0] * (2 * n)))
     out_shape = node.attributes.get_ints("output_shape", None)
@@ -163,9 +169,7 @@ def _pool(ctx: LowerContext, node, inputs):
     x = inputs[0]
     xs = shape_of(x)
     n = len(xs) - 2
-    kernel = list(node.attributes.get_ints("kernel_shape"))
-    strides = list(node.attributes.get_ints("strides", [1] * n))
-    dilations = list(node.attributes.get_ints("dilations", [1] * n))
+    kernel, strides, dilations = window_attrs(node, n)
     pads = conv_pads(node, xs[2:], kernel, strides, dilations)
     y = _POOL[node.op_type][n](
         x, pool_size=kernel, strides=strides, padding=pads, dilation=dilations,

@@ -112,18 +112,25 @@ def _quant_check(node: ir.Node, opset: int) -> str | None:
     return None if mode in _ROUNDING else f"Quant rounding_mode {mode!r} is not supported"
 
 
+def _const_bits(ctx: LowerContext, node: ir.Node, index: int, what: str) -> int:
+    bits = float(np.asarray(ctx.const_input(node, index, what)).reshape(-1)[0])
+    require(bits == int(bits) and bits >= 1, node, f"{what} {bits} must be a positive integer")
+    return int(bits)
+
+
+def _as_float(expr: relax.Expr, fdtype: str) -> relax.Expr:
+    return op.astype(expr, fdtype) if dtype_of(expr) != fdtype else expr
+
+
+@converter("IntQuant", QONNX_DOMAINS, check=_quant_check)
 @converter("Quant", QONNX_DOMAINS, check=_quant_check)
 def _qonnx_quant(ctx: LowerContext, node, inputs):
     x, scale, zp = inputs[0], inputs[1], inputs[2]
-    bits_arr = ctx.const_input(node, 3, "bitwidth")
-    bits = float(np.asarray(bits_arr).reshape(-1)[0])
-    require(bits == int(bits) and bits >= 1, node, f"bit width {bits} must be a positive integer")
-    bits = int(bits)
+    bits = _const_bits(ctx, node, 3, "bitwidth")
     signed = bool(node.attributes.get_int("signed", 1))
     narrow = bool(node.attributes.get_int("narrow", 0))
     fdtype = dtype_of(x)
-    scale = op.astype(scale, fdtype) if dtype_of(scale) != fdtype else scale
-    zp = op.astype(zp, fdtype) if dtype_of(zp) != fdtype else zp
+    scale, zp = _as_float(scale, fdtype), _as_float(zp, fdtype)
     y = op.add(op.divide(x, scale), zp)
     if bits == 1 and signed:
         # QONNX treats a signed 1-bit Quant as bipolar: +1 for y >= 0, else -1.
@@ -142,3 +149,29 @@ def _bipolar(x: relax.Expr) -> relax.Expr:
 def _bipolar_quant(ctx: LowerContext, node, inputs):
     x, scale = inputs[0], inputs[1]
     return [op.multiply(_bipolar(x), op.astype(scale, dtype_of(x)))]
+
+
+@converter("Trunc", QONNX_DOMAINS, check=_quant_check)
+def _qonnx_trunc(ctx: LowerContext, node, inputs):
+    """QONNX Trunc: version 1 has 5 inputs (x, scale, zeropt, in_bits, out_bits), version 2 has 6
+    (x, scale, zeropt, in_bits, out_scale, out_bits) and clamps to the output range."""
+    x = inputs[0]
+    fdtype = dtype_of(x)
+    scale, zp = _as_float(inputs[1], fdtype), _as_float(inputs[2], fdtype)
+    rnd = _ROUNDING[node.attributes.get_string("rounding_mode", "FLOOR").upper()]
+    y = op.round(op.add(op.divide(x, scale), zp))
+    if len(inputs) == 5:
+        shift = _const_bits(ctx, node, 3, "in_bitwidth") - _const_bits(ctx, node, 4, "out_bitwidth")
+        y = rnd(op.divide(y, scalar(2.0**shift, y)))
+        return [op.multiply(op.subtract(y, zp), scale)]
+    require(len(inputs) == 6, node, f"Trunc takes 5 or 6 inputs, got {len(inputs)}")
+    out_scale = _as_float(inputs[4], fdtype)
+    bits = _const_bits(ctx, node, 5, "out_bitwidth")
+    # The truncation scale is the power of two nearest to out_scale / scale.
+    log2_ratio = op.divide(op.log(op.divide(out_scale, scale)), scalar(np.log(2.0), y))
+    trunc_scale = op.power(scalar(2.0, y), op.round(log2_ratio))
+    y = op.divide(y, trunc_scale)
+    signed = bool(node.attributes.get_int("signed", 1))
+    lo, hi = qonnx_int_range(bits, signed, bool(node.attributes.get_int("narrow", 0)))
+    y = rnd(op.minimum(op.maximum(y, scalar(lo, y)), scalar(hi, y)))
+    return [op.multiply(op.subtract(y, op.divide(zp, trunc_scale)), out_scale)]

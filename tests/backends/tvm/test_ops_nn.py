@@ -34,6 +34,8 @@ CONV_T_CASES = [
     ((1, 4, 6, 5), (4, 2, 2, 3), {"group": 2, "strides": [2, 1]}, False),
     ((2, 3, 7), (3, 5, 4), {"strides": [3], "pads": [1, 2]}, True),
     ((1, 2, 4, 4), (2, 3, 3, 3), {"strides": [2, 2], "output_shape": [9, 9]}, False),
+    ((1, 2, 4, 5), (2, 3, 3, 3), {"strides": [2, 2], "auto_pad": "SAME_UPPER"}, True),
+    ((1, 2, 4, 5), (2, 3, 4, 4), {"strides": [2, 2], "auto_pad": "SAME_LOWER"}, False),
 ]
 
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
-from ort_harness import assert_close, check_ort, make_model, mlpc_run, rand
+from ort_harness import assert_close, check_ort, make_model, mlpc_run, ort_run, rand
 
 QONNX = "qonnx.custom_op.general"
 
@@ -62,8 +62,6 @@ def test_int4_quantize_dequantize_opset21(signed):
                      helper.make_tensor("s_w", TensorProto.FLOAT, [], [0.5])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
-    from ort_harness import ort_run
-
     ref = ort_run(model, {"x": x})
     got = mlpc_run(model, {"x": x})
     for name, g, r in zip(["dq", "dq_w"], got, ref):
@@ -85,9 +83,10 @@ def qonnx_quant_ref(x, scale, zp, bits, signed, narrow, rounding="ROUND"):
     return ((y - zp) * scale).astype(np.float32)
 
 
-def _qonnx_case(nodes, inits, outputs, refs, x):
+def _qonnx_case(nodes, inits, outputs, refs, x, domain=QONNX):
+    """Run a model of QONNX nodes through mlpc and compare every output with its NumPy reference."""
     out_types = {n: (np.float32, r.shape) for n, r in zip(outputs, refs)}
-    model = make_model(nodes, {"x": x}, outputs, inits, 13, out_types, extra_domains=[QONNX])
+    model = make_model(nodes, {"x": x}, outputs, inits, 13, out_types, extra_domains=[domain])
     got = mlpc_run(model, {"x": x})
     for name, g, r in zip(outputs, got, refs):
         assert_close(g, r, name)
@@ -124,8 +123,27 @@ def test_qonnx_rounding_modes_bipolar_and_domains(domain):
     nodes.append(helper.make_node("BipolarQuant", ["x", "s2"], ["bipolar"], domain=domain))
     outs.append("bipolar")
     refs.append(np.where(x >= 0, 1.0, -1.0).astype(np.float32) * np.float32(0.75))
-    out_types = {n: (np.float32, r.shape) for n, r in zip(outs, refs)}
-    model = make_model(nodes, {"x": x}, outs, inits, 13, out_types, extra_domains=[domain])
-    got = mlpc_run(model, {"x": x})
-    for name, g, r in zip(outs, got, refs):
-        assert_close(g, r, name)
+    _qonnx_case(nodes, inits, outs, refs, x, domain)
+
+
+def test_qonnx_trunc_v1_v2_and_intquant():
+    x = (np.round(rand(3, 8, seed=6, low=-200, high=200)) * np.float32(0.5)).astype(np.float32)
+    s, z = np.float32(0.5), np.float32(0.0)
+    rnd = {"ROUND": np.round, "FLOOR": np.floor, "CEIL": np.ceil}
+    inits = {"s": np.array(s), "z": np.array(z), "in_b": np.array(10, np.float32), "out_b": np.array(4, np.float32),
+             "out_s": np.array(8.0, np.float32), "b": np.array(5, np.float32)}
+    nodes, outs, refs = [], [], []
+    for mode, f in rnd.items():
+        nodes.append(helper.make_node("Trunc", ["x", "s", "z", "in_b", "out_b"], [f"v1_{mode}"], domain=QONNX,
+                                      rounding_mode=mode))
+        outs.append(f"v1_{mode}")
+        refs.append(((f(np.round(x / s + z) / 2.0**6) - z) * s).astype(np.float32))
+        nodes.append(helper.make_node("Trunc", ["x", "s", "z", "in_b", "out_s", "out_b"], [f"v2_{mode}"],
+                                      domain=QONNX, rounding_mode=mode, signed=1))
+        outs.append(f"v2_{mode}")
+        y = np.clip(np.round(x / s + z) / 16.0, -8, 7)
+        refs.append(((f(y) - z / 16.0) * np.float32(8.0)).astype(np.float32))
+    nodes.append(helper.make_node("IntQuant", ["x", "s", "z", "b"], ["iq"], domain=QONNX, signed=0, narrow=1))
+    outs.append("iq")
+    refs.append(qonnx_quant_ref(x, s, z, 5, False, True))
+    _qonnx_case(nodes, inits, outs, refs, x)
