@@ -43,8 +43,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mlpc.artifact import Artifact, load
-    from mlpc.compile import compile
+    from mlpc.artifact import Artifact, load  # noqa: F401
+    from mlpc.compile import compile  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -84,7 +84,8 @@ def write_artifact(
     check_output_dir(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        _remove_stale_temporaries(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     except OSError as e:
         raise ExportError(f"{out}: cannot create the output directory ({e.strerror})") from e
     try:
@@ -109,6 +110,25 @@ def write_artifact(
         raise
     logger.info("wrote artifact %s", out)
     return out
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete temporary build directories of `out` left by compiles that were killed."""
+    for candidate in out.parent.glob(f".{out.name}.tmp-*-*"):
+        pid = candidate.name[len(f".{out.name}.tmp-"):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(candidate, ignore_errors=True)
+            logger.info("removed %s, left by a compile that was killed", candidate)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _json_default(obj: Any) -> Any:

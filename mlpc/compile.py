@@ -23,12 +23,13 @@ from mlpc.analysis import model_stats, value_info
 from mlpc.artifact import Artifact, check_output_dir, load, write_artifact
 from mlpc.backends import get_backend
 from mlpc.frontend import load_model
-from mlpc.pass_infra import PassContext, PassManager
 from mlpc.instruments import DumpIRInstrument
+from mlpc.pass_infra import PassContext, PassManager
 from mlpc.pass_registry import get_pass
 from mlpc.pipeline import default_pipeline, load_entry_point_passes, load_plugin
 from mlpc.targets import get_target
-from mlpc.verify import DEFAULT_TOLERANCE, verify as run_verification
+from mlpc.verify import DEFAULT_TOLERANCE
+from mlpc.verify import verify as run_verification
 
 logger = logging.getLogger(__name__)
 

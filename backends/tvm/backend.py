@@ -9,6 +9,7 @@ from typing import Any
 import onnx_ir as ir
 
 from mlpc.errors import ExportError, LoweringError, UnsupportedOpError
+from mlpc.frontend.onnx_loader import MAX_TENSOR_BYTES, tensor_bytes
 from mlpc.targets import Target
 
 logger = logging.getLogger(__name__)
@@ -24,13 +25,19 @@ def default_opset(model: ir.Model) -> int:
 
 
 def check_static_shapes(graph: ir.Graph) -> None:
-    """Raise LoweringError listing values whose shape or dtype is not static after canonicalization."""
+    """Raise LoweringError listing values whose shape or dtype is not static after canonicalization,
+    or whose size is beyond any machine (checked before anything is allocated)."""
     bad = []
     for node in graph:
         for value in node.outputs:
             shape = value.shape
             if value.dtype is None or shape is None or not all(isinstance(d, int) for d in shape.dims):
                 bad.append(f"{value.name!r} (output of node {node.name!r}, {node.op_type}): shape {shape}")
+            elif tensor_bytes(shape.dims, value.dtype.value) > MAX_TENSOR_BYTES:
+                raise LoweringError(
+                    f"value {value.name!r} (output of node {node.name!r}, {node.op_type}) would take "
+                    f"{tensor_bytes(shape.dims, value.dtype.value) / 2**30:.0f} GiB; check the input shapes"
+                )
     if bad:
         shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise LoweringError(

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import onnx_ir as ir
 
 from mlpc.errors import InputError
+from mlpc.frontend.onnx_loader import MAX_TENSOR_BYTES, tensor_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,11 @@ def resolve_input_shapes(
                             f"--input-shape {value.name}: dim {axis} is fixed at {dim} in the model, "
                             f"not {size}"
                         )
+            if value.dtype is not None and tensor_bytes(given, value.dtype.value) > MAX_TENSOR_BYTES:
+                raise InputError(
+                    f"--input-shape {value.name}: {'x'.join(map(str, given))} would take "
+                    f"{tensor_bytes(given, value.dtype.value) / 2**30:.0f} GiB; give a realistic shape"
+                )
             if shape is None or tuple(shape.dims) != given:
                 value.shape = ir.Shape(given)
                 changed = True

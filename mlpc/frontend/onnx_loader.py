@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import networkx as nx
+import numpy as np
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
@@ -61,6 +63,7 @@ def parse_onnx_bytes(data: bytes, source: str = "<bytes>") -> onnx.ModelProto:
 def proto_to_ir(proto: onnx.ModelProto, source: str = "<model>") -> ir.Model:
     """Check a ModelProto's structure and convert it to an onnx-ir Model in topological order."""
     check_graph_structure(proto.graph, source)
+    check_tensor_sizes(proto.graph, source)
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as e:  # onnx-ir raises plain exceptions for malformed protos
@@ -109,6 +112,60 @@ def check_graph_structure(graph: onnx.GraphProto, source: str) -> None:
     missing = [o.name for o in graph.output if o.name not in producer and o.name not in available]
     if missing:
         raise ModelLoadError(f"{source}: graph outputs {missing} are produced by no node")
+
+
+# No tensor of a model compiled on these machines can be larger than this; bigger claims are
+# corrupt or hostile files, refused before anything is allocated.
+MAX_TENSOR_BYTES = 1 << 34
+
+
+def tensor_bytes(dims: Sequence[int], elem_type: int) -> int:
+    """Return the bytes a tensor of `dims` and ONNX `elem_type` needs (Python ints: never allocates)."""
+    count = 1
+    for d in dims:
+        count *= max(int(d), 0)
+    bits = 8 * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).itemsize
+    if elem_type in _SUB_BYTE_TYPES:
+        bits = _SUB_BYTE_TYPES[elem_type]
+    return (count * bits + 7) // 8
+
+
+_SUB_BYTE_TYPES = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}
+if hasattr(onnx.TensorProto, "INT2"):
+    _SUB_BYTE_TYPES.update({onnx.TensorProto.INT2: 2, onnx.TensorProto.UINT2: 2})
+
+
+def check_tensor_sizes(graph: onnx.GraphProto, source: str) -> None:
+    """Raise ModelLoadError for tensors whose declared size is absurd or disagrees with their data."""
+    for tensor in _all_tensors(graph):
+        if any(d < 0 for d in tensor.dims):
+            raise ModelLoadError(f"{source}: tensor {tensor.name!r} has a negative dimension {list(tensor.dims)}")
+        try:
+            need = tensor_bytes(tensor.dims, tensor.data_type)
+        except (TypeError, KeyError, ValueError):
+            continue  # strings and unknown types carry no fixed size
+        if need > MAX_TENSOR_BYTES:
+            raise ModelLoadError(
+                f"{source}: tensor {tensor.name!r} claims shape {list(tensor.dims)} ({need / 2**30:.0f} GiB); "
+                "refusing a corrupt or hostile file"
+            )
+        if tensor.data_location != onnx.TensorProto.EXTERNAL and tensor.HasField("raw_data"):
+            if len(tensor.raw_data) != need:
+                raise ModelLoadError(
+                    f"{source}: tensor {tensor.name!r} has {len(tensor.raw_data)} bytes of data but shape "
+                    f"{list(tensor.dims)} needs {need}; the file is corrupt"
+                )
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        dims = [d.dim_value for d in value.type.tensor_type.shape.dim if d.HasField("dim_value")]
+        try:
+            need = tensor_bytes(dims, value.type.tensor_type.elem_type)
+        except (TypeError, KeyError, ValueError):
+            continue
+        if need > MAX_TENSOR_BYTES:
+            raise ModelLoadError(
+                f"{source}: value {value.name!r} declares shape {dims} ({need / 2**30:.0f} GiB); "
+                "refusing a corrupt or hostile file"
+            )
 
 
 def _node_label(node: onnx.NodeProto, index: int) -> str:
