@@ -17,6 +17,7 @@ import logging
 import os
 import platform
 import re
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -105,8 +106,21 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _mlpc_commit() -> str | None:
+    """The git commit of the mlpc checkout being measured (with "+dirty" if modified), if known."""
+    root = BENCH_DIR.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "") if commit else None
+
+
 def machine_info() -> dict[str, Any]:
-    """Describe this machine and the software measured: CPU, cores, versions, UTC date."""
+    """Describe this machine and the software measured: CPU, cores, versions, mlpc commit, UTC date."""
     return {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
@@ -116,6 +130,7 @@ def machine_info() -> dict[str, Any]:
         "versions": {name: _version(dist) for name, dist in (
             ("mlpc", "mlpc"), ("tvm", "apache-tvm"), ("onnxruntime", "onnxruntime"),
             ("torch", "torch"), ("onnx", "onnx"), ("numpy", "numpy"))},
+        "mlpc_commit": _mlpc_commit(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -178,4 +193,6 @@ def machine_line(machine: dict[str, Any]) -> str:
     """One markdown line naming the machine, library versions and date of a results file."""
     v = machine["versions"]
     libs = ", ".join(f"{k} {val}" for k, val in v.items() if val)
+    if machine.get("mlpc_commit"):
+        libs = libs.replace(f"mlpc {v['mlpc']}", f"mlpc {v['mlpc']} ({machine['mlpc_commit']})")
     return f"_{machine['cpu']}, {machine['cores']} cores; {libs}; {machine['date']}_"
