@@ -17,15 +17,18 @@ import io
 import logging
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 
 from mlpc.errors import ExportError, ModelLoadError
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
 
 logger = logging.getLogger(__name__)
 
@@ -293,7 +296,7 @@ _NOISY_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "onnxscript")
 
 
 @contextlib.contextmanager
-def _quiet():
+def _quiet() -> Iterator[None]:
     """Swallow the exporters' prints, warnings and log chatter; what they printed is logged at DEBUG."""
     out = io.StringIO()
     loggers = [logging.getLogger(n) for n in _NOISY_LOGGERS]
@@ -311,7 +314,7 @@ def _quiet():
             logger.debug("exporter output:\n%s", out.getvalue())
 
 
-def _drop_reduce_noop_attr(graph) -> None:
+def _drop_reduce_noop_attr(graph: ir.Graph) -> None:
     """Remove `noop_with_empty_axes=0` that onnx's 18→17 converter leaves on ReduceMean & co.
 
     The attribute only exists from opset 18 (ReduceSum: 13); at 0 it is the old default, so
@@ -327,7 +330,7 @@ def _drop_reduce_noop_attr(graph) -> None:
 
 
 def _export_dynamo(model: nn.Module, args: tuple[torch.Tensor, ...], path: Path, opset: int,
-                   dynamic_batch: bool, common: dict) -> None:
+                   dynamic_batch: bool, common: dict[str, Any]) -> None:
     dims = {0: torch.export.Dim("batch", min=1)} if dynamic_batch else None
     program = torch.onnx.export(model, args, None, dynamo=True,
                                 dynamic_shapes=tuple(dims for _ in args) if dims else None, **common)
