@@ -24,11 +24,20 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from benchmarks.common import (
-    MIN_REPEAT, README, RESULTS_DIR, configure_threads, fmt, machine_info, machine_line,
-    markdown_table, max_rel_err, time_runs, update_readme_section, write_json,
+    MIN_REPEAT,
+    README,
+    RESULTS_DIR,
+    configure_threads,
+    fmt,
+    machine_info,
+    machine_line,
+    markdown_table,
+    max_rel_err,
+    time_runs,
+    update_readme_section,
+    write_json,
 )
-from benchmarks.runners import RUNNERS, BenchCase, RunnerUnavailableError, require_mlpc_compile, \
-    resolve_runner_names
+from benchmarks.runners import RUNNERS, BenchCase, resolve_runner_names
 
 logger = logging.getLogger(__name__)
 
@@ -165,18 +174,12 @@ def print_table(console: Console, results: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the foundation benchmark; return 0, or 1 if a runner failed, 2 if mlpc is unavailable."""
+    """Run the foundation benchmark; return 0, or 1 if a runner failed."""
     args = parse_args(argv)
     configure_threads(args.threads)  # before anything imports tvm
     console = Console()
     if not console.is_terminal:  # piped or logged: do not squeeze the table into 80 columns
         console = Console(width=max(console.width, 140))
-    if "mlpc" in args.runners:
-        try:
-            require_mlpc_compile()
-        except RunnerUnavailableError as e:
-            console.print(f"[red]error:[/red] {e}")
-            return 2
     results: dict[str, Any] = {
         "benchmark": SECTION, "machine": machine_info(),
         "config": {k: getattr(args, k) for k in ("batch", "repeat", "warmup", "threads", "opset", "exporter",

@@ -9,7 +9,6 @@ then `run(feeds)` maps input name → NumPy array to the model's first output as
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from dataclasses import dataclass
@@ -19,10 +18,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 logger = logging.getLogger(__name__)
-
-
-class RunnerUnavailableError(RuntimeError):
-    """A runner's engine is missing from this checkout or environment; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -46,23 +41,6 @@ def _pick_output(outputs: dict[str, Any], name: str) -> np.ndarray:
     raise KeyError(f"output {name!r} not among the outputs {sorted(outputs)}")
 
 
-def require_mlpc_compile() -> Any:
-    """Return `mlpc.compile`, or raise `RunnerUnavailableError` if this checkout has no compiler yet."""
-    try:
-        module = importlib.import_module("mlpc.compile")
-    except ModuleNotFoundError as e:
-        if e.name not in ("mlpc.compile", "mlpc"):
-            raise  # mlpc.compile exists but one of its own imports is broken: show that
-        raise RunnerUnavailableError(
-            "the mlpc runner needs mlpc.compile(onnx_path, target='host', output_dir=...), which this "
-            "checkout does not have yet; measure the baselines only with --runners ort,torch"
-        ) from e
-    compile_fn = getattr(module, "compile", None)
-    if not callable(compile_fn):
-        raise RunnerUnavailableError("mlpc/compile.py defines no compile() function; the mlpc runner needs it")
-    return compile_fn
-
-
 class MlpcRunner:
     """mlpc's compiled artifact for the host CPU: `mlpc.compile(...)` then `artifact.run(feeds)`.
 
@@ -72,10 +50,11 @@ class MlpcRunner:
     name: ClassVar[str] = "mlpc"
 
     def __init__(self, case: BenchCase) -> None:
-        compile_fn = require_mlpc_compile()
+        import mlpc
+
         self.output_name = case.output_name
         start = time.perf_counter()
-        self.artifact = compile_fn(str(case.onnx_path), target="host", output_dir=case.workdir / "mlpc-artifact")
+        self.artifact = mlpc.compile(str(case.onnx_path), target="host", output_dir=case.workdir / "mlpc-artifact")
         self.compile_s: float | None = time.perf_counter() - start
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:

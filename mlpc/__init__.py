@@ -29,7 +29,7 @@ from mlpc.errors import (
 __version__ = "0.1.0"
 
 _LAZY = {
-    "compile": ("mlpc.compile", "compile"),
+    "compile": ("mlpc.driver", "compile"),
     "load": ("mlpc.artifact", "load"),
     "Artifact": ("mlpc.artifact", "Artifact"),
     "load_model": ("mlpc.frontend", "load_model"),
@@ -44,7 +44,7 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlpc.artifact import Artifact, load  # noqa: F401
-    from mlpc.compile import compile  # noqa: F401
+    from mlpc.driver import compile  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -64,7 +64,7 @@ def compile_cmd(
     dump_ir: Optional[Path] = typer.Option(None, "--dump-ir", help="Write the IR as text before and after each pass."),
 ) -> None:
     """Compile MODEL for TARGET into an artifact directory."""
-    from mlpc.compile import compile as compile_model
+    from mlpc.driver import compile as compile_model
     from mlpc.frontend import parse_input_shape
 
     shapes = dict(parse_input_shape(s) for s in input_shape)

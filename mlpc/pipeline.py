@@ -12,15 +12,19 @@ from mlpc.errors import PassError
 from mlpc.pass_infra import Pass
 from mlpc.pass_registry import PassInfo, get_pass, list_passes, register_pass
 from mlpc.passes.canonicalize import CanonicalizePass
+from mlpc.passes.fold_batchnorm import FoldBatchNormPass
+from mlpc.passes.simplify import SimplifyPass
 
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "mlpc.passes"
 
 # The built-in passes in pipeline order.
-BUILTIN_ORDER = ["canonicalize"]
+BUILTIN_PASSES = [CanonicalizePass, SimplifyPass, FoldBatchNormPass]
+BUILTIN_ORDER = [p.name for p in BUILTIN_PASSES]
 
-register_pass("canonicalize", builtin=True)(CanonicalizePass)
+for _pass in BUILTIN_PASSES:
+    register_pass(_pass.name, opt_level=_pass.opt_level, builtin=True)(_pass)
 
 
 def default_pipeline(target: object = None, passes: Sequence[str] | None = None) -> list[Pass]:

@@ -1,0 +1,53 @@
+"""simplify: common subexpressions, identities, and cancelling casts/transposes/reshapes.
+
+Built from onnx-ir's CSE and identity elimination and onnxscript's basic rewrite rules
+(Transpose∘Transpose, Reshape∘Reshape, Cast∘Cast, no-op Cast/Expand/Transpose, Unsqueeze
+chains, Dropout at inference, successive Relu/Clip).
+"""
+from __future__ import annotations
+
+import logging
+
+import onnx_ir as ir
+import onnx_ir.passes.common as common
+from onnxscript.rewriter.rules import common as rules
+from onnxscript.rewriter.rules.common._basic_rules import basic_optimization_rules
+
+from mlpc.pass_infra import Pass, PassContext, PassResult
+from mlpc.rewrite import RewritePass
+
+logger = logging.getLogger(__name__)
+
+RULES = [
+    *basic_optimization_rules(),
+    rules.dropout_inference_rule,
+    rules.dropout_zero_rule,
+    rules.successive_relu_rule,
+    rules.successive_clip_rule,
+    rules.successive_clip_relu_rule,
+    rules.successive_relu_clip_rule,
+]
+
+
+class SimplifyPass(Pass):
+    """Remove redundant computation without changing results."""
+
+    name = "simplify"
+    description = "CSE, identity removal, cancelling transposes/reshapes/casts"
+    opt_level = 1
+
+    def run(self, graph: ir.Graph, ctx: PassContext) -> PassResult:
+        model = ir.Model(graph, ir_version=10)
+        rules = RewritePass(self.name, RULES, commute=False)
+        modified = False
+        # A rewrite that removes the producer of a graph output leaves an Identity to keep the
+        # output's name, which identity elimination then folds: iterate until nothing changes.
+        for _ in range(10):
+            changed = common.CommonSubexpressionEliminationPass()(model).modified
+            changed |= rules(model.graph, ctx).modified
+            changed |= common.IdentityEliminationPass()(model).modified
+            changed |= common.RemoveUnusedNodesPass()(model).modified
+            if not changed:
+                break
+            modified = True
+        return PassResult(model.graph, modified)
