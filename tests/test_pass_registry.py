@@ -141,3 +141,25 @@ def test_plugin_registers_passes(tmp_path):
         assert "plugin-noop" in [p.name for p in default_pipeline()]
     finally:
         unregister_pass("plugin-noop")
+
+
+def test_installed_package_contributes_passes_through_entry_points(tmp_path, monkeypatch):
+    """A package advertising `[mlpc.passes]` in its entry points has its passes registered."""
+    from mlpc.pipeline import load_entry_point_passes
+
+    (tmp_path / "acme_passes.py").write_text(
+        "import mlpc\n"
+        "@mlpc.register_pass('acme-noop', description='from an installed package')\n"
+        "def acme_noop(graph, ctx):\n"
+        "    return None\n"
+    )
+    dist = tmp_path / "acme_passes-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-passes\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[mlpc.passes]\nacme = acme_passes\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert load_entry_point_passes() == ["acme-noop"]
+        assert get_pass("acme-noop").description == "from an installed package"
+    finally:
+        unregister_pass("acme-noop")
