@@ -7,22 +7,27 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from mlpc.backends.tvm.cpu_schedule import cpu_pipeline
 from mlpc.errors import LoweringError
 from mlpc.targets import Target
 
 logger = logging.getLogger(__name__)
 
 
-def build(mod: tvm.IRModule, target: Target) -> tvm.runtime.Executable:
-    """Compile `mod` (from `lower_graph`) for `target` with TVM's default Relax pipeline.
+def build(mod: tvm.IRModule, target: Target, schedules: bool = True) -> tvm.runtime.Executable:
+    """Compile `mod` (from `lower_graph`) for `target`: TVM's Relax pipeline with, for CPUs,
+    mlpc's default schedules (`schedules=False` leaves TVM's naive loops).
 
     Returns the Relax executable (load it with `relax.VirtualMachine`); TVM failures are raised
     as LoweringError naming the target.
     """
     try:
         tvm_target = target.tvm_target()
+        pipeline = "default"
+        if schedules and target.kind in ("x86", "arm"):
+            pipeline = cpu_pipeline(tvm_target, target.capabilities.get("vector_bits", 128))
         with tvm_target:
-            return tvm.compile(mod, target=tvm_target)
+            return tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
     except Exception as e:
         raise LoweringError(f"TVM build for target {target.name!r} failed: {e}") from e
 

@@ -1,0 +1,158 @@
+"""Default CPU schedules: what mlpc compiles with when nothing was tuned.
+
+TVM's CPU pipeline legalizes every op into naive loop nests (dlight has no CPU rules for
+matmul or convolution). This rule gives each fused kernel a reasonable schedule analytically:
+
+- a kernel with a reduction (conv, matmul, pooling, reductions): the innermost output axis is
+  split into SIMD-width vectors, the axis before it into a small register tile, the reduction
+  loops go between the outer output loops and that tile, and the accumulator lives in a local
+  buffer written back (with the fused epilogue — bias, activation, residual add) per tile;
+  the outer output loops are fused and run in parallel;
+- padding and other producers run as their own parallel loop nests;
+- injective kernels (elementwise, layout) are flattened, vectorized and run in parallel.
+
+A kernel the rule cannot schedule keeps TVM's loops (correct, slow) and is logged.
+"""
+from __future__ import annotations
+
+import logging
+
+import tvm
+from tvm import s_tir
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+logger = logging.getLogger(__name__)
+
+_DATA_PAR, _REDUCE = 0, 2
+REGISTER_ROWS = 4  # rows of the register tile (e.g. output channels of a conv)
+
+
+def _divisor(extent: int, candidates: tuple[int, ...]) -> int | None:
+    return next((c for c in candidates if extent >= c and extent % c == 0), None)
+
+
+def _best_effort(sch: s_tir.Schedule, primitive: str, *args: object) -> None:
+    """Apply a schedule primitive that only speeds things up; a kernel it does not fit keeps the rest."""
+    try:
+        getattr(sch, primitive)(*args)
+    except s_tir.ScheduleError as e:
+        logger.debug("%s skipped: %s", primitive, str(e).splitlines()[-1])
+
+
+def schedule_injective(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> None:
+    """Flatten a block's loops, run them in parallel and vectorize the innermost `lanes`."""
+    fused = sch.fuse(*sch.get_loops(block))
+    extent = int(sch.get(fused).extent)
+    if extent >= 2 * lanes and extent % lanes == 0:
+        outer, inner = sch.split(fused, [None, lanes])
+        sch.parallel(outer)
+        sch.vectorize(inner)
+    else:
+        sch.parallel(fused)
+
+
+def schedule_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> None:
+    """Tile a reduction block for registers and SIMD, parallelize its outer loops (see module doc)."""
+    producers = sch.get_producers(block)
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    position = next(i for i, b in enumerate(blocks) if sch.get(b).same_as(sch.get(block)))
+    for epilogue in blocks[position + 1:-1]:  # fold the epilogue (bias, GELU, residual...) into its last block
+        sch.compute_inline(epilogue)
+    kinds = [iv.iter_type for iv in sch.get(block).iter_vars]
+    loops = sch.get_loops(block)
+    spatial = [loop for loop, kind in zip(loops, kinds) if kind == _DATA_PAR]
+    reduce = [loop for loop, kind in zip(loops, kinds) if kind == _REDUCE]
+    extents = [int(sch.get(loop).extent) for loop in spatial]
+    vector_len = _divisor(extents[-1], (2 * lanes, lanes, 4))
+    vector = None
+    last = spatial[-1]
+    if vector_len:
+        last, vector = sch.split(spatial[-1], [None, vector_len])
+    outer = list(spatial[:-1])
+    tile = []
+    for index in range(len(outer) - 1, -1, -1):
+        rows = _divisor(extents[index], (REGISTER_ROWS, 2))
+        if rows:
+            outer[index], row = sch.split(outer[index], [None, rows])
+            tile.append(row)
+            break
+    sch.reorder(*outer, last, *reduce, *tile, *([vector] if vector is not None else []))
+    parallel = sch.fuse(*outer, last)
+    sch.parallel(parallel)
+    write_back = sch.cache_write(block, 0, "local")
+    sch.reverse_compute_at(write_back, parallel)
+    for epilogue in sch.get_consumers(write_back):
+        sch.reverse_compute_at(epilogue, parallel)
+    for producer in producers:
+        schedule_injective(sch, producer, lanes)
+    for row in tile:
+        sch.unroll(row)
+    if vector is not None:
+        _best_effort(sch, "vectorize", vector)
+    if reduce:
+        sch.decompose_reduction(block, reduce[0])
+    for stage in (write_back, *sch.get_consumers(write_back)):
+        _best_effort(sch, "vectorize", sch.get_loops(stage)[-1])
+
+
+def schedule_primfunc(func: tvm.tirx.PrimFunc, lanes: int) -> tvm.tirx.PrimFunc:
+    """Return `func` with the default CPU schedule applied (raises ScheduleError if it does not fit)."""
+    sch = s_tir.Schedule(func)
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    reductions = [b for b in blocks if any(iv.iter_type == _REDUCE for iv in sch.get(b).iter_vars)]
+    if len(reductions) > 1:  # softmax, layer norm: rows in parallel, each stage in order
+        for block in blocks:
+            first = sch.get_loops(block)[0]
+            if sch.get(block).iter_vars[0].iter_type == _DATA_PAR and int(sch.get(first).extent) > 1:
+                sch.parallel(first)
+    elif reductions:
+        schedule_reduction(sch, reductions[0], lanes)
+    else:
+        for block in blocks:
+            schedule_injective(sch, block, lanes)
+    return sch.mod["main"]
+
+
+def default_schedule_pass(lanes: int) -> tvm.transform.Pass:
+    """A module pass applying `schedule_primfunc` to every PrimFunc, recording the ones it skipped
+    in the module attribute "mlpc.unscheduled"."""
+
+    @tvm.transform.module_pass(opt_level=0, name="MlpcDefaultCpuSchedule")
+    def _apply(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        mod = mod.clone()  # never mutate the caller's module (a later pass may need it unscheduled)
+        skipped = []
+        for gvar, func in list(mod.functions.items()):
+            if not isinstance(func, tvm.tirx.PrimFunc):
+                continue
+            try:
+                mod[gvar] = schedule_primfunc(func, lanes)
+            except Exception as e:  # a kernel shape the rule does not handle keeps TVM's loops
+                skipped.append(gvar.name_hint)
+                logger.debug("default schedule skipped %s: %s", gvar.name_hint, str(e).splitlines()[0])
+        if skipped:
+            logger.info("kernels left unscheduled: %s", ", ".join(skipped))
+        return mod.with_attr("mlpc.unscheduled", skipped)
+
+    return _apply
+
+
+def cpu_pipeline(target: tvm.target.Target, vector_bits: int) -> tvm.transform.Pass:
+    """TVM's CPU Relax pipeline with mlpc's default schedules between fusion and lowering."""
+    lanes = max(vector_bits // 32, 4)
+
+    @tvm.transform.module_pass(opt_level=0, name="MlpcCpuPipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        with target:
+            passes = (
+                cpu_generic.library_dispatch_passes(target)
+                + cpu_generic.legalize_passes(target)
+                + [default_schedule_pass(lanes)]
+                + cpu_generic.dataflow_lower_passes(target)
+                + cpu_generic.finalize_passes(target)
+            )
+            return tvm.transform.Sequential(passes)(mod)
+
+    return _pipeline
+
+
+__all__ = ["cpu_pipeline", "default_schedule_pass", "schedule_primfunc"]

@@ -1,0 +1,50 @@
+"""Default CPU schedules: every conv/matmul kernel of the zoo models gets one, numerics unchanged."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+from mlpc import zoo
+from mlpc.backends.tvm.build import build, run
+from mlpc.backends.tvm.cpu_schedule import default_schedule_pass
+from mlpc.backends.tvm.lower import lower_graph
+from mlpc.frontend import load_model
+from mlpc.pass_infra import PassContext, PassManager
+from mlpc.pipeline import default_pipeline
+from mlpc.targets import get_target
+
+
+@pytest.fixture(scope="module", params=["resnet", "mobilenet", "conv1d", "transformer", "mlp"])
+def lowered(request, tmp_path_factory):
+    name = request.param
+    path = zoo.export_onnx(name, tmp_path_factory.mktemp(name) / f"{name}.onnx")
+    loaded = load_model(path)
+    PassManager(default_pipeline()).run(loaded.model, PassContext())
+    inputs = [t.numpy() for t in zoo.example_inputs(name)]
+    return name, lower_graph(loaded.model.graph, 18), inputs
+
+
+def test_every_conv_and_matmul_kernel_is_scheduled(lowered):
+    name, mod, _ = lowered
+    target = get_target("host").tvm_target()
+    with target:
+        fused = tvm.transform.Sequential(cpu_generic.legalize_passes(target))(mod)
+        scheduled = default_schedule_pass(8)(fused)
+    kernels = [gv.name_hint for gv, f in scheduled.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+    heavy = [k for k in kernels if "conv" in k or "matmul" in k]
+    assert heavy, f"{name}: no conv/matmul kernels found in {kernels}"
+    unscheduled = [str(k) for k in scheduled.attrs["mlpc.unscheduled"]]
+    assert not [k for k in heavy if k in unscheduled], f"{name}: unscheduled {unscheduled}"
+    for kernel in heavy:  # really rescheduled: parallel loops appear
+        assert "T.parallel" in scheduled[kernel].script() and "T.parallel" not in fused[kernel].script()
+
+
+def test_scheduled_build_matches_naive_build(lowered):
+    name, mod, inputs = lowered
+    host = get_target("host")
+    scheduled = run(build(mod, host), inputs)
+    naive = run(build(mod, host, schedules=False), inputs)
+    for got, ref in zip(scheduled, naive):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(ref))))
