@@ -43,10 +43,10 @@ logger = logging.getLogger(__name__)
 
 SECTION = "foundation"
 RUNNER_ORDER = ("mlpc", "onnxruntime", "torch")
-SHORT_HEADERS = ("model", "mlpc ms", "ORT ms", "torch ms", "mlpc/ORT", "mlpc/torch", "rel err m·o·t",
-                 "compile s")
-HEADERS = ("Model", "mlpc ms", "onnxruntime ms", "torch ms", "mlpc / ORT", "mlpc / torch",
-           "max rel err (mlpc · ORT · torch)", "mlpc compile s")
+SHORT_HEADERS = ("model", "mlpc ms", "naive ms", "ORT ms", "torch ms", "mlpc/ORT", "mlpc/torch", "naive/mlpc",
+                 "rel err m·o·t", "compile s")
+HEADERS = ("Model", "mlpc ms", "mlpc naive ms", "onnxruntime ms", "torch ms", "mlpc / ORT", "mlpc / torch",
+           "naive / mlpc", "max rel err (mlpc · ORT · torch)", "mlpc compile s")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=",".join(zoo.MODELS), help="comma-separated zoo models (default: all)")
-    p.add_argument("--runners", default="mlpc,ort,torch", help="comma-separated: mlpc, ort, torch")
+    p.add_argument("--runners", default="mlpc,mlpc-naive,ort,torch",
+                   help="comma-separated: mlpc, mlpc-naive (no default schedules), ort, torch")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeat", type=int, default=50, help=f"timed runs per runner (>= {MIN_REPEAT})")
     p.add_argument("--warmup", type=int, default=5)
@@ -92,11 +93,16 @@ def measure(runner_name: str, case: BenchCase, feeds: dict, ref: Any, repeat: in
 
 
 def ratios(runners: dict[str, dict]) -> dict[str, float]:
-    """mlpc's median latency divided by each baseline's (only where both were measured)."""
+    """mlpc's median latency divided by each baseline's, and the naive build's by mlpc's
+    (the speed-up of the default schedules), where both were measured."""
     mlpc = runners.get("mlpc", {}).get("median_ms")
-    return {f"mlpc/{base}": mlpc / runners[base]["median_ms"]
-            for base in ("onnxruntime", "torch")
-            if mlpc is not None and runners.get(base, {}).get("median_ms")}
+    out = {f"mlpc/{base}": mlpc / runners[base]["median_ms"]
+           for base in ("onnxruntime", "torch")
+           if mlpc is not None and runners.get(base, {}).get("median_ms")}
+    naive = runners.get("mlpc-naive", {}).get("median_ms")
+    if mlpc and naive:
+        out["mlpc-naive/mlpc"] = naive / mlpc
+    return out
 
 
 def benchmark_model(model: str, args: argparse.Namespace, tmp: Path, progress: Progress, task: Any) -> dict:
@@ -138,9 +144,9 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
             return f"{fmt(r[name]['median_ms'])} / {fmt(r[name]['p90_ms'])}"
 
         errs = " · ".join(fmt(r.get(n, {}).get("max_rel_err"), 2) for n in RUNNER_ORDER)
-        rows.append([model, latency("mlpc"), latency("onnxruntime"), latency("torch"),
+        rows.append([model, latency("mlpc"), latency("mlpc-naive"), latency("onnxruntime"), latency("torch"),
                      fmt(entry["ratios"].get("mlpc/onnxruntime")), fmt(entry["ratios"].get("mlpc/torch")),
-                     errs, fmt(r.get("mlpc", {}).get("compile_s"))])
+                     fmt(entry["ratios"].get("mlpc-naive/mlpc")), errs, fmt(r.get("mlpc", {}).get("compile_s"))])
     return rows
 
 

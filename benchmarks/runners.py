@@ -48,18 +48,27 @@ class MlpcRunner:
     """
 
     name: ClassVar[str] = "mlpc"
+    schedules: ClassVar[bool] = True
 
     def __init__(self, case: BenchCase) -> None:
         import mlpc
 
         self.output_name = case.output_name
         start = time.perf_counter()
-        self.artifact = mlpc.compile(str(case.onnx_path), target="host", output_dir=case.workdir / "mlpc-artifact")
+        self.artifact = mlpc.compile(str(case.onnx_path), target="host", output_dir=case.workdir / self.name,
+                                     schedules=self.schedules)
         self.compile_s: float | None = time.perf_counter() - start
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run the artifact once; return its first output."""
         return _pick_output(self.artifact.run(feeds), self.output_name)
+
+
+class MlpcNaiveRunner(MlpcRunner):
+    """The same mlpc build without its default CPU schedules: TVM's naive loops, for comparison."""
+
+    name: ClassVar[str] = "mlpc-naive"
+    schedules: ClassVar[bool] = False
 
 
 class OrtRunner:
@@ -113,7 +122,7 @@ class TorchRunner:
 
 
 RUNNERS: dict[str, type[MlpcRunner] | type[OrtRunner] | type[TorchRunner]] = {
-    r.name: r for r in (MlpcRunner, OrtRunner, TorchRunner)
+    r.name: r for r in (MlpcRunner, MlpcNaiveRunner, OrtRunner, TorchRunner)
 }
 ALIASES = {"ort": "onnxruntime", "pytorch": "torch"}
 

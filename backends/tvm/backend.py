@@ -46,10 +46,10 @@ def check_static_shapes(graph: ir.Graph) -> None:
         )
 
 
-def compile_graph(model: ir.Model, target: Target, out_dir: Path) -> dict[str, Any]:
+def compile_graph(model: ir.Model, target: Target, out_dir: Path, schedules: bool = True) -> dict[str, Any]:
     """Lower `model` to Relax, build it for `target` and write the library into `out_dir`.
 
-    Returns the manifest's "backend" section. Raises UnsupportedOpError listing every node
+    `schedules=False` skips mlpc's default CPU schedules. Returns the manifest's "backend" section. Raises UnsupportedOpError listing every node
     that cannot be lowered, LoweringError for build failures, ExportError if writing fails.
     """
     from mlpc.backends.tvm.build import build
@@ -67,7 +67,7 @@ def compile_graph(model: ir.Model, target: Target, out_dir: Path) -> dict[str, A
     check_static_shapes(graph)
     start = time.perf_counter()
     module = lower_graph(graph, opset)
-    executable = build(module, target)
+    executable = build(module, target, schedules=schedules)
     try:
         executable.export_library(str(out_dir / LIBRARY))
     except Exception as e:
@@ -76,7 +76,8 @@ def compile_graph(model: ir.Model, target: Target, out_dir: Path) -> dict[str, A
     import tvm
 
     logger.info("built %s for %s in %.2fs", LIBRARY, target.name, seconds)
-    return {"name": "tvm", "library": LIBRARY, "tvm_version": tvm.__version__, "build_seconds": round(seconds, 3)}
+    return {"name": "tvm", "library": LIBRARY, "tvm_version": tvm.__version__, "build_seconds": round(seconds, 3),
+            "default_schedules": schedules}
 
 
 def _op_name(node: ir.Node) -> str:

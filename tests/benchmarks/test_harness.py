@@ -53,18 +53,18 @@ def test_end_to_end_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     results = json.loads(out.read_text())
     assert results["machine"]["cores"] >= 1 and results["machine"]["versions"]["torch"]
     entry = results["models"]["mlp"]
-    assert set(entry["runners"]) == {"mlpc", "onnxruntime", "torch"}
+    assert set(entry["runners"]) == {"mlpc", "mlpc-naive", "onnxruntime", "torch"}
     for res in entry["runners"].values():
         assert res["runs"] == 20 and 0 < res["median_ms"] <= res["p90_ms"]
         assert res["max_rel_err"] < 1e-4
     assert entry["runners"]["mlpc"]["compile_s"] > 0 and entry["runners"]["torch"]["compile_s"] is None
-    assert set(entry["ratios"]) == {"mlpc/onnxruntime", "mlpc/torch"}
+    assert set(entry["ratios"]) == {"mlpc/onnxruntime", "mlpc/torch", "mlpc-naive/mlpc"}
     markdown = run.render_markdown(results)
     assert "| mlp |" in markdown and results["machine"]["cpu"] in markdown
 
 
 def test_runner_failure_is_recorded_not_fatal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken_compile(model: str, *, target: str, output_dir: Path) -> None:
+    def broken_compile(model: str, **options: object) -> None:
         raise RuntimeError("Unsupported op Foo\nsecond line")
 
     monkeypatch.setattr(mlpc, "compile", broken_compile)
