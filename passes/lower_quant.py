@@ -84,7 +84,7 @@ class _Rewriter:
         return name
 
     def const(self, base: str, array: np.ndarray, qp: QuantParams | None = None) -> ir.Value:
-        arr = np.ascontiguousarray(array)
+        arr = np.array(array, order="C")  # (ascontiguousarray would make scalars 1-D)
         name = self.fresh(base)
         value = ir.Value(name=name, type=ir.TensorType(ir.DataType.from_numpy(arr.dtype)),
                          shape=ir.Shape(arr.shape), const_value=ir.tensor(arr, name=name))
@@ -138,24 +138,32 @@ class _Rewriter:
             w_zp = self._zero_point(f"{base}_b_zero_point", np.array(m.b_params.zero_point), m.b_params)
             s_w = np.array([float(m.b_params.scale)])
         s_acc = m.alpha * float(m.x_params.scale) * s_w
+        mult = s_acc / float(m.out_params.scale)
+        k = _bias_headroom(m, mult)
+        acc_shape = m.layer.outputs[0].shape
+        conv = m.layer.op_type == "Conv"
         bias = None
         if m.bias is not None:
-            s_b = np.broadcast_to(s_acc, m.bias.shape)
-            bias = self.const(f"{base}_bias", np.clip(np.round(m.bias / s_b), *_INT32).astype(np.int32))
-        acc_shape = m.layer.outputs[0].shape
-        if m.layer.op_type == "Conv":
-            attrs = {k: m.layer.attributes[k].value for k in _CONV_ATTRS if k in m.layer.attributes}
-            acc = self.node("IntegerConv", [x, w, x_zp, w_zp, bias], f"{base}_acc", ir.DataType.INT32, acc_shape,
-                            attrs, MLPC_DOMAIN)
+            q_bias = np.clip(np.round(m.bias / (s_acc / 2.0**k)), *_INT32).astype(np.int32)
+            if conv and k:  # added after the conv: broadcast along the channel axis
+                q_bias = q_bias.reshape((-1,) + (1,) * (len(acc_shape) - 2))
+            bias = self.const(f"{base}_bias", q_bias)
+        if conv:
+            attrs = {a: m.layer.attributes[a].value for a in _CONV_ATTRS if a in m.layer.attributes}
+            acc = self.node("IntegerConv", [x, w, x_zp, w_zp, None if k else bias], f"{base}_acc",
+                            ir.DataType.INT32, acc_shape, attrs, MLPC_DOMAIN)
             axis = 1
         else:
             acc = self.node("IntegerMatMul", [x, w, x_zp, w_zp], f"{base}_acc", ir.DataType.INT32, acc_shape,
                             domain=MLPC_DOMAIN)
-            if bias is not None:
-                acc = self.node("Add", [acc, bias], f"{base}_acc_bias", ir.DataType.INT32, acc_shape)
             axis = len(acc_shape) - 1 if acc_shape is not None else -1
-        mult, shift = _dyadic_channels(s_acc / float(m.out_params.scale))
-        self._requantize(m.quant, acc, mult, shift, axis, m.out_params, m.clamp)
+        if k:
+            acc = self.node("Mul", [acc, self.const(f"{base}_acc_scale", np.array(1 << k, np.int32))],
+                            f"{base}_acc_fine", ir.DataType.INT32, acc_shape)
+        if bias is not None and (k or not conv):
+            acc = self.node("Add", [acc, bias], f"{base}_acc_bias", ir.DataType.INT32, acc_shape)
+        m_int, shift = _dyadic_channels(mult / 2.0**k)
+        self._requantize(m.quant, acc, m_int, shift, axis, m.out_params, m.clamp)
 
     def add(self, m: AddMatch) -> None:
         """Add of two quantized tensors + Quant → IntegerAdd with one shared shift."""
@@ -214,6 +222,7 @@ class _Rewriter:
         zp = self.const(f"{out.name}_dq_zero_point", np.array(qp.zero_point, _int_dtype(qp)))
         dq = self.node("DequantizeLinear", [integer, scale, zp],
                        f"{out.name}_dq", out.dtype or ir.DataType.FLOAT, out.shape)
+        set_quant(dq, qp)  # still the fake-quant tensor, value for value
         self.flush(quant)
         for use in users:
             use.node.replace_input_with(use.idx, dq)
@@ -222,6 +231,34 @@ class _Rewriter:
             out.name = self.fresh(f"{name}_fake_quant")
             dq.name = name
             self.graph.outputs[:] = [dq if v is out else v for v in self.graph.outputs]
+
+
+def _bias_headroom(m: LayerMatch, mult: np.ndarray) -> int:
+    """Extra bits k for the bias: 0 when one accumulator step is ≤ 1/16 of an output step
+    (the usual case: the bias is int32 at scale s_x·s_w[c]). With coarse weights (2-bit ones
+    often give s_x·s_w > s_y) the bias rounded to accumulator steps would shift outputs by
+    whole steps, so the accumulator is multiplied by 2^k and the bias kept at s_x·s_w/2^k —
+    as far as the statically known accumulator bound leaves int32 headroom."""
+    if m.bias is None or float(np.max(mult)) <= 1 / 16:
+        return 0
+    want = int(np.ceil(np.log2(float(np.max(mult)) * 16)))
+    x_span = max(abs(m.x_params.qmin - int(m.x_params.zero_point)), abs(m.x_params.qmax - int(m.x_params.zero_point)))
+    if m.weight is not None:
+        q = m.weight.q.astype(np.int64)
+        zp = m.weight.zero_point.reshape((-1,) + (1,) * (q.ndim - 1)) if m.layer.op_type == "Conv" else m.weight.zero_point
+        w_span = int(np.abs(q - zp).max())
+        reduction = int(q[0].size) if m.layer.op_type == "Conv" else int(q.shape[0])
+    else:
+        p = m.b_params
+        w_span = max(abs(p.qmin - int(p.zero_point)), abs(p.qmax - int(p.zero_point)))
+        reduction = int(m.x.shape[-1])
+    acc_bound = max(reduction * x_span * w_span, 1)
+    for k in range(want, 0, -1):
+        bias_bound = float(np.max(np.abs(m.bias) / (m.alpha * float(m.x_params.scale) * np.min(
+            m.weight.scale if m.weight is not None else [float(m.b_params.scale)])))) * 2.0**k
+        if acc_bound * 2**k + bias_bound < 2**31 - 1:
+            return k
+    return 0
 
 
 def _attr(v) -> tuple[ir.AttributeType, object]:

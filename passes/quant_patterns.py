@@ -307,7 +307,7 @@ def _match_layer(quant, out_params, layer: ir.Node, bias_add, clamp, nodes) -> L
             bias = next(_const(v) for v in bias_add.inputs if _const(v) is not None)
     if weight is None and b is None:
         return None
-    if layer.inputs[0].shape is None or len(layer.inputs[0].shape) < 2:
+    if layer.inputs[0].shape is None or len(layer.inputs[0].shape) < 2 or layer.outputs[0].shape is None:
         return None
     n = int(weight.q.shape[0 if layer.op_type == "Conv" else 1]) if weight is not None else None
     if bias is not None:

@@ -155,3 +155,134 @@ def _toposort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.Nod
             done.update(n.output)
             pending.remove(n)
     return out
+
+
+# -- the model zoo of the lower-quant and integer-kernel tests ---------------------------------
+# Each case builds a small fake-quant model: (b, feeds, outputs) from (w_bits, a_bits, signed,
+# per_channel). `signed=False` quantizes activations asymmetrically to uint with zero points
+# and uses unsigned weights with a mid-range zero point.
+
+
+def _w(b: FakeQuantGraph, shape, w_bits, signed, per_channel, axis=0):
+    zp = 0 if signed else 2 ** (w_bits - 1)
+    return b.weight(shape, w_bits, signed, axis if per_channel else None, zero_point=zp)
+
+
+def _feeds(**shapes) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    return {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+
+
+def conv2d_case(w_bits, a_bits, signed, per_channel):
+    """Conv 3×3 pad 1 stride 2 + bias → Relu → Quant → grouped Conv (g=2) → Clip → Quant."""
+    b = FakeQuantGraph(1, opset=19)
+    x = b.act(b.input("x", (2, 4, 9, 9)), a_bits, signed)
+    c = b.node("Conv", [x, _w(b, (8, 4, 3, 3), w_bits, signed, per_channel), b.bias(8)],
+               pads=[1, 1, 1, 1], strides=[2, 2])
+    y = b.act(b.node("Relu", [c]), a_bits, signed)
+    c = b.node("Conv", [y, _w(b, (6, 4, 3, 2), w_bits, signed, per_channel), b.bias(6)], group=2,
+               pads=[0, 1, 1, 0])
+    clip = b.node("Clip", [c, b.const(np.float32(-0.5)), b.const(np.float32(1.0))])
+    return b, _feeds(x=(2, 4, 9, 9)), [b.act(clip, a_bits, signed)]
+
+
+def conv1d_case(w_bits, a_bits, signed, per_channel):
+    """Conv1d dilation 2 pad 2 → Quant → depthwise Conv1d stride 2 → Quant."""
+    b = FakeQuantGraph(2, opset=19)
+    x = b.act(b.input("x", (1, 3, 20)), a_bits, signed)
+    c = b.node("Conv", [x, _w(b, (6, 3, 3), w_bits, signed, per_channel), b.bias(6)], dilations=[2], pads=[2, 2])
+    y = b.act(c, a_bits, signed)
+    c = b.node("Conv", [y, _w(b, (6, 1, 5), w_bits, signed, per_channel)], group=6, strides=[2], pads=[2, 1])
+    return b, _feeds(x=(1, 3, 20)), [b.act(c, a_bits, signed)]
+
+
+def depthwise_case(w_bits, a_bits, signed, per_channel):
+    """Depthwise 3×3 conv → Relu → Quant → pointwise conv → Quant."""
+    b = FakeQuantGraph(3, opset=19)
+    x = b.act(b.input("x", (1, 8, 7, 7)), a_bits, signed)
+    c = b.node("Conv", [x, _w(b, (8, 1, 3, 3), w_bits, signed, per_channel), b.bias(8)], group=8, pads=[1, 1, 1, 1])
+    y = b.act(b.node("Relu", [c]), a_bits, signed)
+    c = b.node("Conv", [y, _w(b, (5, 8, 1, 1), w_bits, signed, per_channel), b.bias(5)])
+    return b, _feeds(x=(1, 8, 7, 7)), [b.act(c, a_bits, signed)]
+
+
+def gemm_case(w_bits, a_bits, signed, per_channel):
+    """Gemm transB=1 + bias → Relu → Quant → Gemm (alpha 0.5, beta 2) → Quant."""
+    b = FakeQuantGraph(4, opset=19)
+    x = b.act(b.input("x", (3, 40)), a_bits, signed)
+    g = b.node("Gemm", [x, _w(b, (16, 40), w_bits, signed, per_channel, axis=0), b.bias(16)], transB=1)
+    y = b.act(b.node("Relu", [g]), a_bits, signed)
+    g = b.node("Gemm", [y, _w(b, (16, 10), w_bits, signed, per_channel, axis=1), b.bias(10)], alpha=0.5, beta=2.0)
+    return b, _feeds(x=(3, 40)), [b.act(g, a_bits, signed)]
+
+
+def matmul_case(w_bits, a_bits, signed, per_channel):
+    """3-D MatMul by a weight + bias Add → Quant; batched MatMul of two activations → Quant."""
+    b = FakeQuantGraph(5, opset=19)
+    x = b.act(b.input("x", (2, 5, 24)), a_bits, signed)
+    mm = b.node("MatMul", [x, _w(b, (24, 12), w_bits, signed, per_channel, axis=1)])
+    y = b.act(b.node("Add", [mm, b.bias(12)]), a_bits, signed)
+    k = b.act(b.input("k", (2, 12, 7)), a_bits, signed)
+    att = b.node("MatMul", [y, k])
+    return b, _feeds(x=(2, 5, 24), k=(2, 12, 7)), [b.act(att, a_bits, signed)]
+
+
+def residual_case(w_bits, a_bits, signed, per_channel):
+    """Conv → Quant (skip) → Conv → Quant; Add(skip, branch) → Relu → Quant → Softmax (float) → out."""
+    b = FakeQuantGraph(6, opset=19)
+    x = b.act(b.input("x", (1, 4, 6, 6)), a_bits, signed)
+    skip = b.act(b.node("Conv", [x, _w(b, (4, 4, 1, 1), w_bits, signed, per_channel), b.bias(4)]), a_bits, signed)
+    branch = b.node("Conv", [skip, _w(b, (4, 4, 3, 3), w_bits, signed, per_channel), b.bias(4)], pads=[1, 1, 1, 1])
+    branch = b.act(branch, a_bits, signed)
+    s = b.act(b.node("Relu", [b.node("Add", [skip, branch])]), a_bits, signed)
+    return b, _feeds(x=(1, 4, 6, 6)), [b.node("Softmax", [s], axis=1), s]
+
+
+CASES = {
+    "conv2d": conv2d_case,
+    "conv1d": conv1d_case,
+    "depthwise": depthwise_case,
+    "gemm": gemm_case,
+    "matmul": matmul_case,
+    "residual": residual_case,
+}
+
+
+def case(name: str, w_bits: int, a_bits: int, signed: bool, per_channel: bool) -> tuple[ir.Model, dict]:
+    """The fake-quant model of case `name` and its feeds."""
+    b, feeds, outputs = CASES[name](w_bits, a_bits, signed, per_channel)
+    return b.build(outputs, feeds), feeds
+
+
+def single_layer_case(kind: str, w_bits: int, a_bits: int, signed: bool, per_channel: bool):
+    """One quantized layer between an entry Quant (exact) and an output Quant, so the integer
+    and fake-quant graphs see the same inputs: (model, feeds)."""
+    b = FakeQuantGraph(11, opset=19)
+    shapes = {"conv2d": (2, 6, 8, 8), "conv1d": (2, 6, 17), "depthwise": (1, 6, 8, 8), "gemm": (4, 64),
+              "matmul": (2, 3, 48), "attention": (2, 3, 4, 16), "add": (2, 6, 5)}
+    x = b.act(b.input("x", shapes[kind]), a_bits, signed)
+    feeds = _feeds(x=shapes[kind])
+    if kind == "conv2d":
+        y = b.node("Conv", [x, _w(b, (10, 6, 3, 3), w_bits, signed, per_channel), b.bias(10)],
+                   pads=[1, 0, 2, 1], strides=[1, 2])
+        y = b.node("Relu", [y])
+    elif kind == "conv1d":
+        y = b.node("Conv", [x, _w(b, (4, 3, 5), w_bits, signed, per_channel), b.bias(4)], group=2, pads=[2, 2],
+                   dilations=[2])
+    elif kind == "depthwise":
+        y = b.node("Conv", [x, _w(b, (6, 1, 3, 3), w_bits, signed, per_channel), b.bias(6)], group=6,
+                   strides=[2, 2], pads=[1, 1, 1, 1])
+    elif kind == "gemm":
+        y = b.node("Gemm", [x, _w(b, (32, 64), w_bits, signed, per_channel), b.bias(32)], transB=1)
+        y = b.node("Clip", [y, b.const(np.float32(-1.0)), b.const(np.float32(2.0))])
+    elif kind == "matmul":
+        y = b.node("Add", [b.node("MatMul", [x, _w(b, (48, 20), w_bits, signed, per_channel, axis=1)]), b.bias(20)])
+    elif kind == "attention":
+        k = b.act(b.input("k", (2, 3, 16, 5)), a_bits, signed)
+        feeds.update(_feeds(k=(2, 3, 16, 5)))
+        y = b.node("MatMul", [x, k])
+    else:
+        r = b.act(b.input("r", shapes[kind]), a_bits, signed)
+        feeds["r"] = _feeds(r=shapes[kind])["r"] * 3
+        y = b.node("Add", [x, r])
+    return b.build([b.act(y, a_bits, signed)], feeds), feeds
