@@ -1,8 +1,8 @@
 """Recognizers for the quantized patterns of the fake-quant Graph (see the quant contract):
 
-    Quant(x) ─► Conv | Gemm | MatMul [─► Add(bias)] [─► Relu | Clip] ─► Quant      (a layer)
+    Quant(x) ─► Conv | Gemm | MatMul [─► Add(bias)] [─► Relu | Clip] ─► Quant   (a layer)
                  ▲ Quant(constant weight) or, for MatMul, a second Quant'd activation
-    Quant(a), Quant(b) ─► Add [─► Relu | Clip] ─► Quant                            (a residual add)
+    Quant(a), Quant(b) ─► Add [─► Relu | Clip] ─► Quant                         (a residual add)
 
 `match_output(quant_node)` says which pattern ends at a Quant node, or None; everything the
 integer rewrite needs (weights as integers, per-channel scales, float bias, the clamp a folded
@@ -62,11 +62,12 @@ def quant_params(node: ir.Node) -> QuantParams | None:
         axis = _channel_axis(scale, zp)
         if axis is False:
             return None
+        per_channel = axis is not None
         try:
             qp = QuantParams(
                 bits=int(bits.reshape(())), signed=bool(node.attributes.get_int("signed", 1)),
-                scale=scale.reshape(-1) if axis is not None else float(scale.reshape(())),
-                zero_point=zp.reshape(-1) if axis is not None and zp.size > 1 else np.round(zp.reshape(-1)[0]),
+                scale=scale.reshape(-1) if per_channel else float(scale.reshape(())),
+                zero_point=zp.reshape(-1) if per_channel and zp.size > 1 else zp.reshape(-1)[0],
                 axis=axis, narrow_range=bool(node.attributes.get_int("narrow", 0)),
             )
         except QuantizationError:
@@ -158,7 +159,8 @@ def _output_clamp(act: ir.Node | None, qp: QuantParams) -> tuple[int, int] | Non
     if any(b is not None and b.size != 1 for b in bounds):
         return None
     scale = np.float32(qp.scale)
-    qb = [None if b is None else int(np.round(np.float32(b.reshape(())) / scale + np.float32(zp))) for b in bounds]
+    qb = [None if b is None else int(np.round(np.float32(b.reshape(())) / scale + np.float32(zp)))
+          for b in bounds]
     lo = lo if qb[0] is None else max(lo, qb[0])
     hi = hi if qb[1] is None else min(hi, qb[1])
     return (lo, hi) if lo <= hi else None

@@ -165,8 +165,10 @@ def _packed_conv(x: te.Tensor, wp: te.Tensor, *rest, kernel, strides, dilations,
     xp = topi.nn.pad(x, [0, 0, *pads[:nsp]], [0, 0, *pads[nsp:]], pad_value=xzp, name="pad")
     m = wp.shape[0]
     m_group = m // group
-    out_sp = [(x.shape[2 + i] + pads[i] + pads[i + nsp] - (kernel[i] - 1) * dilations[i] - 1) // strides[i] + 1
-              for i in range(nsp)]
+    out_sp = [
+        (x.shape[2 + i] + pads[i] + pads[i + nsp] - (kernel[i] - 1) * dilations[i] - 1) // strides[i] + 1
+        for i in range(nsp)
+    ]
     rc = te.reduce_axis((0, cin_group), name="rc")
     rk = [te.reduce_axis((0, k), name=f"rk{i}") for i, k in enumerate(kernel)]
     ksize = [int(np.prod(kernel[i + 1:])) for i in range(nsp)]
@@ -210,8 +212,8 @@ def _integer_conv(ctx: LowerContext, node, inputs):
         x_zp = _optional(ctx, node, 2)
         y = ctx.emit_te(_packed_conv, x, const(wp), *([wzp] if wzp is not None else []), kernel=list(kernel),
                         strides=strides, dilations=dilations, pads=pads, group=group, cin_group=w.shape[1],
-                        bits=bits, signed=w.dtype == np.int8, xzp=0 if x_zp is None else int(x_zp.reshape(())),
-                        has_wzp=wzp is not None)
+                        bits=bits, signed=w.dtype == np.int8, has_wzp=wzp is not None,
+                        xzp=0 if x_zp is None else int(x_zp.reshape(())))
     else:
         w = const(_centered_const(w_arr, _optional(ctx, node, 3), 0))
         data_layout, kernel_layout, _ = _LAYOUT[nsp]

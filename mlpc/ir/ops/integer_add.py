@@ -68,7 +68,8 @@ def infer_integer_add(
 ) -> list[TensorSig]:
     """Output = broadcast(a, b) shape with zero_point's type; every parameter must be a scalar."""
     if len(inputs) != 8 or any(s is None for s in inputs):
-        raise fail(where, "needs 8 inputs (a, b, a_zero_point, b_zero_point, a_multiplier, b_multiplier, shift, zero_point)")
+        raise fail(where, "needs 8 inputs (a, b, a_zero_point, b_zero_point, a_multiplier, b_multiplier, "
+                          "shift, zero_point)")
     a, b, azp, bzp, am, bm, shift, zp = inputs
     for what, sig, allowed in (
         ("input a", a, INT8_TYPES),
@@ -132,5 +133,6 @@ class IntegerAdd(OpRun):
             {k: v for k, v in (("qmin", qmin), ("qmax", qmax)) if v is not None},
             f"IntegerAdd node {self.onnx_node.name!r}",
         )
-        y = integer_add(a, b, a_zero_point, b_zero_point, a_multiplier, b_multiplier, shift, zero_point, lo, hi)
+        y = integer_add(a, b, a_zero_point, b_zero_point, a_multiplier, b_multiplier, shift, zero_point,
+                        lo, hi)
         return (y.astype(zero_point.dtype),)
