@@ -13,6 +13,7 @@ from mlpc.pass_infra import Pass
 from mlpc.pass_registry import PassInfo, get_pass, list_passes, register_pass
 from mlpc.passes.canonicalize import CanonicalizePass
 from mlpc.passes.fold_batchnorm import FoldBatchNormPass
+from mlpc.passes.lower_quant import LowerQuantPass
 from mlpc.passes.simplify import SimplifyPass
 
 logger = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ logger = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "mlpc.passes"
 
 # The built-in passes in pipeline order.
-BUILTIN_PASSES = [CanonicalizePass, SimplifyPass, FoldBatchNormPass]
+BUILTIN_PASSES = [CanonicalizePass, SimplifyPass, FoldBatchNormPass, LowerQuantPass]
 BUILTIN_ORDER = [p.name for p in BUILTIN_PASSES]
 
 for _pass in BUILTIN_PASSES:

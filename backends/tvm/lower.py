@@ -17,6 +17,7 @@ from tvm import relax
 
 from mlpc.backends.tvm import (  # noqa: F401  (importing registers the converters)
     ops_elementwise,
+    ops_integer,
     ops_mlpc,
     ops_nn,
     ops_quant,

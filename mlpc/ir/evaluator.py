@@ -15,12 +15,20 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnx.reference.ops.op_dequantize_linear import DequantizeLinear_25
 import onnx.reference
 import onnx_ir as ir
 
 from mlpc.errors import InputError, IRVerificationError, MlpcError, UnsupportedOpError
 from mlpc.ir.ops import MLPC_DOMAIN, MLPC_OPSET_VERSION, kernels
 from mlpc.ir.qonnx_ops import QONNX_DOMAINS, qonnx_kernels
+
+
+class DequantizeLinear(DequantizeLinear_25):
+    """onnx.reference has DequantizeLinear only from opset 19; opsets 13–18 mean the same for the
+    int8/uint8/int32 tensors mlpc emits, so serve every opset with the newest semantics."""
+
+    op_domain = ""
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +73,7 @@ class ReferenceEvaluator:
         self.output_names = [o.name for o in self.proto.graph.output]
         try:
             self._ref = onnx.reference.ReferenceEvaluator(
-                self.proto, verbose=verbose, new_ops=[*kernels(), *qonnx_kernels()]
+                self.proto, verbose=verbose, new_ops=[*kernels(), *qonnx_kernels(), DequantizeLinear]
             )
         except NotImplementedError as e:
             raise UnsupportedOpError(f"the reference evaluator has no kernel: {e}") from e

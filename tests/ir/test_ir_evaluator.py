@@ -216,3 +216,19 @@ def test_integer_graph_without_declared_mlpc_opset() -> None:
     y = ReferenceEvaluator(model).run({"a": a})["y"]
     acc = a.astype(np.int64) @ b.astype(np.int64)
     np.testing.assert_array_equal(y, np.clip(np.floor(acc / 256 + 0.5), 0, 127))  # 2^30 >> 38 = 1/256, ReLU
+
+
+@pytest.mark.parametrize("opset", [13, 17, 21])
+def test_dequantize_linear_runs_at_every_opset(opset: int) -> None:
+    """onnx.reference only has DequantizeLinear from opset 19; lower-quant emits it at any opset."""
+
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])], "g",
+        [helper.make_tensor_value_info("q", TensorProto.INT8, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        initializer=[onnx.numpy_helper.from_array(np.float32(0.5), "s"),
+                     onnx.numpy_helper.from_array(np.int8(1), "z")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+    got = ReferenceEvaluator(model).run({"q": np.array([-128, 0, 1, 127], np.int8)})["y"]
+    np.testing.assert_array_equal(got, [-64.5, -0.5, 0.0, 63.0])

@@ -1,0 +1,277 @@
+"""Converters for the `mlpc` integer ops: IntegerMatMul, IntegerConv, Requantize, IntegerAdd.
+
+Products accumulate in int32 and are bit-exact with the NumPy kernels of `mlpc.ir.ops`:
+operands are int8 (or int16 once a zero point is subtracted or a uint8 widened), multiplied
+after sign extension to int32 — never through a saturating 16-bit pair-add. Requantization
+runs in int64: ((acc·m + 2^(s−1)) >> s) + zp, clamped.
+
+Weights of 2–4 bits (the weight value's QuantParams say so) are packed into uint8 constants —
+four 2-bit or two 4-bit slots per byte, low bits first, 3-bit values in 4-bit slots — along
+the reduction axis, and decoded inside the reduction of a TE compute:
+`((Wp[n, r // per] >> (r % per)·slot) & mask)`, sign-extended for signed types. The compiled
+library therefore holds the packed bytes only.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import onnx_ir as ir
+from tvm import relax, te, tirx, topi
+
+from mlpc.backends.tvm.context import LowerContext, const, dtype_of, shape_of
+from mlpc.backends.tvm.ops_nn import _CONV, _LAYOUT, conv_pads, window_attrs
+from mlpc.backends.tvm.registry import converter
+from mlpc.ir import MLPC_DOMAIN, get_quant
+
+logger = logging.getLogger(__name__)
+op = relax.op
+
+
+# -- packing -------------------------------------------------------------------------------
+
+
+def slot_bits(bits: int) -> int:
+    """Bits of the slot a `bits`-bit value occupies in a packed byte (2 or 4)."""
+    return 2 if bits <= 2 else 4
+
+
+def pack_rows(q: np.ndarray, bits: int) -> np.ndarray:
+    """Pack int values `q` of shape (N, R) into uint8 (N, ceil(R / per)), `per` = 8 // slot
+    values per byte, value r in bits [(r % per)·slot, …) of byte r // per (two's complement
+    kept in the slot for signed values)."""
+    slot = slot_bits(bits)
+    per = 8 // slot
+    n, r = q.shape
+    padded = np.zeros((n, math.ceil(r / per) * per), np.uint8)
+    padded[:, :r] = q.astype(np.int64) & ((1 << slot) - 1)
+    lanes = padded.reshape(n, -1, per).astype(np.uint16) << (np.arange(per, dtype=np.uint16) * slot)
+    return lanes.sum(axis=2).astype(np.uint8)
+
+
+def _decode(wp: te.Tensor, n, r, bits: int, signed: bool):
+    """The int32 value at row n, reduction index r of a packed weight."""
+    slot = slot_bits(bits)
+    per = 8 // slot
+    byte = wp[n, tirx.indexdiv(r, per)].astype("int32")
+    v = tirx.bitwise_and(tirx.shift_right(byte, tirx.indexmod(r, per) * slot), (1 << slot) - 1)
+    if signed:
+        half = 1 << (slot - 1)
+        v = tirx.bitwise_xor(v, half) - half
+    return v
+
+
+def _packable(ctx: LowerContext, node: ir.Node, index: int) -> tuple[np.ndarray, int] | None:
+    """(integer weight, bits) when input `index` is a constant of ≤ 4-bit quantized values."""
+    value = node.inputs[index]
+    arr = ctx.const_of(value)
+    qp = get_quant(value) if value is not None else None
+    if arr is None or qp is None or qp.bits > 4 or arr.dtype not in (np.int8, np.uint8):
+        return None
+    slot = slot_bits(qp.bits)
+    lo, hi = (-(1 << (slot - 1)), (1 << (slot - 1)) - 1) if arr.dtype == np.int8 else (0, (1 << slot) - 1)
+    if arr.size == 0 or arr.min() < lo or arr.max() > hi:
+        return None
+    return arr, qp.bits
+
+
+# -- operands ------------------------------------------------------------------------------
+
+
+def _centered(x: relax.Expr, zp: relax.Expr | None, per_row: bool = False) -> relax.Expr:
+    """x − zp as int8 when that is x itself (signed, no zero point), else as int16."""
+    if zp is None and dtype_of(x) == "int8":
+        return x
+    x = op.astype(x, "int16")
+    if zp is None:
+        return x
+    zp = op.astype(zp, "int16")
+    if per_row and len(shape_of(zp)) == 1:
+        zp = op.reshape(zp, [-1, 1])
+    return op.subtract(x, zp)
+
+
+def _centered_const(w: np.ndarray, zp: np.ndarray | None, axis: int) -> np.ndarray:
+    """A constant weight minus its zero point (per channel along `axis`), int8 when it fits."""
+    wide = w.astype(np.int16)
+    if zp is not None:
+        zp = np.asarray(zp, np.int16)
+        if zp.ndim == 1:
+            shape = [1] * w.ndim
+            shape[axis] = zp.size
+            zp = zp.reshape(shape)
+        wide = wide - zp
+    return wide.astype(np.int8) if wide.min() >= -128 and wide.max() <= 127 else wide
+
+
+def _optional(ctx: LowerContext, node: ir.Node, index: int) -> np.ndarray | None:
+    return ctx.const_input(node, index, "zero point") if len(node.inputs) > index else None
+
+
+# -- IntegerMatMul ----------------------------------------------------------------------------
+
+
+def _packed_matmul(a: te.Tensor, wp: te.Tensor, *rest, k: int, bits: int, signed: bool, has_azp: bool,
+                   has_bzp: bool):
+    """y[..., m, n] = Σ_k (a[..., m, k] − azp) · (decode(wp)[n, k] − bzp[n]) in int32."""
+    azp = rest[0] if has_azp else None
+    bzp = rest[int(has_azp)] if has_bzp else None
+    n = wp.shape[0]
+    rk = te.reduce_axis((0, k), name="k")
+
+    def body(*idx):
+        *batch, m, col = idx
+        x = a[(*batch, m, rk)].astype("int32")
+        if azp is not None:
+            x = x - (azp[m] if len(azp.shape) == 1 else azp()).astype("int32")
+        w = _decode(wp, col, rk, bits, signed)
+        if bzp is not None:
+            w = w - (bzp[col] if len(bzp.shape) == 1 else bzp()).astype("int32")
+        return te.sum(x * w, axis=rk)
+
+    return te.compute((*a.shape[:-1], n), body, name="packed_matmul")
+
+
+@converter("IntegerMatMul", MLPC_DOMAIN)
+def _integer_matmul(ctx: LowerContext, node, inputs):
+    a, b = inputs[0], inputs[1]
+    azp = inputs[2] if len(inputs) > 2 else None
+    bzp = inputs[3] if len(inputs) > 3 else None
+    packed = _packable(ctx, node, 1) if len(shape_of(a)) >= 2 else None
+    if packed is not None and packed[0].ndim == 2:
+        w, bits = packed
+        wp = pack_rows(np.ascontiguousarray(w.T), bits)
+        extra = [e for e in (azp, bzp) if e is not None]
+        return [ctx.emit_te(_packed_matmul, a, const(wp), *extra, k=w.shape[0], bits=bits,
+                            signed=w.dtype == np.int8, has_azp=azp is not None, has_bzp=bzp is not None)]
+    b_const = ctx.const_of(node.inputs[1])
+    if b_const is not None and b_const.ndim >= 1:
+        b = const(_centered_const(b_const, _optional(ctx, node, 3), b_const.ndim - 1))
+    else:
+        b = _centered(b, bzp)
+    return [op.matmul(_centered(a, azp, per_row=True), b, out_dtype="int32")]
+
+
+# -- IntegerConv ------------------------------------------------------------------------------
+
+
+def _packed_conv(x: te.Tensor, wp: te.Tensor, *rest, kernel, strides, dilations, pads, group: int,
+                 cin_group: int, bits: int, signed: bool, xzp: int, has_wzp: bool):
+    """N-D grouped convolution, weight decoded from its packed rows (one per output channel,
+    reduction index r = c·∏kernel + flattened kernel position); x is padded with its zero point."""
+    wzp = rest[0] if has_wzp else None
+    nsp = len(kernel)
+    xp = topi.nn.pad(x, [0, 0, *pads[:nsp]], [0, 0, *pads[nsp:]], pad_value=xzp, name="pad")
+    m = wp.shape[0]
+    m_group = m // group
+    out_sp = [
+        (x.shape[2 + i] + pads[i] + pads[i + nsp] - (kernel[i] - 1) * dilations[i] - 1) // strides[i] + 1
+        for i in range(nsp)
+    ]
+    rc = te.reduce_axis((0, cin_group), name="rc")
+    rk = [te.reduce_axis((0, k), name=f"rk{i}") for i, k in enumerate(kernel)]
+    ksize = [int(np.prod(kernel[i + 1:])) for i in range(nsp)]
+
+    def body(b, oc, *o):
+        c = tirx.indexdiv(oc, m_group) * cin_group + rc
+        pos = [o[i] * strides[i] + rk[i] * dilations[i] for i in range(nsp)]
+        v = xp[(b, c, *pos)].astype("int32") - xzp
+        r = rc * int(np.prod(kernel)) + sum(rk[i] * ksize[i] for i in range(nsp))
+        w = _decode(wp, oc, r, bits, signed)
+        if wzp is not None:
+            w = w - (wzp[oc] if len(wzp.shape) == 1 else wzp()).astype("int32")
+        return te.sum(v * w, axis=[rc, *rk])
+
+    return te.compute((x.shape[0], m, *out_sp), body, name="packed_conv")
+
+
+def _conv_check(node: ir.Node, opset: int) -> str | None:
+    shape = node.inputs[0].shape if node.inputs and node.inputs[0] is not None else None
+    if shape is not None and len(shape) not in (3, 4, 5):
+        return f"{len(shape) - 2}-D IntegerConv is not supported (1-D, 2-D and 3-D are)"
+    return None
+
+
+@converter("IntegerConv", MLPC_DOMAIN, check=_conv_check)
+def _integer_conv(ctx: LowerContext, node, inputs):
+    x = inputs[0]
+    xzp = inputs[2] if len(inputs) > 2 else None
+    wzp = inputs[3] if len(inputs) > 3 else None
+    bias = inputs[4] if len(inputs) > 4 else None
+    xs = shape_of(x)
+    nsp = len(xs) - 2
+    w_arr = ctx.const_input(node, 1, "weight")
+    kernel, strides, dilations = window_attrs(node, nsp, w_arr.shape[2:])
+    pads = conv_pads(node, xs[2:], kernel, strides, dilations)
+    group = node.attributes.get_int("group", 1)
+    packed = _packable(ctx, node, 1)
+    if packed is not None:
+        w, bits = packed
+        wp = pack_rows(w.reshape(w.shape[0], -1), bits)
+        x_zp = _optional(ctx, node, 2)
+        y = ctx.emit_te(_packed_conv, x, const(wp), *([wzp] if wzp is not None else []), kernel=list(kernel),
+                        strides=strides, dilations=dilations, pads=pads, group=group, cin_group=w.shape[1],
+                        bits=bits, signed=w.dtype == np.int8, has_wzp=wzp is not None,
+                        xzp=0 if x_zp is None else int(x_zp.reshape(())))
+    else:
+        w = const(_centered_const(w_arr, _optional(ctx, node, 3), 0))
+        data_layout, kernel_layout, _ = _LAYOUT[nsp]
+        y = _CONV[nsp](_centered(x, xzp), w, strides=strides, padding=pads, dilation=dilations, groups=group,
+                       data_layout=data_layout, kernel_layout=kernel_layout, out_dtype="int32")
+    if bias is not None:
+        y = op.add(y, op.reshape(bias, [1, -1] + [1] * nsp))
+    return [y]
+
+
+# -- Requantize / IntegerAdd --------------------------------------------------------------
+
+
+def _int64_along(arr: np.ndarray, ndim: int, axis: int) -> relax.Expr:
+    arr = np.asarray(arr, np.int64)
+    if arr.ndim == 1 and ndim > 0:
+        shape = [1] * ndim
+        shape[axis] = arr.size
+        arr = arr.reshape(shape)
+    return const(arr)
+
+
+def _clamp_cast(ctx: LowerContext, node: ir.Node, y: relax.Expr, zp: np.ndarray) -> relax.Expr:
+    info = np.iinfo(zp.dtype)
+    lo = node.attributes.get_int("qmin", int(info.min))
+    hi = node.attributes.get_int("qmax", int(info.max))
+    y = op.add(y, const(np.array(zp, np.int64).reshape(())))
+    y = op.clip(y, lo, hi)
+    return op.astype(y, str(zp.dtype))
+
+
+def _rounding(shift: np.ndarray) -> np.ndarray:
+    shift = np.asarray(shift, np.int64)
+    return np.where(shift > 0, np.left_shift(np.int64(1), np.maximum(shift - 1, 0)), 0)
+
+
+@converter("Requantize", MLPC_DOMAIN)
+def _requantize(ctx: LowerContext, node, inputs):
+    x = inputs[0]
+    ndim = len(shape_of(x))
+    axis = node.attributes.get_int("axis", 1) % max(ndim, 1)
+    m = ctx.const_input(node, 1, "multiplier")
+    shift = ctx.const_input(node, 2, "shift")
+    zp = ctx.const_input(node, 3, "zero point")
+    y = op.multiply(op.astype(x, "int64"), _int64_along(m, ndim, axis))
+    y = op.add(y, _int64_along(_rounding(shift), ndim, axis))
+    y = op.right_shift(y, _int64_along(shift, ndim, axis))
+    return [_clamp_cast(ctx, node, y, zp)]
+
+
+@converter("IntegerAdd", MLPC_DOMAIN)
+def _integer_add(ctx: LowerContext, node, inputs):
+    a, b = inputs[0], inputs[1]
+    azp, bzp, am, bm, shift, zp = (ctx.const_input(node, i, "parameter") for i in range(2, 8))
+    terms = []
+    for x, xzp, mult in ((a, azp, am), (b, bzp, bm)):
+        x = op.subtract(op.astype(x, "int64"), const(np.array(xzp, np.int64).reshape(())))
+        terms.append(op.multiply(x, const(np.array(mult, np.int64).reshape(()))))
+    y = op.add(op.add(terms[0], terms[1]), const(_rounding(shift).reshape(())))
+    y = op.right_shift(y, const(np.array(shift, np.int64).reshape(())))
+    return [_clamp_cast(ctx, node, y, zp)]
