@@ -16,6 +16,7 @@ A kernel the rule cannot schedule keeps TVM's loops (correct, slow) and is logge
 from __future__ import annotations
 
 import logging
+import math
 
 import tvm
 from tvm import s_tir
@@ -25,6 +26,13 @@ logger = logging.getLogger(__name__)
 
 _DATA_PAR, _REDUCE = 0, 2
 REGISTER_ROWS = 4  # rows of the register tile (e.g. output channels of a conv)
+SMALL_REDUCTION = 16  # reductions this short (depthwise 3x3) get no register tile
+# Waking the thread pool costs more than kernels smaller than this (multiply-adds or elements) gain.
+PARALLEL_MIN_WORK = 1 << 16
+
+
+def _reduction_size(sch: s_tir.Schedule, loops: list) -> int:
+    return math.prod(int(sch.get(loop).extent) for loop in loops)
 
 
 def _divisor(extent: int, candidates: tuple[int, ...]) -> int | None:
@@ -43,12 +51,12 @@ def schedule_injective(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lane
     """Flatten a block's loops, run them in parallel and vectorize the innermost `lanes`."""
     fused = sch.fuse(*sch.get_loops(block))
     extent = int(sch.get(fused).extent)
+    outer = fused
     if extent >= 2 * lanes and extent % lanes == 0:
         outer, inner = sch.split(fused, [None, lanes])
-        sch.parallel(outer)
         sch.vectorize(inner)
-    else:
-        sch.parallel(fused)
+    if extent >= PARALLEL_MIN_WORK:
+        sch.parallel(outer)
 
 
 def schedule_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> None:
@@ -63,6 +71,13 @@ def schedule_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lane
     spatial = [loop for loop, kind in zip(loops, kinds) if kind == _DATA_PAR]
     reduce = [loop for loop, kind in zip(loops, kinds) if kind == _REDUCE]
     extents = [int(sch.get(loop).extent) for loop in spatial]
+    work = math.prod(extents) * _reduction_size(sch, reduce)
+    if _reduction_size(sch, reduce) <= SMALL_REDUCTION:
+        # Depthwise 3x3 and the like: LLVM vectorizes TVM's plain loop nest better than a register
+        # tile would do (measured); only spread the outer loop over the cores when it pays.
+        if work >= PARALLEL_MIN_WORK and extents[0] > 1:
+            sch.parallel(spatial[0])
+        return
     vector_len = _divisor(extents[-1], (2 * lanes, lanes, 4))
     vector = None
     last = spatial[-1]
@@ -78,7 +93,8 @@ def schedule_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lane
             break
     sch.reorder(*outer, last, *reduce, *tile, *([vector] if vector is not None else []))
     parallel = sch.fuse(*outer, last)
-    sch.parallel(parallel)
+    if work >= PARALLEL_MIN_WORK:
+        sch.parallel(parallel)
     write_back = sch.cache_write(block, 0, "local")
     sch.reverse_compute_at(write_back, parallel)
     for epilogue in sch.get_consumers(write_back):
@@ -102,9 +118,10 @@ def schedule_primfunc(func: tvm.tirx.PrimFunc, lanes: int) -> tvm.tirx.PrimFunc:
     reductions = [b for b in blocks if any(iv.iter_type == _REDUCE for iv in sch.get(b).iter_vars)]
     if len(reductions) > 1:  # softmax, layer norm: rows in parallel, each stage in order
         for block in blocks:
-            first = sch.get_loops(block)[0]
-            if sch.get(block).iter_vars[0].iter_type == _DATA_PAR and int(sch.get(first).extent) > 1:
-                sch.parallel(first)
+            loops = sch.get_loops(block)
+            big = _reduction_size(sch, loops) >= PARALLEL_MIN_WORK
+            if big and sch.get(block).iter_vars[0].iter_type == _DATA_PAR and int(sch.get(loops[0]).extent) > 1:
+                sch.parallel(loops[0])
     elif reductions:
         schedule_reduction(sch, reductions[0], lanes)
     else:
