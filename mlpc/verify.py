@@ -1,6 +1,7 @@
 """Verification: the compiled model against the original, on the same inputs.
 
-The reference is onnxruntime for ONNX input and PyTorch for module input. The report gives, per
+The reference is onnxruntime for ONNX input, PyTorch for module input, and mlpc's reference
+interpreter for models with QONNX or mlpc ops (which onnxruntime cannot run). The report gives, per
 output, max abs error, the error relative to max|reference|, cosine similarity and (for class
 scores) top-1 agreement; it passes when every relative error is within tolerance.
 """
@@ -105,6 +106,11 @@ def reference_outputs(loaded: LoadedModel, inputs: dict[str, np.ndarray], output
             result = loaded.reference(*[torch.from_numpy(a) for a in inputs.values()])
         flat = list(result) if isinstance(result, (list, tuple)) else [result]
         return [t.detach().numpy() for t in flat]
+    if not runs_in_onnxruntime(loaded.reference):
+        from mlpc.ir import ReferenceEvaluator
+
+        result = ReferenceEvaluator(loaded.reference).run(inputs)
+        return [result[name] for name in output_names]
     import onnxruntime as ort
 
     proto = loaded.reference
@@ -117,6 +123,22 @@ def reference_outputs(loaded: LoadedModel, inputs: dict[str, np.ndarray], output
     session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     feeds = {i.name: inputs[i.name] for i in session.get_inputs()}
     return session.run(output_names, feeds)
+
+
+ORT_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
+
+
+def runs_in_onnxruntime(proto: Any) -> bool:
+    """True when every node of the ModelProto is in a domain onnxruntime implements (QONNX and
+    mlpc ops are not: those models are checked against mlpc's reference interpreter)."""
+    return all(node.domain in ORT_DOMAINS for node in proto.graph.node)
+
+
+def reference_name(loaded: LoadedModel) -> str:
+    """The name of what `reference_outputs` runs for this model."""
+    if loaded.reference_kind == "torch":
+        return "pytorch"
+    return "onnxruntime" if runs_in_onnxruntime(loaded.reference) else "mlpc reference interpreter"
 
 
 def compare(name: str, reference: np.ndarray, actual: np.ndarray) -> OutputComparison:
@@ -162,7 +184,7 @@ def verify(
             result = compare(name, ref, got[name])
             if name not in worst or result.rel_err > worst[name].rel_err:
                 worst[name] = result
-    reference = "pytorch" if loaded.reference_kind == "torch" else "onnxruntime"
+    reference = reference_name(loaded)
     report = VerificationReport(reference, tolerance, len(batches), [worst[n] for n in output_names])
     logger.info("verification against %s: %s", reference, "passed" if report.passed else "FAILED")
     return report
