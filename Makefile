@@ -33,6 +33,7 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/passes.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo-out

@@ -19,7 +19,9 @@ from mlpc.rewrite import RewritePass
 logger = logging.getLogger(__name__)
 
 RULES = [
-    *basic_optimization_rules(),
+    # SlicesSplit (Slice pairs → Split) scans every node's consumers quadratically: 60 s on a
+    # 10^4-node graph (benchmarks/passes.py), and it only helps onnxruntime, not mlpc's backends.
+    *(rule for rule in basic_optimization_rules() if rule.name != "SlicesSplit"),
     rules.dropout_inference_rule,
     rules.dropout_zero_rule,
     rules.successive_relu_rule,
