@@ -5,10 +5,29 @@
 
     >>> from mlpc.bundle import open_bundle, write_bundle
     >>> write_bundle("out/", "kws.tar.gz")  # doctest: +SKIP
+
+Submodules load on first use, so `python -m mlpc.bundle.device_runtime` runs cleanly.
 """
 from __future__ import annotations
 
-from mlpc.bundle.launcher import BundleRunner, check_bundle, needs_runner, open_bundle
-from mlpc.bundle.writer import write_bundle
+import importlib
+from typing import Any
 
-__all__ = ["BundleRunner", "check_bundle", "needs_runner", "open_bundle", "write_bundle"]
+_LAZY = {
+    "BundleRunner": "mlpc.bundle.launcher",
+    "check_bundle": "mlpc.bundle.launcher",
+    "needs_runner": "mlpc.bundle.launcher",
+    "open_bundle": "mlpc.bundle.launcher",
+    "write_bundle": "mlpc.bundle.writer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mlpc.bundle' has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)
