@@ -24,7 +24,7 @@ import numpy as np
 
 from mlpc.artifact import MANIFEST, load, prepare_inputs
 from mlpc.backends.tvm.cross import elf_arch, host_arch, toolchain
-from mlpc.bundle.writer import assemble, bundle_name
+from mlpc.bundle.writer import SUFFIXES, assemble
 from mlpc.errors import ArtifactError, InputError
 
 logger = logging.getLogger(__name__)
@@ -152,7 +152,8 @@ def check_bundle(root: Path) -> dict[str, Any]:
 
 
 def _extract(archive: Path, dest: Path) -> Path:
-    bundle_name(archive)  # refuses names that are not .tar.gz
+    if not archive.name.endswith(SUFFIXES):
+        raise ArtifactError(f"{archive}: not an artifact directory or a bundle (.tar.gz) written by `mlpc compile`")
     try:
         with tarfile.open(archive, "r:gz") as tar:
             tar.extractall(dest, filter="data")
