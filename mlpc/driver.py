@@ -75,6 +75,10 @@ def compile(  # noqa: A001 - the public name users expect
     tgt = get_target(target)
     if output_dir is not None:
         check_output_dir(Path(output_dir))
+    if bundle is not None:
+        from mlpc.bundle.writer import bundle_name
+
+        bundle_name(Path(bundle))  # a wrong name fails now, not after the build
     loaded = load_model(model, input_shapes=input_shapes, example_inputs=example_inputs)
     load_entry_point_passes()
     for plugin in pass_plugins:

@@ -187,3 +187,10 @@ def test_integer_bundle_is_exact(tmp_path):
     np.testing.assert_array_equal(got["y"], a.astype(np.int32) * b + 3)
     assert got["z"].dtype == np.uint8
     np.testing.assert_array_equal(got["z"], a.astype(np.uint8))
+
+
+def test_bundle_name_checked_before_compiling(tmp_path, tiny_cnn_static_path, capsys):
+    code = main(["compile", str(tiny_cnn_static_path), "--target", ARM_TARGET, "-o", str(tmp_path / "out"),
+                 "--bundle", str(tmp_path / "kws.zip")])
+    assert code == 2 and "a bundle is a .tar.gz archive" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
