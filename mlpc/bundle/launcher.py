@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from mlpc.artifact import MANIFEST, load, prepare_inputs
+from mlpc.artifact import MANIFEST, Artifact, load, prepare_inputs
 from mlpc.backends.tvm.cross import elf_arch, host_arch, toolchain
 from mlpc.bundle.writer import SUFFIXES, assemble
 from mlpc.errors import ArtifactError, InputError
@@ -46,23 +46,13 @@ def needs_runner(path: str | os.PathLike) -> bool:
         return False  # not an artifact: let mlpc.load say what is wrong
 
 
-class BundleRunner:
-    """A bundle laid out on disk, run through its native runner (an `Artifact`-like `run`)."""
+class BundleRunner(Artifact):
+    """A bundle laid out on disk, whose `run` goes through its native runner (qemu-user when foreign)."""
 
     def __init__(self, root: Path, manifest: dict[str, Any]):
+        super().__init__(root, manifest)
         self.root = root
-        self.manifest = manifest
         self.arch = manifest["bundle"]["arch"]
-
-    @property
-    def inputs(self) -> list[dict[str, Any]]:
-        """The model's inputs: [{name, shape, dtype}] in call order."""
-        return self.manifest["inputs"]
-
-    @property
-    def outputs(self) -> list[dict[str, Any]]:
-        """The model's outputs: [{name, shape, dtype}] in return order."""
-        return self.manifest["outputs"]
 
     def command(self) -> list[str]:
         """Return the runner's command line prefix: the binary, behind qemu-user when foreign."""
