@@ -136,9 +136,15 @@ instructions of the kernel bodies (`*_compute_` functions) in the library's `obj
 **NEON/SIMD** the share of those with a vector-register operand, **sdot/udot** the int8
 dot-product instructions among them (only Neoverse N1 has them: none are emitted yet, LLVM does
 not form them from the untensorized int8 GEMM); **library instructions** counts the whole library,
-with TVM's argument-checking wrappers. armv7 has no bundle: no TVM runtime is
-published for armv7l (no wheel; apache-tvm has no sdist and its wheels lack headers the runtime
-sources need), so armv7 builds are checked by code generation and disassembly only. No times:
+with TVM's argument-checking wrappers.
+
+armv7 has no bundle: there is no armv7l wheel of apache-tvm or apache-tvm-ffi and no apache-tvm
+sdist. The wheels do ship the runtime's sources: libtvm_ffi.so builds for armv7 from them with
+arm-linux-gnueabihf-g++ (a few minutes of CPU), but libtvm_runtime.so needs seven TVM headers the
+wheels omit (include/tvm/support/io.h, serializer.h, cuda/nvtx.h; src/support/bytes_io.h, utils.h,
+base64.h; compiler-rt's builtin_fp16.h), found only in TVM's git tree, which `make setup` cannot
+reach (package registries only). So armv7 builds are checked by code generation, the hard-float ABI
+and disassembly; running one needs a TVM runtime built for the board. No times:
 qemu-user emulates the board, its speed says nothing about the board's.
 """
 
