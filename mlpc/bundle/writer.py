@@ -66,7 +66,8 @@ Inputs:
 {inputs}
 Outputs:
 {outputs}
-The board needs Linux on {arch} with glibc 2.28 or newer and libstdc++; no Python. With Python and
+The board needs Linux on {arch} with glibc 2.34 and libstdc++ 11 or newer (Debian 12, Ubuntu 22.04,
+Raspberry Pi OS bookworm); no Python. With Python and
 mlpc installed, `mlpc.load("{name}/").run(inputs)` works too. On a PC, `mlpc run {name}.tar.gz
 --inputs in.npz -o out.npz` runs the bundle under qemu-user (a correctness check; qemu's timing says
 nothing about the board's speed).
