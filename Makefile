@@ -3,12 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Debian packages the toolchain and tests use (g++ links TVM's generated code).
-APT_PACKAGES := g++ make
+# Debian packages the toolchain and tests use (g++ links TVM's generated code; the cross
+# toolchains and qemu-user build and run ARM bundles).
+APT_PACKAGES := g++ make gcc-aarch64-linux-gnu g++-aarch64-linux-gnu gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf qemu-user
 
-.PHONY: demo test bench setup system-deps clean
+.PHONY: demo test bench setup system-deps device-runtime clean
 
-setup: system-deps $(STAMP)
+setup: system-deps $(STAMP) device-runtime
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -24,6 +25,10 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
+
+# The TVM runtime for ARM boards, from the pinned aarch64 wheels (sha256-checked), into ~/.cache/mlpc.
+device-runtime: $(STAMP)
+	$(PY) -m mlpc.bundle.device_runtime
 
 demo: setup
 	$(VENV)/bin/mlpc demo

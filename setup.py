@@ -38,6 +38,7 @@ setup(
     python_requires=">=3.10",
     packages=packages,
     package_dir=package_dir,
+    package_data={"mlpc.bundle": ["runner/*.cc", "runner/*.h"]},
     install_requires=_requirements("requirements.txt"),
     extras_require={"dev": _requirements("requirements-dev.txt")},
     entry_points={"console_scripts": ["mlpc=mlpc.cli:main"]},

@@ -249,13 +249,25 @@ def load(path: str | os.PathLike, check_target: bool = True) -> Artifact:
         if sha256_file(file) != digest:
             raise ArtifactError(f"{path}: checksum of {name!r} does not match the manifest; the artifact is damaged")
     if check_target:
-        from mlpc.targets import Target
-
-        target = Target.from_json(manifest["target"])
-        problems = target.missing_on_host()
-        if problems:
-            raise TargetError(
-                f"{path}: built for target {target.name!r}, which cannot run here ({'; '.join(problems)}); "
-                "recompile with --target host"
-            )
+        error = foreign_target_error(path, manifest)
+        if error is not None:
+            raise error
     return Artifact(path, manifest)
+
+
+def foreign_target_error(path: Path, manifest: dict[str, Any]) -> TargetError | None:
+    """Return the TargetError explaining why this machine cannot run the artifact's code in
+    process (None when it can); for another architecture it points at `mlpc run` (qemu-user)."""
+    from mlpc.targets import Target
+
+    target = Target.from_json(manifest["target"])
+    problems = target.missing_on_host()
+    if not problems:
+        return None
+    if target.kind == "arm":
+        hint = (f"check it here with `mlpc run {path} --inputs in.npz -o out.npz` (runs it under qemu-user), "
+                "or recompile with --target host")
+    else:
+        hint = "recompile with --target host"
+    return TargetError(f"{path}: built for target {target.name!r}, which cannot run here "
+                       f"({'; '.join(problems)}); {hint}")

@@ -62,6 +62,7 @@ def compile_cmd(
     disable_pass: list[str] = typer.Option([], "--disable-pass", help="Skip this pass (repeatable)."),
     pass_plugin: list[Path] = typer.Option([], "--pass-plugin", help="A Python file registering passes (repeatable)."),
     dump_ir: Optional[Path] = typer.Option(None, "--dump-ir", help="Write the IR as text before and after each pass."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Also write a deployment bundle (.tar.gz) for the board."),
 ) -> None:
     """Compile MODEL for TARGET into an artifact directory."""
     from mlpc.driver import compile as compile_model
@@ -73,7 +74,7 @@ def compile_cmd(
             artifact = compile_model(
                 model, target=target, output_dir=output, input_shapes=shapes, verify=verify,
                 tolerance=tolerance, passes=_split(passes), disabled_passes=disable_pass,
-                pass_plugins=pass_plugin, dump_ir=dump_ir,
+                pass_plugins=pass_plugin, dump_ir=dump_ir, bundle=bundle,
             )
     except MlpcError as e:
         if type(e).__name__ == "VerificationError" and (output / "manifest.json").exists():
@@ -84,6 +85,8 @@ def compile_cmd(
               f"{m['stats']['nodes']} nodes, {m['compile_seconds']:.1f}s)")
     if verify:
         _print_verification(artifact.verification)
+    if bundle is not None:
+        out.print(f"[green]bundled[/] → {bundle} ({bundle.stat().st_size / 1e6:.1f} MB)")
 
 
 def _split(names: Optional[str]) -> Optional[list[str]]:
@@ -106,18 +109,24 @@ def _print_verification(report: dict[str, Any] | None) -> None:
 
 @app.command("run")
 def run_cmd(
-    artifact: Path = typer.Argument(..., help="An artifact directory written by `mlpc compile`."),
+    artifact: Path = typer.Argument(..., help="An artifact directory or a bundle (.tar.gz) written by `mlpc compile`."),
     inputs: Path = typer.Option(..., "--inputs", "-i", help=".npz keyed by input name, or one .npy for a single input."),
     output: Path = typer.Option(..., "--output", "-o", help="The .npz to write, keyed by output name."),
 ) -> None:
-    """Run ARTIFACT on the inputs in an .npz (or .npy) and write the outputs to an .npz."""
+    """Run ARTIFACT on the inputs in an .npz (or .npy) and write the outputs to an .npz.
+
+    A bundle, or a build for another architecture, runs in its native runner (under qemu-user).
+    """
+    import contextlib
+
     import numpy as np
 
     from mlpc.artifact import load
+    from mlpc.bundle import needs_runner, open_bundle
 
-    art = load(artifact)
-    feeds = _read_inputs(inputs, art.inputs)
-    results = art.run(feeds)
+    with open_bundle(artifact) if needs_runner(artifact) else contextlib.nullcontext(load(artifact)) as art:
+        feeds = _read_inputs(inputs, art.inputs)
+        results = art.run(feeds)
     tmp = output.with_name(output.name + ".tmp.npz")
     try:
         np.savez(tmp, **results)

@@ -8,19 +8,21 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
+import json
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import mlpc
 from mlpc.analysis import model_stats, value_info
-from mlpc.artifact import Artifact, check_output_dir, load, write_artifact
+from mlpc.artifact import MANIFEST, Artifact, check_output_dir, load, write_artifact
 from mlpc.backends import get_backend
 from mlpc.frontend import load_model
 from mlpc.instruments import DumpIRInstrument
@@ -50,6 +52,7 @@ def compile(  # noqa: A001 - the public name users expect
     dump_ir: str | Path | None = None,
     verify_each_pass: bool | None = None,
     schedules: bool = True,
+    bundle: str | Path | None = None,
 ) -> Artifact:
     """Compile a model for a target and return the Artifact written to `output_dir`.
 
@@ -63,6 +66,8 @@ def compile(  # noqa: A001 - the public name users expect
     receiving the IR as text before the first pass and after each pass that changed it.
     `verify_each_pass` runs the IR verifier after every pass (default: env MLPC_VERIFY_PASSES).
     `schedules=False` builds without mlpc's default CPU schedules (TVM's naive loops; for comparison).
+    `bundle` is a .tar.gz path receiving a deployment bundle for the target's board (`mlpc.bundle`).
+    A target of another architecture (e.g. arm/cortex-a72 on x86) is verified under qemu-user.
     """
     start = time.perf_counter()
     if verify_each_pass is None:
@@ -70,6 +75,10 @@ def compile(  # noqa: A001 - the public name users expect
     tgt = get_target(target)
     if output_dir is not None:
         check_output_dir(Path(output_dir))
+    if bundle is not None:
+        from mlpc.bundle.writer import bundle_name
+
+        bundle_name(Path(bundle))  # a wrong name fails now, not after the build
     loaded = load_model(model, input_shapes=input_shapes, example_inputs=example_inputs)
     load_entry_point_passes()
     for plugin in pass_plugins:
@@ -104,10 +113,8 @@ def compile(  # noqa: A001 - the public name users expect
     def finalize(tmp: Path, manifest: dict[str, Any]) -> None:
         nonlocal report
         if verify:
-            artifact = Artifact(tmp, manifest)
-            report = run_verification(
-                loaded, artifact.run, inputs, [o["name"] for o in outputs], tolerance=tolerance
-            )
+            with _runner(tmp, manifest) as run:
+                report = run_verification(loaded, run, inputs, [o["name"] for o in outputs], tolerance=tolerance)
             manifest["verification"] = report.to_json()
         manifest["compile_seconds"] = round(time.perf_counter() - start, 3)
 
@@ -115,7 +122,27 @@ def compile(  # noqa: A001 - the public name users expect
     path = write_artifact(out, write_files, manifest, finalize)
     if report is not None:
         report.raise_if_failed()
-    return load(path)
+    if bundle is not None:
+        from mlpc.bundle import write_bundle
+
+        write_bundle(path, bundle)
+    return load(path, check_target=False)
+
+
+@contextlib.contextmanager
+def _runner(tmp: Path, manifest: dict[str, Any]) -> Iterator[Callable[[Any], dict[str, Any]]]:
+    """Yield the function running the artifact being written in `tmp`: in process, or through the
+    bundle runner (under qemu-user) when its target is another architecture."""
+    from mlpc.backends.tvm.cross import host_arch
+
+    if manifest["target"]["arch"] == host_arch():
+        yield Artifact(tmp, manifest).run
+        return
+    from mlpc.bundle import open_bundle
+
+    (tmp / MANIFEST).write_text(json.dumps(manifest))  # rewritten, with the verification, afterwards
+    with open_bundle(tmp) as runner:
+        yield runner.run
 
 
 def _scratch_dir() -> Path:

@@ -37,6 +37,11 @@ class TvmSession:
 
 def load_session(path: Path, manifest: dict[str, Any]) -> TvmSession:
     """Return a session that runs the artifact at `path` (its backend named in the manifest)."""
+    from mlpc.artifact import foreign_target_error
+
+    error = foreign_target_error(path, manifest)
+    if error is not None:
+        raise error
     backend = manifest.get("backend", {}).get("name")
     if backend != "tvm":
         raise ArtifactError(f"{path}: artifacts of backend {backend!r} cannot be run by this mlpc")

@@ -10,6 +10,7 @@ import difflib
 import logging
 
 from mlpc.errors import TargetError
+from mlpc.targets.arm import ARM_TAGS
 from mlpc.targets.target import Target, host_cpu_flags
 from mlpc.targets.x86 import X86_TAGS, host_target
 
@@ -51,7 +52,7 @@ def get_target(target: str | Target) -> Target:
     )
 
 
-for _t in X86_TAGS:
+for _t in [*X86_TAGS, *ARM_TAGS]:
     register_target(_t)
 
 __all__ = ["Target", "get_target", "host_cpu_flags", "host_target", "list_targets", "register_target"]

@@ -53,6 +53,7 @@ def compile_graph(model: ir.Model, target: Target, out_dir: Path, schedules: boo
     that cannot be lowered, LoweringError for build failures, ExportError if writing fails.
     """
     from mlpc.backends.tvm.build import build
+    from mlpc.backends.tvm.cross import export_options
     from mlpc.backends.tvm.lower import lower_graph, unsupported_nodes
 
     graph = model.graph
@@ -68,8 +69,9 @@ def compile_graph(model: ir.Model, target: Target, out_dir: Path, schedules: boo
     start = time.perf_counter()
     module = lower_graph(graph, opset)
     executable = build(module, target, schedules=schedules)
+    link_options = export_options(target)
     try:
-        executable.export_library(str(out_dir / LIBRARY))
+        executable.export_library(str(out_dir / LIBRARY), **link_options)
     except Exception as e:
         raise ExportError(f"writing {out_dir / LIBRARY} failed: {e}") from e
     seconds = time.perf_counter() - start

@@ -1,0 +1,72 @@
+"""Build the native bundle runner (`runner/*.cc`) for an architecture with its (cross) C++ compiler.
+
+Builds are cached by the hash of the sources, the compiler, the flags and the runtime libraries:
+
+    >>> from mlpc.bundle.runner_build import build_runner
+    >>> build_runner("aarch64")  # doctest: +SKIP
+    PosixPath('/root/.cache/mlpc/runner/aarch64-3f0c…/mlpc-run')
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from mlpc.backends.tvm.cross import toolchain
+from mlpc.bundle.device_runtime import DeviceRuntime, cache_dir, runtime_for
+from mlpc.errors import ExportError
+
+logger = logging.getLogger(__name__)
+
+SOURCE_DIR = Path(__file__).parent / "runner"
+SOURCES = ("runner.cc", "npz.cc", "sha256.cc")
+RUNNER = "mlpc-run"
+
+
+def runner_command(arch: str, runtime: DeviceRuntime, out: Path) -> list[str]:
+    """Return the compiler command that builds the runner for `arch` into `out`.
+
+    The runtime libraries are linked with --no-as-needed (nothing references libtvm_runtime
+    directly, but loading it registers the VM loader) and found through an rpath `$ORIGIN/../lib`.
+    """
+    chain = toolchain(arch)
+    lib_dirs = sorted({str(p.parent) for p in runtime.libraries})
+    return [
+        chain.require(chain.cxx), "-std=c++17", "-O2", "-Wall", *chain.cxx_flags,
+        "-isystem", str(runtime.include_dir), *(str(SOURCE_DIR / s) for s in SOURCES), "-o", str(out),
+        *(f"-L{d}" for d in lib_dirs), "-Wl,--no-as-needed",
+        *(f"-l:{p.name}" for p in runtime.libraries), "-Wl,--as-needed", "-Wl,-rpath,$ORIGIN/../lib",
+    ]
+
+
+def build_runner(arch: str) -> Path:
+    """Return the path of the runner binary for `arch`, compiling it if no cached build matches.
+
+    Raises ExportError when the compiler is missing or fails, TargetError when no runtime exists.
+    """
+    runtime = runtime_for(arch)
+    probe = runner_command(arch, runtime, Path(RUNNER))
+    digest = hashlib.sha256(" ".join(probe).encode())
+    for path in [*(SOURCE_DIR / s for s in SOURCES), *SOURCE_DIR.glob("*.h"), *runtime.libraries]:
+        digest.update(path.read_bytes())
+    out_dir = cache_dir() / "runner" / f"{arch}-{digest.hexdigest()[:16]}"
+    out = out_dir / RUNNER
+    if out.is_file():
+        return out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{RUNNER}-", dir=out_dir)
+    os.close(fd)
+    try:
+        command = runner_command(arch, runtime, Path(tmp))
+        logger.info("building the %s runner: %s", arch, " ".join(command))
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ExportError(f"building the {arch} bundle runner failed:\n{done.stderr.strip()[-2000:]}")
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return out
