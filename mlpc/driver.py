@@ -49,6 +49,7 @@ def compile(  # noqa: A001 - the public name users expect
     pass_plugins: Sequence[str | Path] = (),
     dump_ir: str | Path | None = None,
     verify_each_pass: bool | None = None,
+    dtype: str = "fp32",
 ) -> Artifact:
     """Compile a model for a target and return the Artifact written to `output_dir`.
 
@@ -61,6 +62,8 @@ def compile(  # noqa: A001 - the public name users expect
     `pass_plugins` are Python files whose passes register themselves; `dump_ir` is a directory
     receiving the IR as text before the first pass and after each pass that changed it.
     `verify_each_pass` runs the IR verifier after every pass (default: env MLPC_VERIFY_PASSES).
+    `dtype` is the compute precision: "fp32", or "fp16"/"bf16" on CUDA targets (inputs and
+    outputs stay float32).
     """
     start = time.perf_counter()
     if verify_each_pass is None:
@@ -95,7 +98,8 @@ def compile(  # noqa: A001 - the public name users expect
     }
 
     def write_files(tmp: Path) -> None:
-        manifest["backend"] = backend.compile_graph(loaded.model, tgt, tmp)
+        options = {} if dtype in ("fp32", "float32") else {"dtype": dtype}
+        manifest["backend"] = backend.compile_graph(loaded.model, tgt, tmp, **options)
 
     report = None
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import onnx_ir as ir
 
-from mlpc.errors import ExportError, LoweringError, UnsupportedOpError
+from mlpc.errors import ExportError, LoweringError, TargetError, UnsupportedOpError
 from mlpc.frontend.onnx_loader import MAX_TENSOR_BYTES, tensor_bytes
 from mlpc.targets import Target
 
@@ -46,9 +46,10 @@ def check_static_shapes(graph: ir.Graph) -> None:
         )
 
 
-def compile_graph(model: ir.Model, target: Target, out_dir: Path) -> dict[str, Any]:
+def compile_graph(model: ir.Model, target: Target, out_dir: Path, dtype: str = "float32") -> dict[str, Any]:
     """Lower `model` to Relax, build it for `target` and write the library into `out_dir`.
 
+    `dtype` is the compute precision (float32; float16/bfloat16 for CUDA targets).
     Returns the manifest's "backend" section. Raises UnsupportedOpError listing every node
     that cannot be lowered, LoweringError for build failures, ExportError if writing fails.
     """
@@ -67,6 +68,12 @@ def compile_graph(model: ir.Model, target: Target, out_dir: Path) -> dict[str, A
     check_static_shapes(graph)
     start = time.perf_counter()
     module = lower_graph(graph, opset)
+    if target.kind == "cuda":
+        from mlpc.backends.tvm.cuda import build_cuda
+
+        return build_cuda(module, target, out_dir, dtype)
+    if dtype not in ("float32", "fp32"):
+        raise TargetError(f"--dtype {dtype} needs a CUDA target; {target.name!r} computes in float32")
     executable = build(module, target)
     try:
         executable.export_library(str(out_dir / LIBRARY))
