@@ -99,7 +99,8 @@ def print_cuda_report(console: Any, report: dict[str, Any]) -> None:
             str(k["registers"]), str(k["shared_bytes"]), str(k["spill_stores"] + k["spill_loads"]),
             str(k["calls"]), f"{k['flops'] / 1e6:.2f}", f"{k['bytes'] / 1e3:.1f}", k["bound"], f"{k['total_us']:.2f}",
         )
-    wide = Console(file=console.file, width=max(console.width, 170), color_system=console.color_system)
+    longest = max((len(k["name"]) for k in report["kernels"]), default=0)
+    wide = Console(file=console.file, width=max(console.width, longest + 130), color_system=console.color_system)
     wide.print(table)  # kernel names are long: never squeeze the table into a narrow terminal
     console.print(f"estimated latency on {report['part']}: {report['estimated_latency_us']:.1f} µs "
                   f"({report['label']}; {len(report['kernels'])} kernels, max {report['max_registers']} registers, "
