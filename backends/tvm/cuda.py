@@ -38,13 +38,13 @@ import numpy as np
 import tvm
 from tvm import relax, s_tir, tirx
 
+from mlpc.backends.tvm.backend import LIBRARY
 from mlpc.backends.tvm.cuda_toolchain import DeviceCode, compile_device_code, ensure_cuda_runtime
 from mlpc.errors import ExportError, LoweringError, TargetError
 from mlpc.targets import Target
 
 logger = logging.getLogger(__name__)
 
-LIBRARY = "model.so"
 KERNELS = "kernels.json"
 DEVICE_FILES = {"source": "device.cu", "ptx": "device.ptx", "cubin": "device.cubin"}
 
