@@ -63,6 +63,7 @@ def compile_cmd(
     pass_plugin: list[Path] = typer.Option([], "--pass-plugin", help="A Python file registering passes (repeatable)."),
     dump_ir: Optional[Path] = typer.Option(None, "--dump-ir", help="Write the IR as text before and after each pass."),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Also write a deployment bundle (.tar.gz) for the board."),
+    dtype: str = typer.Option("fp32", "--dtype", help="Compute precision: fp32, or fp16/bf16 (CUDA targets)."),
 ) -> None:
     """Compile MODEL for TARGET into an artifact directory."""
     from mlpc.driver import compile as compile_model
@@ -74,7 +75,7 @@ def compile_cmd(
             artifact = compile_model(
                 model, target=target, output_dir=output, input_shapes=shapes, verify=verify,
                 tolerance=tolerance, passes=_split(passes), disabled_passes=disable_pass,
-                pass_plugins=pass_plugin, dump_ir=dump_ir, bundle=bundle,
+                pass_plugins=pass_plugin, dump_ir=dump_ir, bundle=bundle, dtype=dtype,
             )
     except MlpcError as e:
         if type(e).__name__ == "VerificationError" and (output / "manifest.json").exists():
@@ -166,12 +167,19 @@ def inspect_cmd(
         manifest = load(model, check_target=False).manifest
         info = {"kind": "artifact", "path": str(model), "target": manifest["target"]["name"],
                 **manifest["stats"], "passes": manifest["passes"], "verification": manifest.get("verification")}
+        info.update(_cuda_info(model, manifest))
     else:
         info = {"kind": "model", "path": str(model), **_model_info(model, input_shape)}
     if as_json:
         print(json.dumps(info, indent=2))
         return
     _print_info(info)
+
+
+def _cuda_info(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    from mlpc.inspect_cuda import cuda_report, is_cuda_artifact
+
+    return {"cuda": cuda_report(path, manifest)} if is_cuda_artifact(manifest) else {}
 
 
 def _model_info(path: Path, input_shape: list[str]) -> dict[str, Any]:
@@ -206,6 +214,10 @@ def _print_info(info: dict[str, Any]) -> None:
     out.print(ops)
     if info.get("verification"):
         _print_verification(info["verification"])
+    if info.get("cuda"):
+        from mlpc.inspect_cuda import print_cuda_report
+
+        print_cuda_report(out, info["cuda"])
 
 
 @app.command("targets")

@@ -53,6 +53,7 @@ def compile(  # noqa: A001 - the public name users expect
     verify_each_pass: bool | None = None,
     schedules: bool = True,
     bundle: str | Path | None = None,
+    dtype: str = "fp32",
 ) -> Artifact:
     """Compile a model for a target and return the Artifact written to `output_dir`.
 
@@ -68,6 +69,8 @@ def compile(  # noqa: A001 - the public name users expect
     `schedules=False` builds without mlpc's default CPU schedules (TVM's naive loops; for comparison).
     `bundle` is a .tar.gz path receiving a deployment bundle for the target's board (`mlpc.bundle`).
     A target of another architecture (e.g. arm/cortex-a72 on x86) is verified under qemu-user.
+    `dtype` is the compute precision: "fp32", or "fp16"/"bf16" on CUDA targets (inputs and
+    outputs stay float32).
     """
     start = time.perf_counter()
     if verify_each_pass is None:
@@ -106,7 +109,8 @@ def compile(  # noqa: A001 - the public name users expect
     }
 
     def write_files(tmp: Path) -> None:
-        manifest["backend"] = backend.compile_graph(loaded.model, tgt, tmp, schedules=schedules)
+        options = {} if dtype in ("fp32", "float32") else {"dtype": dtype}
+        manifest["backend"] = backend.compile_graph(loaded.model, tgt, tmp, schedules=schedules, **options)
 
     report = None
 
@@ -126,7 +130,7 @@ def compile(  # noqa: A001 - the public name users expect
         from mlpc.bundle import write_bundle
 
         write_bundle(path, bundle)
-    return load(path, check_target=False)
+    return load(path, check_target=False)  # compiling for another machine (a GPU, a board) is fine
 
 
 @contextlib.contextmanager

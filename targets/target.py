@@ -59,6 +59,10 @@ class Target:
 
     def missing_on_host(self) -> list[str]:
         """Return why code for this target cannot run on this machine (empty when it can)."""
+        if self.kind == "cuda":
+            from mlpc.targets.cuda import cuda_missing_on_host
+
+            return cuda_missing_on_host(self)
         problems = []
         machine = platform.machine().lower()
         if machine in ("amd64",):

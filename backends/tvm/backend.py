@@ -8,7 +8,7 @@ from typing import Any
 
 import onnx_ir as ir
 
-from mlpc.errors import ExportError, LoweringError, UnsupportedOpError
+from mlpc.errors import ExportError, LoweringError, TargetError, UnsupportedOpError
 from mlpc.frontend.onnx_loader import MAX_TENSOR_BYTES, tensor_bytes
 from mlpc.targets import Target
 
@@ -46,10 +46,14 @@ def check_static_shapes(graph: ir.Graph) -> None:
         )
 
 
-def compile_graph(model: ir.Model, target: Target, out_dir: Path, schedules: bool = True) -> dict[str, Any]:
+def compile_graph(
+    model: ir.Model, target: Target, out_dir: Path, schedules: bool = True, dtype: str = "float32"
+) -> dict[str, Any]:
     """Lower `model` to Relax, build it for `target` and write the library into `out_dir`.
 
-    `schedules=False` skips mlpc's default CPU schedules. Returns the manifest's "backend" section. Raises UnsupportedOpError listing every node
+    `schedules=False` skips mlpc's default CPU schedules; `dtype` is the compute precision
+    (float32; float16/bfloat16 for CUDA targets).
+    Returns the manifest's "backend" section. Raises UnsupportedOpError listing every node
     that cannot be lowered, LoweringError for build failures, ExportError if writing fails.
     """
     from mlpc.backends.tvm.build import build
@@ -68,6 +72,12 @@ def compile_graph(model: ir.Model, target: Target, out_dir: Path, schedules: boo
     check_static_shapes(graph)
     start = time.perf_counter()
     module = lower_graph(graph, opset)
+    if target.kind == "cuda":
+        from mlpc.backends.tvm.cuda import build_cuda
+
+        return build_cuda(module, target, out_dir, dtype)
+    if dtype not in ("float32", "fp32"):
+        raise TargetError(f"--dtype {dtype} needs a CUDA target; {target.name!r} computes in float32")
     executable = build(module, target, schedules=schedules)
     link_options = export_options(target)
     try:
