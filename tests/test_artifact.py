@@ -13,7 +13,7 @@ from mlpc.cli import main
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    from conftest import make_tiny_cnn
+    from tiny_models import make_tiny_cnn
     import onnx
 
     root = tmp_path_factory.mktemp("artifact")

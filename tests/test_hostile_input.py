@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import mlpc
-from conftest import make_tiny_cnn
+from tiny_models import make_tiny_cnn
 from mlpc.frontend import load_model
 
 

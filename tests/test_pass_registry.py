@@ -24,7 +24,7 @@ def registered():
 
 
 def _tiny_model():
-    from conftest import make_tiny_cnn
+    from tiny_models import make_tiny_cnn
 
     return ir.serde.deserialize_model(make_tiny_cnn(batch=1))
 

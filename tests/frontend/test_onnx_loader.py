@@ -6,7 +6,7 @@ import onnx
 import pytest
 
 import mlpc
-from conftest import make_tiny_cnn
+from tiny_models import make_tiny_cnn
 from mlpc.frontend import load_model
 
 
