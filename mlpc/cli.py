@@ -62,6 +62,7 @@ def compile_cmd(
     disable_pass: list[str] = typer.Option([], "--disable-pass", help="Skip this pass (repeatable)."),
     pass_plugin: list[Path] = typer.Option([], "--pass-plugin", help="A Python file registering passes (repeatable)."),
     dump_ir: Optional[Path] = typer.Option(None, "--dump-ir", help="Write the IR as text before and after each pass."),
+    tuning_db: Optional[Path] = typer.Option(None, "--tuning-db", help="Apply tuned schedules from this `mlpc tune` database."),
 ) -> None:
     """Compile MODEL for TARGET into an artifact directory."""
     from mlpc.driver import compile as compile_model
@@ -73,7 +74,7 @@ def compile_cmd(
             artifact = compile_model(
                 model, target=target, output_dir=output, input_shapes=shapes, verify=verify,
                 tolerance=tolerance, passes=_split(passes), disabled_passes=disable_pass,
-                pass_plugins=pass_plugin, dump_ir=dump_ir,
+                pass_plugins=pass_plugin, dump_ir=dump_ir, tuning_db=tuning_db,
             )
     except MlpcError as e:
         if type(e).__name__ == "VerificationError" and (output / "manifest.json").exists():
@@ -102,6 +103,32 @@ def _print_verification(report: dict[str, Any] | None) -> None:
     out.print(table)
     verdict = "[green]passed[/]" if report["passed"] else "[red]FAILED[/]"
     out.print(f"verification {verdict} (tolerance {report['tolerance']:g} of max|reference|)")
+
+
+@app.command("tune")
+def tune_cmd(
+    model: Path = typer.Argument(..., help="The model: an .onnx file."),
+    target: str = typer.Option("host", "--target", "-t", help="Target tag (a CPU: see `mlpc targets`)."),
+    trials: int = typer.Option(64, "--trials", help="Measurements in all, spread over the kernels by their share of time."),
+    time_limit: Optional[str] = typer.Option(None, "--time", help="Stop after this long, e.g. 90s, 10m, 1h."),
+    db: Path = typer.Option(Path("tuning-db"), "--db", help="The tuning database directory (created or resumed)."),
+    input_shape: list[str] = typer.Option([], "--input-shape", help="NAME=DIMS, e.g. x=1x3x224x224 (repeatable)."),
+    rpc_tracker: Optional[str] = typer.Option(None, "--rpc-tracker", help="Measure on a remote device: tracker HOST:PORT."),
+    rpc_key: Optional[str] = typer.Option(None, "--rpc-key", help="The device key registered with the RPC tracker."),
+) -> None:
+    """Auto-tune MODEL's kernels for TARGET with MetaSchedule; later compiles use the results."""
+    from mlpc.backends.tvm.tuning import tune
+    from mlpc.backends.tvm.tuning_progress import TuneDisplay, parse_duration
+    from mlpc.frontend import parse_input_shape
+
+    shapes = dict(parse_input_shape(s) for s in input_shape)
+    limit = parse_duration(time_limit) if time_limit else None
+    with TuneDisplay(err, f"extracting and timing the kernels of {model.name}...") as display:
+        result = tune(model, target, db, trials, time_limit_s=limit, input_shapes=shapes,
+                      rpc_tracker=rpc_tracker, rpc_key=rpc_key, on_progress=display.update)
+    display.print_summary(result, out)
+    if result.stopped and result.stopped.startswith("interrupted"):
+        raise typer.Exit(130)
 
 
 @app.command("run")

@@ -50,6 +50,7 @@ def compile(  # noqa: A001 - the public name users expect
     dump_ir: str | Path | None = None,
     verify_each_pass: bool | None = None,
     schedules: bool = True,
+    tuning_db: str | Path | None = None,
 ) -> Artifact:
     """Compile a model for a target and return the Artifact written to `output_dir`.
 
@@ -63,6 +64,8 @@ def compile(  # noqa: A001 - the public name users expect
     receiving the IR as text before the first pass and after each pass that changed it.
     `verify_each_pass` runs the IR verifier after every pass (default: env MLPC_VERIFY_PASSES).
     `schedules=False` builds without mlpc's default CPU schedules (TVM's naive loops; for comparison).
+    `tuning_db` is a database written by `mlpc tune`; its tuned kernels (and those in the user's
+    tuning cache for this target) replace the default schedules; the manifest lists them.
     """
     start = time.perf_counter()
     if verify_each_pass is None:
@@ -97,7 +100,8 @@ def compile(  # noqa: A001 - the public name users expect
     }
 
     def write_files(tmp: Path) -> None:
-        manifest["backend"] = backend.compile_graph(loaded.model, tgt, tmp, schedules=schedules)
+        manifest["backend"] = backend.compile_graph(loaded.model, tgt, tmp, schedules=schedules,
+                                                    **({"tuning_db": tuning_db} if tuning_db is not None else {}))
 
     report = None
 
