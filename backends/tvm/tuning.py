@@ -306,6 +306,7 @@ def tune(
     rpc_tracker: str | None = None,
     rpc_key: str | None = None,
     trials_per_batch: int = 32,
+    population: int = POPULATION,
     use_cache: bool = True,
     on_progress: ProgressFn | None = None,
     should_stop: Callable[[list[TuningTask]], str | None] | None = None,
@@ -317,6 +318,7 @@ def tune(
     kernel to the user cache (`use_cache`). `time_limit_s` stops after that many seconds; Ctrl-C and
     `should_stop(tasks)` returning a reason stop too — the records measured so far are kept and a
     later call resumes. `rpc_tracker` ("host:port") and `rpc_key` measure on a remote device.
+    `trials_per_batch` candidates are measured per search round, drawn from `population` candidates.
     `on_progress(tasks, task)` is called after every measured batch. Returns a TuneResult.
     """
     from tvm.s_tir import meta_schedule as ms
@@ -377,7 +379,9 @@ def tune(
                 result.stopped = stop_reason()
                 if result.stopped:
                     break
-                result.stopped = _tune_task(task, tasks, db, cache, tvm_target, builder, runner, work_dir,
+                search = ms.search_strategy.EvolutionarySearch(population_size=population,
+                                                               genetic_num_iters=GENETIC_ITERS)
+                result.stopped = _tune_task(task, tasks, db, cache, tvm_target, builder, runner, work_dir, search,
                                             trials_per_batch, on_progress, stop_reason, seed)
                 if result.stopped:
                     break
@@ -398,7 +402,8 @@ def _main_thread() -> bool:
 
 
 def _tune_task(task: TuningTask, tasks: list[TuningTask], db: TuningDatabase, cache: TuningDatabase | None,
-               tvm_target: tvm.target.Target, builder: Any, runner: Any, work_dir: str, trials_per_batch: int,
+               tvm_target: tvm.target.Target, builder: Any, runner: Any, work_dir: str, search: Any,
+               trials_per_batch: int,
                on_progress: ProgressFn | None, stop_reason: Callable[[], str | None], seed: int) -> str | None:
     """Tune one task up to its remaining budget; return the reason it stopped early, or None."""
     from tvm.s_tir import meta_schedule as ms
@@ -408,9 +413,7 @@ def _tune_task(task: TuningTask, tasks: list[TuningTask], db: TuningDatabase, ca
     if on_progress is not None:
         on_progress(tasks, task)
     context = ms.TuneContext(
-        mod=task.mod, target=tvm_target, space_generator="post-order-apply",
-        search_strategy=ms.search_strategy.EvolutionarySearch(population_size=POPULATION,
-                                                              genetic_num_iters=GENETIC_ITERS),
+        mod=task.mod, target=tvm_target, space_generator="post-order-apply", search_strategy=search,
         task_name=task.name, num_threads=2, rand_state=seed + task.trials,
     ).clone()
     callbacks = [*ms.MeasureCallback.create("default"),

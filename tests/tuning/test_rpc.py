@@ -22,6 +22,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_for_port(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"the RPC tracker did not listen on port {port} within {timeout:g}s")
+
+
 def _wait_for_server(tracker_port: int, timeout: float = 60.0) -> None:
     from tvm import rpc
 
@@ -45,7 +56,7 @@ def rpc_tracker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
                                "--port", str(tracker_port), "--port-end", str(tracker_port + 1)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
-        time.sleep(1.0)
+        _wait_for_port(tracker_port)
         with open(log, "w") as out:
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(server_port),
@@ -67,7 +78,7 @@ def rpc_tracker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 def test_tune_measures_through_rpc_server(dense_onnx: Path, tmp_path: Path, rpc_tracker: tuple[int, Path]) -> None:
     tracker_port, log = rpc_tracker
     db = tmp_path / "db"
-    result = tune(dense_onnx, "host", db, trials=4, trials_per_batch=4, use_cache=False,
+    result = tune(dense_onnx, "host", db, trials=4, trials_per_batch=4, population=32, use_cache=False,
                   rpc_tracker=f"127.0.0.1:{tracker_port}", rpc_key=KEY)
     [task] = result.tasks
     assert task.trials == 4 and task.best_ms is not None and task.best_ms > 0

@@ -14,6 +14,8 @@ from mlpc.backends.tvm.tuning_db import META, RECORDS, cache_dir
 from mlpc.cli import main
 from mlpc.targets import get_target
 
+SEARCH = 32  # a small evolutionary population: tests check the mechanics, not the speed found
+
 
 def _records(db: Path) -> int:
     return len((db / RECORDS).read_text().splitlines())
@@ -29,7 +31,7 @@ def test_allocate_budget_follows_weights_and_drops_cheap_tasks() -> None:
 def test_tune_interrupt_resume_and_compile(dense_onnx: Path, tmp_path: Path, private_cache: Path) -> None:
     db = tmp_path / "tuning.json"
     # Stop after the first measured batch of 4 of the 8 trials, as an interruption would.
-    first = tune(dense_onnx, "host", db, trials=8, trials_per_batch=4,
+    first = tune(dense_onnx, "host", db, trials=8, trials_per_batch=4, population=SEARCH,
                  should_stop=lambda tasks: "budget callback" if sum(t.trials for t in tasks) >= 4 else None)
     assert first.stopped == "budget callback"
     [task] = first.tasks
@@ -38,7 +40,7 @@ def test_tune_interrupt_resume_and_compile(dense_onnx: Path, tmp_path: Path, pri
     meta = json.loads((db / META).read_text())
     assert meta["target"] == str(get_target("host").tvm_target()) and meta["mlpc_version"] == mlpc.__version__
 
-    second = tune(dense_onnx, "host", db, trials=8, trials_per_batch=4)  # resumes where it stopped
+    second = tune(dense_onnx, "host", db, trials=8, trials_per_batch=4, population=SEARCH)  # resumes where it stopped
     assert second.stopped is None
     assert (second.tasks[0].trials, second.tasks[0].status) == (8, "done")
     assert _records(db) == 8
@@ -63,9 +65,10 @@ def test_tune_interrupt_resume_and_compile(dense_onnx: Path, tmp_path: Path, pri
     assert default.manifest["backend"]["tuned_kernels"] == []
     assert main(["compile", str(dense_onnx), "-o", str(tmp_path / "cli"), "--tuning-db", str(db)]) == 0
     assert json.loads((tmp_path / "cli" / "manifest.json").read_text())["backend"]["tuned_kernels"] == [task.name]
+    _check_tuned_tir_differs(dense_onnx, db)
 
 
-def test_tuned_kernel_differs_from_default_schedule(dense_onnx: Path, tmp_path: Path) -> None:
+def _check_tuned_tir_differs(model: Path, db_path: Path) -> None:
     """The applied schedule is the database's, not mlpc's default one (compare the TIR)."""
     import tvm
     import tvm_ffi
@@ -74,11 +77,9 @@ def test_tuned_kernel_differs_from_default_schedule(dense_onnx: Path, tmp_path: 
     from mlpc.backends.tvm.tuning import extract_tasks, model_module
     from mlpc.backends.tvm.tuning_db import TuningDatabase, apply_databases_pass
 
-    db_path = tmp_path / "db"
-    tune(dense_onnx, "host", db_path, trials=4, trials_per_batch=4, use_cache=False)
     target = get_target("host")
     tvm_target = target.tvm_target()
-    [task] = extract_tasks(model_module(dense_onnx, target), tvm_target)
+    [task] = extract_tasks(model_module(model, target), tvm_target)
     module = tvm.IRModule({"k": task.mod["main"].without_attr("global_symbol")})
     names: list[str] = []
     applied = apply_databases_pass([TuningDatabase.open(db_path, tvm_target)], tvm_target, names)(module)
