@@ -1,6 +1,7 @@
 """The `mlpc` command line.
 
-    mlpc compile model.onnx --target host -o out/ --verify
+    mlpc compile model.onnx --target host -o out/ --verify [--tuning-db tuning-db]
+    mlpc tune model.onnx --target host --trials 64 [--time 10m] --db tuning-db
     mlpc run out/ --inputs in.npz -o out.npz
     mlpc inspect model.onnx | out/ [--json]
     mlpc targets [--json]
@@ -128,7 +129,7 @@ def tune_cmd(
                       rpc_tracker=rpc_tracker, rpc_key=rpc_key, on_progress=display.update)
     display.print_summary(result, out)
     if result.stopped and result.stopped.startswith("interrupted"):
-        raise typer.Exit(130)
+        raise KeyboardInterrupt  # main() reports it and exits 130; the records are kept
 
 
 @app.command("run")

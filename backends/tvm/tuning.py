@@ -30,7 +30,7 @@ import numpy as np
 import tvm
 
 from mlpc.backends.tvm.tuning_db import TuningDatabase, cache_dir, workload, workload_hash
-from mlpc.errors import InputError, LoweringError, MlpcError
+from mlpc.errors import InputError, LoweringError, MlpcError, UnsupportedOpError
 from mlpc.targets import Target, get_target
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 TENSOR_INTRIN = "tvm.s_tir.tensor_intrin"
 POPULATION = 128  # half of MetaSchedule's default: measured to halve search time at equal quality
 GENETIC_ITERS = 2
+INTRINSICS = {"x86": "x86", "arm": "arm_cpu"}  # tensor_intrin submodule per target kind
 MIN_TASK_TRIALS = 4  # a task worth less than this share of the budget is not tuned
 
 
@@ -116,8 +117,9 @@ def model_module(model: Any, target: Target, input_shapes: Mapping[str, Sequence
     opset = default_opset(loaded.model)
     missing = unsupported_nodes(loaded.model.graph, opset)
     if missing:
-        raise LoweringError(f"{len(missing)} node(s) cannot be lowered ({missing[0].op_type} first); "
-                            "`mlpc compile` names them all")
+        ops = sorted({n.op_type for n in missing})
+        raise UnsupportedOpError(f"{len(missing)} node(s) use ops mlpc cannot compile ({', '.join(ops)}); "
+                                 "`mlpc compile` names them all")
     check_static_shapes(loaded.model.graph)
     return lower_graph(loaded.model.graph, opset)
 
@@ -330,6 +332,8 @@ def tune(
     if trials <= 0:
         raise InputError(f"--trials {trials}: give a positive number of trials")
     install_lazy_tensor_intrin()
+    if tgt.capabilities.get("int8_dot"):  # MetaSchedule's rules then tensorize with these intrinsics
+        importlib.import_module(f"{TENSOR_INTRIN}.{INTRINSICS[tgt.kind]}")
     tvm_target = tgt.tvm_target()
     db = TuningDatabase.open(db_path, tvm_target, create=True)
     if db is None:

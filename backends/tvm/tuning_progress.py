@@ -70,7 +70,7 @@ class TuneDisplay:
         out.print(task_table(result.tasks, "tuned kernels"))
         trials = sum(t.trials for t in result.tasks)
         note = f" — stopped: {result.stopped}; run the same command again to resume" if result.stopped else ""
-        out.print(f"tuned {len(result.tasks)} kernels, {trials} trials recorded, {result.seconds:.0f}s → "
+        out.print(f"{len(result.tasks)} kernels, {trials} trials recorded, {result.seconds:.0f}s → "
                   f"{result.db_path}{note}")
         if result.cache_path is not None:
             out.print(f"best schedules also cached in {result.cache_path}")
