@@ -6,14 +6,17 @@
 Each model is exported to ONNX, compiled with the default schedules, tuned with `mlpc tune`'s
 machinery (`--trials` measurements spread over its kernels, the tuning time recorded), compiled
 again with the tuning database, and timed beside onnxruntime in this one process with the same
-thread count. A private, empty tuning cache is used so earlier tuning runs cannot leak in.
+thread count. Tuning runs in a subprocess (`mlpc tune`): MetaSchedule's cost model leaves thread
+pools behind that slowed later timings in the same process several-fold. A private, empty tuning cache is used so earlier tuning runs cannot leak in.
 Writes benchmarks/results/tuning.json and the "tuning" section of benchmarks/README.md.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -94,7 +97,7 @@ def benchmark_model(model: str, args: argparse.Namespace, tmp: Path, console: Co
     import torch
 
     from mlpc import zoo
-    from mlpc.backends.tvm.tuning import tune
+    from mlpc.backends.tvm.tuning_db import META
 
     spec = zoo.MODELS[model]
     onnx_path = zoo.export_onnx(model, tmp / f"{model}.onnx")
@@ -111,12 +114,17 @@ def benchmark_model(model: str, args: argparse.Namespace, tmp: Path, console: Co
     console.print(f"{model}: tuning with {args.trials} trials")
     db = tmp / f"{model}-tuning-db"
     try:
-        result = tune(onnx_path, "host", db, args.trials, use_cache=False)
-        entry["tuning"] = {"trials": sum(t.trials for t in result.tasks), "seconds": round(result.seconds, 1),
-                           "tasks": [{"name": t.name, "calls": t.calls, "weight": t.weight, "budget": t.budget,
-                                      "trials": t.trials, "default_ms": t.default_ms, "best_ms": t.best_ms}
-                                     for t in result.tasks]}
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import sys; from mlpc.cli import main; sys.exit(main(sys.argv[1:]))",
+                        "tune", str(onnx_path), "--trials", str(args.trials), "--db", str(db)],
+                       check=True, capture_output=True, text=True, timeout=3600,
+                       env={**os.environ, "MLPC_CACHE_DIR": str(tmp / f"{model}-cache")})
+        tasks = list(json.loads((db / META).read_text())["tasks"].values())
+        entry["tuning"] = {"trials": sum(t["trials"] for t in tasks), "seconds": round(time.perf_counter() - start, 1),
+                           "tasks": tasks}
         entry["runners"]["tuned"] = measure_tuned(case, db, feeds, ref, args.repeat, args.warmup)
+    except subprocess.CalledProcessError as e:
+        entry["runners"]["tuned"] = {"error": f"mlpc tune failed: {(e.stderr or '').strip()[-300:]}"}
     except Exception as e:  # one model failing must not stop the others
         logger.debug("tuning %s failed", model, exc_info=True)
         entry["runners"]["tuned"] = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0]}"}
@@ -167,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                                "config": {k: getattr(args, k) for k in ("trials", "repeat", "warmup", "threads")},
                                "models": {}}
     with tempfile.TemporaryDirectory(prefix="mlpc-bench-tune-") as tmp:
-        os.environ["MLPC_CACHE_DIR"] = str(Path(tmp) / "cache")  # no user cache in the default builds
+        # A private cache: the user's cannot leak into the default builds, ours does not leak out.
+        os.environ["MLPC_CACHE_DIR"] = str(Path(tmp) / "cache")
         for model in args.models:
             results["models"][model] = benchmark_model(model, args, Path(tmp), console)
     write_json(args.output, results)

@@ -84,6 +84,11 @@ class TuningTask:
     status: str = "pending"  # pending | tuning | done | skipped | stopped
 
     @property
+    def beats_default(self) -> bool:
+        """True when the best tuned schedule is faster than the default one (or that is unknown)."""
+        return self.best_ms is not None and (self.default_ms is None or self.best_ms < self.default_ms)
+
+    @property
     def done(self) -> bool:
         """True when the task spent its budget (or was marked done by an earlier run)."""
         return self.status in ("done", "skipped")
@@ -284,7 +289,7 @@ def _progress_callback(db: TuningDatabase, task: TuningTask, tasks: list[TuningT
 def _copy_best_to_cache(db: TuningDatabase, cache: TuningDatabase | None, task: TuningTask) -> None:
     from tvm.s_tir import meta_schedule as ms
 
-    if cache is None:
+    if cache is None or not task.beats_default:
         return
     record = db.best(task.mod)
     if record is None:
@@ -355,7 +360,7 @@ def tune(
         elif saved.get("exhausted") or task.trials >= budget:
             task.status = "done"
         db.tasks[task.key] = {**saved, "name": task.name, "budget": budget, "trials": task.trials,
-                              "best_ms": task.best_ms, "weight": round(task.weight, 6)}
+                              "best_ms": task.best_ms, "default_ms": task.default_ms, "weight": round(task.weight, 6)}
     db.save_meta()
     deadline = None if time_limit_s is None else start + time_limit_s
     interrupted: list[str] = []

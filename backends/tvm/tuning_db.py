@@ -137,8 +137,15 @@ class TuningDatabase:
         return top[0] if top else None
 
     def schedule(self, mod: tvm.IRModule, tvm_target: tvm.target.Target) -> tvm.tirx.PrimFunc | None:
-        """Return the tuned PrimFunc for workload `mod` (marked as scheduled), or None."""
+        """Return the tuned PrimFunc for workload `mod`, or None when there is none or when `mlpc tune`
+        found it slower than mlpc's default schedule (few trials can do worse)."""
         if not self.db.has_workload(mod):
+            return None
+        task = self.tasks.get(workload_hash(mod), {})
+        if task.get("best_ms") is not None and task.get("default_ms") is not None \
+                and task["best_ms"] >= task["default_ms"]:
+            logger.info("%s: tuned schedule of %s (%.4f ms) is slower than the default (%.4f ms); not used",
+                        self.path, task.get("name"), task["best_ms"], task["default_ms"])
             return None
         sch = self.db.query_schedule(mod, target=tvm_target, workload_name="main")
         return None if sch is None else sch.mod["main"]
