@@ -1,6 +1,7 @@
 """The `mlpc` command line.
 
-    mlpc compile model.onnx --target host -o out/ --verify
+    mlpc compile model.onnx --target host -o out/ --verify [--tuning-db tuning-db]
+    mlpc tune model.onnx --target host --trials 64 [--time 10m] --db tuning-db
     mlpc run out/ --inputs in.npz -o out.npz
     mlpc inspect model.onnx | out/ [--json]
     mlpc targets [--json]
@@ -64,6 +65,7 @@ def compile_cmd(
     dump_ir: Optional[Path] = typer.Option(None, "--dump-ir", help="Write the IR as text before and after each pass."),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Also write a deployment bundle (.tar.gz) for the board."),
     dtype: str = typer.Option("fp32", "--dtype", help="Compute precision: fp32, or fp16/bf16 (CUDA targets)."),
+    tuning_db: Optional[Path] = typer.Option(None, "--tuning-db", help="Apply tuned schedules from this `mlpc tune` database."),
 ) -> None:
     """Compile MODEL for TARGET into an artifact directory."""
     from mlpc.driver import compile as compile_model
@@ -75,7 +77,7 @@ def compile_cmd(
             artifact = compile_model(
                 model, target=target, output_dir=output, input_shapes=shapes, verify=verify,
                 tolerance=tolerance, passes=_split(passes), disabled_passes=disable_pass,
-                pass_plugins=pass_plugin, dump_ir=dump_ir, bundle=bundle, dtype=dtype,
+                pass_plugins=pass_plugin, dump_ir=dump_ir, bundle=bundle, dtype=dtype, tuning_db=tuning_db,
             )
     except MlpcError as e:
         if type(e).__name__ == "VerificationError" and (output / "manifest.json").exists():
@@ -106,6 +108,32 @@ def _print_verification(report: dict[str, Any] | None) -> None:
     out.print(table)
     verdict = "[green]passed[/]" if report["passed"] else "[red]FAILED[/]"
     out.print(f"verification {verdict} (tolerance {report['tolerance']:g} of max|reference|)")
+
+
+@app.command("tune")
+def tune_cmd(
+    model: Path = typer.Argument(..., help="The model: an .onnx file."),
+    target: str = typer.Option("host", "--target", "-t", help="Target tag (a CPU: see `mlpc targets`)."),
+    trials: int = typer.Option(64, "--trials", help="Measurements in all, spread over the kernels by their share of time."),
+    time_limit: Optional[str] = typer.Option(None, "--time", help="Stop after this long, e.g. 90s, 10m, 1h."),
+    db: Path = typer.Option(Path("tuning-db"), "--db", help="The tuning database directory (created or resumed)."),
+    input_shape: list[str] = typer.Option([], "--input-shape", help="NAME=DIMS, e.g. x=1x3x224x224 (repeatable)."),
+    rpc_tracker: Optional[str] = typer.Option(None, "--rpc-tracker", help="Measure on a remote device: tracker HOST:PORT."),
+    rpc_key: Optional[str] = typer.Option(None, "--rpc-key", help="The device key registered with the RPC tracker."),
+) -> None:
+    """Auto-tune MODEL's kernels for TARGET with MetaSchedule; later compiles use the results."""
+    from mlpc.backends.tvm.tuning import tune
+    from mlpc.backends.tvm.tuning_progress import TuneDisplay, parse_duration
+    from mlpc.frontend import parse_input_shape
+
+    shapes = dict(parse_input_shape(s) for s in input_shape)
+    limit = parse_duration(time_limit) if time_limit else None
+    with TuneDisplay(err, f"extracting and timing the kernels of {model.name}...") as display:
+        result = tune(model, target, db, trials, time_limit_s=limit, input_shapes=shapes,
+                      rpc_tracker=rpc_tracker, rpc_key=rpc_key, on_progress=display.update)
+    display.print_summary(result, out)
+    if result.stopped and result.stopped.startswith("interrupted"):
+        raise KeyboardInterrupt  # main() reports it and exits 130; the records are kept
 
 
 @app.command("run")

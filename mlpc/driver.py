@@ -54,6 +54,7 @@ def compile(  # noqa: A001 - the public name users expect
     schedules: bool = True,
     bundle: str | Path | None = None,
     dtype: str = "fp32",
+    tuning_db: str | Path | None = None,
 ) -> Artifact:
     """Compile a model for a target and return the Artifact written to `output_dir`.
 
@@ -71,6 +72,8 @@ def compile(  # noqa: A001 - the public name users expect
     A target of another architecture (e.g. arm/cortex-a72 on x86) is verified under qemu-user.
     `dtype` is the compute precision: "fp32", or "fp16"/"bf16" on CUDA targets (inputs and
     outputs stay float32).
+    `tuning_db` is a database written by `mlpc tune`; its tuned kernels (and those in the user's
+    tuning cache for this target) replace the default schedules; the manifest lists them.
     """
     start = time.perf_counter()
     if verify_each_pass is None:
@@ -109,7 +112,9 @@ def compile(  # noqa: A001 - the public name users expect
     }
 
     def write_files(tmp: Path) -> None:
-        options = {} if dtype in ("fp32", "float32") else {"dtype": dtype}
+        options: dict[str, Any] = {} if dtype in ("fp32", "float32") else {"dtype": dtype}
+        if tuning_db is not None:
+            options["tuning_db"] = tuning_db
         manifest["backend"] = backend.compile_graph(loaded.model, tgt, tmp, schedules=schedules, **options)
 
     report = None

@@ -47,12 +47,14 @@ def check_static_shapes(graph: ir.Graph) -> None:
 
 
 def compile_graph(
-    model: ir.Model, target: Target, out_dir: Path, schedules: bool = True, dtype: str = "float32"
+    model: ir.Model, target: Target, out_dir: Path, schedules: bool = True, dtype: str = "float32",
+    tuning_db: str | Path | None = None,
 ) -> dict[str, Any]:
     """Lower `model` to Relax, build it for `target` and write the library into `out_dir`.
 
     `schedules=False` skips mlpc's default CPU schedules; `dtype` is the compute precision
-    (float32; float16/bfloat16 for CUDA targets).
+    (float32; float16/bfloat16 for CUDA targets). CPU builds apply tuned schedules from
+    `tuning_db` (a `mlpc tune` database directory) and the user's tuning cache first.
     Returns the manifest's "backend" section. Raises UnsupportedOpError listing every node
     that cannot be lowered, LoweringError for build failures, ExportError if writing fails.
     """
@@ -78,7 +80,9 @@ def compile_graph(
         return build_cuda(module, target, out_dir, dtype)
     if dtype not in ("float32", "fp32"):
         raise TargetError(f"--dtype {dtype} needs a CUDA target; {target.name!r} computes in float32")
-    executable = build(module, target, schedules=schedules)
+    tuned: list[str] = []
+    apply_tuned = _tuning_pass(target, tuning_db, tuned) if schedules else None
+    executable = build(module, target, schedules=schedules, tuned=apply_tuned)
     link_options = export_options(target)
     try:
         executable.export_library(str(out_dir / LIBRARY), **link_options)
@@ -89,7 +93,20 @@ def compile_graph(
 
     logger.info("built %s for %s in %.2fs", LIBRARY, target.name, seconds)
     return {"name": "tvm", "library": LIBRARY, "tvm_version": tvm.__version__, "build_seconds": round(seconds, 3),
-            "default_schedules": schedules}
+            "default_schedules": schedules, "tuned_kernels": tuned}
+
+
+def _tuning_pass(target: Target, tuning_db: str | Path | None, tuned: list[str]) -> Any:
+    """The pass applying `tuning_db` and the user cache to a CPU build (None when there are none)."""
+    if target.kind not in ("x86", "arm"):
+        if tuning_db is not None:
+            logger.warning("tuning database %s ignored: tuned schedules apply to CPU targets only", tuning_db)
+        return None
+    from mlpc.backends.tvm.tuning_db import apply_databases_pass, databases_for_compile
+
+    tvm_target = target.tvm_target()
+    dbs = databases_for_compile(tvm_target, tuning_db)
+    return apply_databases_pass(dbs, tvm_target, tuned) if dbs else None
 
 
 def _op_name(node: ir.Node) -> str:

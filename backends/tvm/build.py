@@ -14,9 +14,11 @@ from mlpc.targets import Target
 logger = logging.getLogger(__name__)
 
 
-def build(mod: tvm.IRModule, target: Target, schedules: bool = True) -> tvm.runtime.Executable:
+def build(mod: tvm.IRModule, target: Target, schedules: bool = True,
+          tuned: tvm.transform.Pass | None = None) -> tvm.runtime.Executable:
     """Compile `mod` (from `lower_graph`) for `target`: TVM's Relax pipeline with, for CPUs,
-    mlpc's default schedules (`schedules=False` leaves TVM's naive loops).
+    mlpc's default schedules (`schedules=False` leaves TVM's naive loops) after `tuned`, a pass
+    applying tuning databases (`tuning_db.apply_databases_pass`), if given.
 
     Returns the Relax executable (load it with `relax.VirtualMachine`); TVM failures are raised
     as LoweringError naming the target.
@@ -25,7 +27,7 @@ def build(mod: tvm.IRModule, target: Target, schedules: bool = True) -> tvm.runt
         tvm_target = target.tvm_target()
         pipeline = "default"
         if schedules and target.kind in ("x86", "arm"):
-            pipeline = cpu_pipeline(tvm_target, target.capabilities.get("vector_bits", 128))
+            pipeline = cpu_pipeline(tvm_target, target.capabilities.get("vector_bits", 128), tuned)
         with tvm_target:
             return tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
     except Exception as e:

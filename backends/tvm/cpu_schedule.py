@@ -139,8 +139,8 @@ def default_schedule_pass(lanes: int) -> tvm.transform.Pass:
         mod = mod.clone()  # never mutate the caller's module (a later pass may need it unscheduled)
         skipped = []
         for gvar, func in list(mod.functions.items()):
-            if not isinstance(func, tvm.tirx.PrimFunc):
-                continue
+            if not isinstance(func, tvm.tirx.PrimFunc) or (func.attrs and func.attrs.get("tirx.is_scheduled")):
+                continue  # tuned kernels (from a tuning database) keep their schedule
             try:
                 mod[gvar] = schedule_primfunc(func, lanes)
             except Exception as e:  # a kernel shape the rule does not handle keeps TVM's loops
@@ -153,16 +153,25 @@ def default_schedule_pass(lanes: int) -> tvm.transform.Pass:
     return _apply
 
 
-def cpu_pipeline(target: tvm.target.Target, vector_bits: int) -> tvm.transform.Pass:
-    """TVM's CPU Relax pipeline with mlpc's default schedules between fusion and lowering."""
+def fusion_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    """TVM's CPU passes up to fused, legalized PrimFuncs: what scheduling (default or tuned) sees.
+    Run them inside `with target:`."""
+    return cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
+
+
+def cpu_pipeline(target: tvm.target.Target, vector_bits: int,
+                 tuned: tvm.transform.Pass | None = None) -> tvm.transform.Pass:
+    """TVM's CPU Relax pipeline with mlpc's default schedules between fusion and lowering;
+    `tuned` (a pass applying a tuning database) runs first and the default schedule skips
+    the kernels it marked "tirx.is_scheduled"."""
     lanes = max(vector_bits // 32, 4)
 
     @tvm.transform.module_pass(opt_level=0, name="MlpcCpuPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         with target:
             passes = (
-                cpu_generic.library_dispatch_passes(target)
-                + cpu_generic.legalize_passes(target)
+                fusion_passes(target)
+                + ([tuned] if tuned is not None else [])
                 + [default_schedule_pass(lanes)]
                 + cpu_generic.dataflow_lower_passes(target)
                 + cpu_generic.finalize_passes(target)
@@ -172,4 +181,4 @@ def cpu_pipeline(target: tvm.target.Target, vector_bits: int) -> tvm.transform.P
     return _pipeline
 
 
-__all__ = ["cpu_pipeline", "default_schedule_pass", "schedule_primfunc"]
+__all__ = ["cpu_pipeline", "default_schedule_pass", "fusion_passes", "schedule_primfunc"]

@@ -1,0 +1,227 @@
+"""Tuning databases: MetaSchedule's JSON database in a directory, with what mlpc needs around it.
+
+A database directory holds MetaSchedule's two line-oriented files (`database_workload.json`,
+`database_tuning_record.json`, appended to as measurements arrive, so an interrupted run keeps
+what it measured) and `mlpc_tuning.json`: the format, the mlpc and TVM versions, the TVM target
+the records were measured for, and per task the trial budget and the trials spent (for resume).
+
+    db = TuningDatabase.open("tuning.json", tvm_target, create=True)   # `mlpc tune --db`
+    dbs = databases_for_compile(tvm_target, "tuning.json")             # explicit db, then the user cache
+    apply_pass = apply_databases_pass(dbs, tvm_target, tuned_names)    # in mlpc's CPU pipeline
+
+A database that cannot be read, or that was written for another target or TVM version, is
+ignored with a warning naming the file: compiling never fails because of it. The per-user cache
+lives under `$MLPC_CACHE_DIR/tuning/` (default `~/.cache/mlpc/tuning/`), one directory per target.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import tvm
+import tvm_ffi
+
+import mlpc
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "mlpc-tuning-db"
+FORMAT_VERSION = 1
+META = "mlpc_tuning.json"
+WORKLOADS = "database_workload.json"
+RECORDS = "database_tuning_record.json"
+SCHEDULED_ATTR = "tirx.is_scheduled"
+
+
+def target_key(tvm_target: tvm.target.Target) -> str:
+    """The canonical text of a TVM target, used to check a database fits the compile target."""
+    return str(tvm_target)
+
+
+def workload(func: tvm.tirx.PrimFunc) -> tvm.IRModule:
+    """The workload MetaSchedule tunes and looks up for a fused kernel: `func` alone as "main"."""
+    func = func.with_attr("global_symbol", "main").with_attr("tirx.noalias", True)
+    return tvm.IRModule({"main": func})
+
+
+def workload_hash(mod: tvm.IRModule) -> str:
+    """A stable key for a workload (its structural hash), used for per-task progress."""
+    return f"{tvm_ffi.structural_hash(mod):016x}"
+
+
+def cache_root() -> Path:
+    """The per-user tuning cache directory: `$MLPC_CACHE_DIR/tuning` or `~/.cache/mlpc/tuning`."""
+    base = os.environ.get("MLPC_CACHE_DIR") or str(Path.home() / ".cache" / "mlpc")
+    return Path(base) / "tuning"
+
+
+def cache_dir(tvm_target: tvm.target.Target) -> Path:
+    """The cache database directory for one target (and this TVM version)."""
+    digest = hashlib.sha256(f"{target_key(tvm_target)}|{tvm.__version__}".encode()).hexdigest()[:16]
+    kind = str(tvm_target.kind.name)
+    return cache_root() / f"{kind}-{digest}"
+
+
+class TuningDatabase:
+    """A MetaSchedule JSONDatabase in a directory plus mlpc's metadata (target, versions, progress).
+
+    Use `TuningDatabase.open`; `self.db` is the `ms.database.JSONDatabase`, `self.tasks` maps
+    workload hash → {"name", "budget", "trials", "best_us", "done"}.
+    """
+
+    def __init__(self, path: Path, db: Any, meta: dict[str, Any]) -> None:
+        self.path = path
+        self.db = db
+        self.meta = meta
+
+    @property
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        """Per-task progress, keyed by workload hash."""
+        return self.meta.setdefault("tasks", {})
+
+    @classmethod
+    def open(cls, path: str | Path, tvm_target: tvm.target.Target, create: bool = False) -> TuningDatabase | None:
+        """Open the database directory `path` for `tvm_target`; with `create`, make it if missing.
+
+        Returns None (after a warning naming the file) when the database is unreadable, corrupted,
+        or was written for another target, TVM version or format.
+        """
+        from tvm.s_tir import meta_schedule as ms
+
+        path = Path(path)
+        meta_path = path / META
+        if not meta_path.exists():
+            if not create:
+                if path.exists():
+                    logger.warning("tuning database %s ignored: no %s (not an mlpc tuning database)", path, META)
+                return None
+            if path.exists() and not path.is_dir():
+                logger.warning("tuning database %s ignored: it is a file, not a database directory", path)
+                return None
+            path.mkdir(parents=True, exist_ok=True)
+            meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "mlpc_version": mlpc.__version__,
+                    "tvm_version": tvm.__version__, "target": target_key(tvm_target), "tasks": {}}
+            _write_json(meta_path, meta)
+        else:
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (OSError, ValueError) as e:
+                logger.warning("tuning database %s ignored: %s is not valid JSON (%s)", path, meta_path, e)
+                return None
+            problem = _mismatch(meta, tvm_target)
+            if problem:
+                logger.warning("tuning database %s ignored: %s", meta_path, problem)
+                return None
+        try:
+            db = ms.database.JSONDatabase(path_workload=str(path / WORKLOADS),
+                                          path_tuning_record=str(path / RECORDS), allow_missing=True)
+        except Exception as e:  # TVM raises ValueError/TVMError on malformed lines
+            logger.warning("tuning database %s ignored: its records cannot be read (%s)",
+                           path, str(e).strip().splitlines()[-1])
+            return None
+        return cls(path, db, meta)
+
+    def save_meta(self) -> None:
+        """Write the metadata (progress) atomically."""
+        _write_json(self.path / META, self.meta)
+
+    def best(self, mod: tvm.IRModule) -> Any | None:
+        """Return the best TuningRecord of workload `mod`, or None when there is none."""
+        if not self.db.has_workload(mod):
+            return None
+        top = self.db.get_top_k(self.db.commit_workload(mod), 1)
+        return top[0] if top else None
+
+    def schedule(self, mod: tvm.IRModule, tvm_target: tvm.target.Target) -> tvm.tirx.PrimFunc | None:
+        """Return the tuned PrimFunc for workload `mod`, or None when there is none or when `mlpc tune`
+        found it slower than mlpc's default schedule (few trials can do worse)."""
+        if not self.db.has_workload(mod):
+            return None
+        task = self.tasks.get(workload_hash(mod), {})
+        if task.get("best_ms") is not None and task.get("default_ms") is not None \
+                and task["best_ms"] >= task["default_ms"]:
+            logger.info("%s: tuned schedule of %s (%.4f ms) is slower than the default (%.4f ms); not used",
+                        self.path, task.get("name"), task["best_ms"], task["default_ms"])
+            return None
+        sch = self.db.query_schedule(mod, target=tvm_target, workload_name="main")
+        return None if sch is None else sch.mod["main"]
+
+
+def _mismatch(meta: Any, tvm_target: tvm.target.Target) -> str | None:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        return f"not an mlpc tuning database (format {meta.get('format') if isinstance(meta, dict) else None!r})"
+    if meta.get("format_version") != FORMAT_VERSION:
+        return f"format version {meta.get('format_version')!r}, this mlpc reads {FORMAT_VERSION}"
+    if meta.get("tvm_version") != tvm.__version__:
+        return f"tuned with TVM {meta.get('tvm_version')!r}, this is TVM {tvm.__version__}; re-run `mlpc tune`"
+    if meta.get("target") != target_key(tvm_target):
+        return f"tuned for target {meta.get('target')}, not {target_key(tvm_target)}"
+    return None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def databases_for_compile(tvm_target: tvm.target.Target, tuning_db: str | Path | None) -> list[TuningDatabase]:
+    """The databases a compile for `tvm_target` reads, in priority order: `tuning_db` (if given
+    and valid; a missing one is warned about), then the user cache for this target (if any)."""
+    dbs = []
+    if tuning_db is not None:
+        if not Path(tuning_db).exists():
+            logger.warning("tuning database %s ignored: no such directory", tuning_db)
+        else:
+            db = TuningDatabase.open(tuning_db, tvm_target)
+            if db is not None:
+                dbs.append(db)
+    cached = cache_dir(tvm_target)
+    if cached.exists():
+        db = TuningDatabase.open(cached, tvm_target)
+        if db is not None:
+            dbs.append(db)
+    return dbs
+
+
+def apply_databases_pass(dbs: list[TuningDatabase], tvm_target: tvm.target.Target,
+                         tuned: list[str]) -> tvm.transform.Pass:
+    """A module pass replacing each PrimFunc that a database holds a schedule for by the tuned
+    one, marked "tirx.is_scheduled" (mlpc's default schedule then skips it); the names of the
+    replaced kernels are appended to `tuned` (for the manifest)."""
+
+    @tvm.transform.module_pass(opt_level=0, name="MlpcApplyTuningDatabase")
+    def _apply(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        mod = mod.clone()
+        for gvar, func in list(mod.functions.items()):
+            if not isinstance(func, tvm.tirx.PrimFunc) or (func.attrs and func.attrs.get(SCHEDULED_ATTR)):
+                continue
+            key = workload(func)
+            for db in dbs:
+                try:
+                    scheduled = db.schedule(key, tvm_target)
+                except Exception as e:  # a record that no longer replays on this function
+                    logger.warning("tuning database %s: record for %s not applied (%s)", db.path, gvar.name_hint,
+                                   str(e).strip().splitlines()[-1])
+                    continue
+                if scheduled is not None:
+                    attrs = dict(func.attrs) if func.attrs else {}
+                    scheduled = scheduled.without_attr("global_symbol")
+                    for name, value in attrs.items():
+                        scheduled = scheduled.with_attr(name, value)
+                    mod[gvar] = scheduled.with_attr(SCHEDULED_ATTR, True)
+                    tuned.append(gvar.name_hint)
+                    break
+        if tuned:
+            logger.info("tuned schedules applied to %d kernel(s): %s", len(tuned), ", ".join(tuned))
+        return mod
+
+    return _apply
+
+
+__all__ = ["TuningDatabase", "apply_databases_pass", "cache_dir", "cache_root", "databases_for_compile",
+           "workload", "workload_hash"]
