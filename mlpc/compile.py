@@ -48,6 +48,9 @@ def compile(  # noqa: A001 - the public name users expect
     pass_plugins: Sequence[str | Path] = (),
     dump_ir: str | Path | None = None,
     verify_each_pass: bool | None = None,
+    quantize: Any = None,
+    calibration: Any = None,
+    quant_config: Any = None,
 ) -> Artifact:
     """Compile a model for a target and return the Artifact written to `output_dir`.
 
@@ -60,6 +63,9 @@ def compile(  # noqa: A001 - the public name users expect
     `pass_plugins` are Python files whose passes register themselves; `dump_ir` is a directory
     receiving the IR as text before the first pass and after each pass that changed it.
     `verify_each_pass` runs the IR verifier after every pass (default: env MLPC_VERIFY_PASSES).
+    `quantize` (a scheme such as "w8a8"/"w4a8" or a QuantConfig) with `calibration` data and an
+    optional `quant_config` file runs post-training quantization after the pipeline (see
+    `mlpc.quantize`); `verify` then compares against the fake-quant model.
     """
     start = time.perf_counter()
     if verify_each_pass is None:
@@ -78,6 +84,10 @@ def compile(  # noqa: A001 - the public name users expect
     ctx = PassContext(target=tgt, opt_level=opt_level, disabled_passes=set(disabled_passes),
                       instruments=instruments, verify_each=verify_each_pass)
     pass_log = PassManager(pipeline).run(loaded.model, ctx)
+    if quantize is not None:
+        from mlpc.quant.api import quantize_loaded
+
+        pass_log += quantize_loaded(loaded, ctx, quantize, calibration, quant_config)
     graph = loaded.model.graph
     backend = get_backend(tgt.backend)
     inputs = [value_info(v) for v in graph.inputs]

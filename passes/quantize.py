@@ -23,7 +23,7 @@ import onnx_ir as ir
 
 from mlpc.errors import QuantizationError
 from mlpc.pass_infra import Pass, PassContext, PassResult
-from mlpc.quant.calibration import CalibrationSet, run_calibration
+from mlpc.quant.calibration import CalibrationSet, make_runner, run_calibration
 from mlpc.quant.equalize import equalize, fold_batchnorm
 from mlpc.quant.layers import Layer, const_array, find_layers, quantize_activation, quantize_weight, set_bias
 from mlpc.quant.observers import Observer, weight_params
@@ -34,6 +34,8 @@ from mlpc.quant.stats import LayerStats
 logger = logging.getLogger(__name__)
 
 OPTIONS_KEY = "quantize"
+# Clipping ratios of the min-max range tried (besides the observer's range) for ≤ 4-bit weights.
+CLIP_RATIOS = (1.0, 0.9, 0.8)
 
 
 @dataclass
@@ -104,17 +106,17 @@ class QuantizePass(Pass):
         stages = _stages(graph, [layer for layer, _ in layers])
         sequential = config.sequential is True or (
             config.sequential == "auto" and any(w.bits <= GPTQ_MAX_BITS for _, (w, _a) in layers) and len(stages) > 1)
-        float_means: dict[int, np.ndarray] = {}
+        float_runner = None
         for index, stage in enumerate(stages if sequential else [list(range(len(layers)))]):
             group = [layers[i] for i in stage]
-            # The first run sees the float graph: it also records every layer's float input mean.
-            means_of = [layer for layer, _ in layers if layer.weight is not None] if index == 0 else []
-            observers, stats, float_stats = self._calibrate(graph, group, means_of, config, data, engine)
-            float_means.update({key: s.mean for key, s in float_stats.items()})
+            if index == 1:  # from now on layer inputs carry quantization error: also run the float graph
+                float_runner = self._float_runner(float_graph, layers, data, engine)
+            if index == 0:
+                float_graph = _copy_graph(graph)
+            observers, stats = self._calibrate(graph, group, config, data, engine, float_runner)
             for layer, (wspec, _aspec) in group:
                 if layer.weight is not None:
-                    self.report.layers[layer.name] = self._quantize_weight(
-                        graph, layer, wspec, config, stats[id(layer.node)], float_means[id(layer.node)])
+                    self.report.layers[layer.name] = self._quantize_weight(graph, layer, wspec, config, stats[id(layer.node)])
             self._quantize_activations(graph, group, observers)
         self.report.sequential_stages = len(stages) if sequential else 1
         _remove_unused_initializers(graph)
@@ -124,49 +126,52 @@ class QuantizePass(Pass):
         ctx.options.setdefault("quantize_report", self.report.to_json())
         return PassResult(graph, True)
 
+    def _float_runner(self, float_graph: ir.Graph, layers: list[tuple[Layer, tuple[QuantSpec, QuantSpec]]],
+                      data: CalibrationSet, engine: str):
+        names = list(dict.fromkeys(layer.data.name for layer, _ in layers if layer.weight is not None))
+        return make_runner(float_graph, names, data.samples[0], engine, dict(float_graph.opset_imports).get(""))
+
     def _calibrate(self, graph: ir.Graph, layers: list[tuple[Layer, tuple[QuantSpec, QuantSpec]]],
-                   means_of: list[Layer], config: QuantConfig, data: CalibrationSet, engine: str):
-        """One calibration run: activation observers and input statistics of `layers`, and the
-        input means of `means_of` (no Hessian). Returns (observers, stats, mean-only stats)."""
+                   config: QuantConfig, data: CalibrationSet, engine: str, float_runner=None):
+        """One calibration run of `graph`: activation observers and input statistics of `layers`
+        (paired with the float graph's inputs when `float_runner` is given)."""
         observers: dict[str, Observer] = {}
         stats: dict[int, LayerStats] = {}
-        watch: dict[str, list[LayerStats]] = {}
         for layer, (wspec, aspec) in layers:
             for value in _activation_inputs(layer):
                 observers.setdefault(value.name, Observer(value.name, aspec.observer_name))
             if layer.weight is not None:
                 want_h = config.rounding != "nearest" and wspec.bits <= GPTQ_MAX_BITS or config.rounding == "gptq"
                 stats[id(layer.node)] = LayerStats(layer, hessian=want_h)
-                watch.setdefault(layer.data.name, []).append(stats[id(layer.node)])
-        means = {id(layer.node): LayerStats(layer, hessian=False) for layer in means_of}
-        for layer in means_of:
-            watch.setdefault(layer.data.name, []).append(means[id(layer.node)])
 
-        def on_sample(values: dict[str, np.ndarray]) -> None:
+        def on_sample(values: dict[str, np.ndarray], float_values: dict[str, np.ndarray] | None = None) -> None:
             for name, obs in observers.items():
                 obs.update(values[name])
-            for name, layer_stats in watch.items():
-                for s in layer_stats:
-                    s.update(values[name])
+            for layer_stats in stats.values():
+                name = layer_stats.layer.data.name
+                layer_stats.update(values[name], None if float_values is None else float_values[name])
 
         opset = dict(graph.opset_imports).get("")
-        names = list(dict.fromkeys([*observers, *watch]))
-        run_calibration(graph, data, names, on_sample, engine=engine, progress=self.progress, opset=opset)
-        return observers, stats, means
+        names = list(dict.fromkeys([*observers, *(s.layer.data.name for s in stats.values())]))
+        run_calibration(graph, data, names, on_sample, engine=engine, progress=self.progress, opset=opset,
+                        float_runner=float_runner)
+        return observers, stats
 
     def _quantize_weight(self, graph: ir.Graph, layer: Layer, spec: QuantSpec, config: QuantConfig,
-                         stats: LayerStats, float_mean: np.ndarray) -> dict[str, Any]:
+                         stats: LayerStats) -> dict[str, Any]:
         w = const_array(layer.weight).astype(np.float64)
         label = f"{layer.name} ({layer.weight.name})"
         candidates = [weight_params(w, spec, layer.channel_axis, name=label)]
-        if spec.bits <= GPTQ_MAX_BITS and config.rounding == "auto" and spec.observer_name != "minmax":
-            # error-compensating rounding often prefers the unclipped grid: let the layer's error decide
-            candidates.append(weight_params(w, replace(spec, observer="minmax"), layer.channel_axis, name=label))
+        if spec.bits <= GPTQ_MAX_BITS and config.rounding == "auto":
+            # error-compensating rounding often prefers a wider grid than the observer's: let the
+            # layer's output error on calibration data decide among a few clipping ratios
+            minmax = replace(spec, observer="minmax")
+            candidates += [weight_params(w, minmax, layer.channel_axis, label, clip) for clip in CLIP_RATIOS]
         w_hat, qp, method = round_weight(layer, w, candidates, stats, config.rounding)
         corrected = False
         if config.bias_correction and layer.kind in ("conv", "gemm"):
             bias = const_array(layer.bias)
-            set_bias(graph, layer, bias_correction(layer, w, w_hat, bias, float_mean, stats.mean))
+            set_bias(graph, layer, bias_correction(layer, w, w_hat, bias, stats))
             corrected = True
         quantize_weight(graph, layer, w_hat, qp)
         return {"kind": layer.kind, "weight_bits": spec.bits, "granularity": spec.granularity,
@@ -242,6 +247,11 @@ def _check_weights(layers: list[tuple[Layer, tuple[QuantSpec, QuantSpec]]]) -> N
         bias = const_array(layer.bias)
         if bias is not None and not np.all(np.isfinite(bias)):
             raise QuantizationError(f"layer {layer.name!r}: bias {layer.bias.name!r} holds NaN or Inf")
+
+
+def _copy_graph(graph: ir.Graph) -> ir.Graph:
+    model = ir.Model(graph, ir_version=10)
+    return ir.serde.deserialize_model(ir.serde.serialize_model(model)).graph
 
 
 def _remove_unused_initializers(graph: ir.Graph) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from mlpc.quant.api import quantize
 from mlpc.quant.calibration import CalibrationSet, run_calibration
+from mlpc.quant.export import export_qdq, export_qonnx, to_qdq, to_qonnx
+from mlpc.quant.importer import import_quantized
 from mlpc.quant.observers import Observer, make_observer, range_to_params, weight_params
 from mlpc.quant.scheme import LayerRule, QuantConfig, QuantSpec, config_from_dict, load_config, parse_scheme, resolve_config
 
@@ -21,6 +23,9 @@ __all__ = [
     "QuantConfig",
     "QuantSpec",
     "config_from_dict",
+    "export_qdq",
+    "export_qonnx",
+    "import_quantized",
     "load_config",
     "make_observer",
     "parse_scheme",
@@ -28,5 +33,7 @@ __all__ = [
     "range_to_params",
     "resolve_config",
     "run_calibration",
+    "to_qdq",
+    "to_qonnx",
     "weight_params",
 ]

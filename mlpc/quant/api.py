@@ -56,3 +56,25 @@ def quantize(
     if verify:
         verify_ir(qmodel)
     return qmodel
+
+
+def quantize_loaded(loaded: Any, ctx: Any, scheme: Any, calibration: Any, config: Any = None) -> list[Any]:
+    """Quantize a LoadedModel in place inside `mlpc.compile`: run the `quantize` pass, make the
+    fake-quant model the verification reference, then run the pass registered as "lower-quant"
+    if there is one (without it the backend compiles the fake-quant graph in float).
+    Returns the pass log records."""
+    from mlpc.errors import PassError
+    from mlpc.pass_infra import PassManager
+    from mlpc.pass_registry import get_pass
+    from mlpc.passes.quantize import QuantizePass
+
+    cfg = resolve_config(scheme, config)
+    log = PassManager([QuantizePass(cfg, calibration, progress=ctx.options.get("progress", False))]).run(loaded.model, ctx)
+    loaded.reference_kind = "fake-quant"
+    loaded.reference = ir.serde.serialize_model(loaded.model)
+    try:
+        lower = get_pass("lower-quant")
+    except PassError:
+        logger.info("no 'lower-quant' pass registered: the fake-quant graph is compiled in float")
+        return log
+    return log + PassManager([lower.factory()]).run(loaded.model, ctx)

@@ -160,29 +160,45 @@ def _split_samples(
     return [{n: views[n](i) for n in names} for i in range(count)]
 
 
+Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+def make_runner(graph: ir.Graph, observe: Sequence[str], first: dict[str, np.ndarray], engine: str = "tvm",
+                opset: int | None = None) -> Runner:
+    """A function running the float `graph` on one sample ({input: array}) and returning the
+    values named in `observe`. `engine` "tvm" builds the graph once for the host with those
+    values as extra outputs (input shapes fixed from the sample `first`); "reference" uses
+    mlpc's NumPy reference evaluator."""
+    if engine not in ENGINES:
+        raise QuantizationError(f"calibration engine {engine!r} is not one of {', '.join(ENGINES)}")
+    if engine == "tvm":
+        return _tvm_runner(graph, observe, first, opset)
+    return _reference_runner(graph, observe)
+
+
 def run_calibration(
     graph: ir.Graph,
     data: CalibrationSet,
     observe: Sequence[str],
-    on_sample: Callable[[dict[str, np.ndarray]], None],
+    on_sample: Callable[..., None],
     engine: str = "tvm",
     progress: bool = False,
     opset: int | None = None,
+    float_runner: Runner | None = None,
 ) -> None:
-    """Run the float `graph` on every calibration sample and call `on_sample({name: array})`
-    with the values named in `observe` (graph inputs and intermediates alike).
-
-    `engine` "tvm" builds the graph once for the host with the observed values as extra outputs
-    and runs it sample by sample; "reference" uses mlpc's NumPy reference evaluator.
+    """Run `graph` on every calibration sample and call `on_sample(values)` with the values
+    named in `observe` (graph inputs and intermediates alike); with `float_runner` (see
+    `make_runner`), call `on_sample(values, float_values)` with its results on the same sample.
     """
-    if engine not in ENGINES:
-        raise QuantizationError(f"calibration engine {engine!r} is not one of {', '.join(ENGINES)}")
     if len(data) == 0:
         raise QuantizationError(f"calibration data {data.source} is empty")
-    run = _tvm_runner(graph, observe, data.samples[0], opset) if engine == "tvm" else _reference_runner(graph, observe)
+    run = make_runner(graph, observe, data.samples[0], engine, opset)
     with _progress(progress, len(data), f"calibrating on {len(data)} samples ({engine})") as advance:
         for sample in data.samples:
-            on_sample(run(sample))
+            if float_runner is None:
+                on_sample(run(sample))
+            else:
+                on_sample(run(sample), float_runner(sample))
             advance()
 
 

@@ -205,9 +205,10 @@ def make_observer(observer: str, name: str = "") -> Observer:
     return Observer(name, observer)
 
 
-def weight_params(w: np.ndarray, spec: QuantSpec, channel_axis: int, name: str = "") -> QuantParams:
+def weight_params(w: np.ndarray, spec: QuantSpec, channel_axis: int, name: str = "", clip: float = 1.0) -> QuantParams:
     """QuantParams for a constant weight: per channel along `spec.axis` (default `channel_axis`)
-    or per tensor, with the spec's observer choosing each channel's clipping range.
+    or per tensor, with the spec's observer choosing each channel's clipping range (then
+    multiplied by `clip`).
 
     Raises QuantizationError for NaN/Inf weights or an axis the weight does not have.
     """
@@ -217,7 +218,7 @@ def weight_params(w: np.ndarray, spec: QuantSpec, channel_axis: int, name: str =
     signed = True if spec.signed is None else bool(spec.signed)
     if spec.granularity == "per_tensor":
         lo, hi = select_range(w.ravel(), float(w.min()), float(w.max()), spec, signed)
-        return range_to_params(lo, hi, spec, signed)
+        return range_to_params(clip * lo, clip * hi, spec, signed)
     axis = channel_axis if spec.axis is None else spec.axis
     if not -w.ndim <= axis < w.ndim:
         raise QuantizationError(
@@ -231,7 +232,7 @@ def weight_params(w: np.ndarray, spec: QuantSpec, channel_axis: int, name: str =
     elif spec.observer_name != "minmax":
         picked = [select_range(r, float(a), float(b), spec, signed) for r, a, b in zip(rows, lo, hi)]
         lo, hi = np.array([p[0] for p in picked]), np.array([p[1] for p in picked])
-    return range_to_params(lo, hi, spec, signed, axis)
+    return range_to_params(clip * lo, clip * hi, spec, signed, axis)
 
 
 def _mse_rows(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray, spec: QuantSpec, signed: bool):

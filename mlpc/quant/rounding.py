@@ -72,10 +72,22 @@ def gptq(w_rows: np.ndarray, hessian: np.ndarray, scale: np.ndarray, zp: np.ndar
     return result
 
 
-def output_error(w_rows: np.ndarray, w_hat: np.ndarray, hessian: np.ndarray) -> float:
-    """Mean squared output error per input row of replacing W by Ŵ: tr(ΔW H ΔWᵀ)."""
-    delta = w_hat - w_rows
-    return float(np.einsum("ik,kl,il->", delta, hessian, delta))
+def output_error(w_rows: np.ndarray, w_hat: np.ndarray, hessian: np.ndarray, cross: np.ndarray | None = None,
+                 float_gram: np.ndarray | None = None) -> float:
+    """Mean squared output error E‖W x_f − Ŵ x_q‖² per input row, from H = E[x_q x_qᵀ] and,
+    when the inputs differ, C = E[x_f x_qᵀ] and F = E[x_f x_fᵀ] (otherwise tr(ΔW H ΔWᵀ))."""
+    if cross is None:
+        delta = w_hat - w_rows
+        return float(np.einsum("ik,kl,il->", delta, hessian, delta))
+    return float(np.einsum("ik,kl,il->", w_rows, float_gram, w_rows)
+                 - 2 * np.einsum("ik,kl,il->", w_rows, cross, w_hat)
+                 + np.einsum("ik,kl,il->", w_hat, hessian, w_hat))
+
+
+def float_target(w_rows: np.ndarray, hessian: np.ndarray, cross: np.ndarray) -> np.ndarray:
+    """The unconstrained Ŵ minimising E‖W x_f − Ŵ x_q‖²: W C H⁻¹ (H damped as in GPTQ)."""
+    h = hessian + DAMPING * np.mean(np.diag(hessian)) * np.eye(len(hessian))
+    return np.linalg.solve(h, (w_rows @ cross).T).T
 
 
 def round_weight(
@@ -83,11 +95,13 @@ def round_weight(
 ) -> tuple[np.ndarray, QuantParams, str]:
     """Quantize-dequantize `layer`'s weight `w` and return (ŵ on the grid, its QuantParams, the method).
 
-    `candidates` are the grids to consider (e.g. the observer's clipped ranges and the full
-    min-max range); the first is the default. mode "nearest" rounds to nearest on the first;
-    "gptq" uses GPTQ (per conv group) on the first; "auto" — for weights of ≤ 4 bits with
-    calibration Hessians — tries round-to-nearest and GPTQ on every candidate grid and keeps the
-    pair with the lowest output error on the calibration inputs, tr(ΔW H ΔWᵀ).
+    `candidates` are the grids to consider (e.g. the observer's clipped range and wider ones);
+    the first is the default. mode "nearest" rounds to nearest on the first; "gptq" uses GPTQ
+    (per conv group) on the first; "auto" — for weights of ≤ 4 bits with calibration Hessians —
+    tries round-to-nearest and GPTQ on every grid and keeps the pair with the lowest output error
+    against the float model on the calibration data. When the layer's inputs already carry the
+    error of quantized layers before it, GPTQ quantizes the least-squares weight W C H⁻¹ that
+    best reproduces the float outputs from the quantized inputs.
     """
     m = layer.weight_matrix(w.astype(np.float64))
     hessian = stats.hessian if stats is not None else None
@@ -100,11 +114,11 @@ def round_weight(
         plain = nearest(m, scale, zp, qp)
         if mode == "nearest" or hessian is None or (mode == "auto" and qp.bits > GPTQ_MAX_BITS):
             return layer.weight_from_matrix(plain, w.shape), qp, "nearest"
-        tuned = _gptq_groups(m, hessian, scale, zp, qp)
+        tuned = _per_group(m, stats, lambda rows, g: gptq(_target(m[rows], stats, g), hessian[g], scale[rows], zp[rows], qp))
         if mode == "gptq":
             return layer.weight_from_matrix(tuned, w.shape), qp, "gptq"
         for method, w_hat in (("nearest", plain), ("gptq", tuned)):
-            err = _grouped_error(m, w_hat, hessian)
+            err = sum(_per_group_error(m, w_hat, stats))
             logger.debug("layer %s: %s on grid %d: output error %.4g", layer.name, method, candidates.index(qp), err)
             if best is None or err < best[0]:
                 best = (err, w_hat, qp, method)
@@ -112,19 +126,26 @@ def round_weight(
     return layer.weight_from_matrix(best[1], w.shape), best[2], best[3]
 
 
-def _gptq_groups(m: np.ndarray, hessian: np.ndarray, scale: np.ndarray, zp: np.ndarray, qp: QuantParams) -> np.ndarray:
-    per = m.shape[0] // hessian.shape[0]
+def _target(w_rows: np.ndarray, stats: LayerStats, g: int) -> np.ndarray:
+    cross = stats.cross
+    return w_rows if cross is None else float_target(w_rows, stats.hessian[g], cross[g])
+
+
+def _per_group(m: np.ndarray, stats: LayerStats, fn) -> np.ndarray:
+    groups = stats.hessian.shape[0]
+    per = m.shape[0] // groups
     out = np.empty_like(m)
-    for g in range(hessian.shape[0]):
+    for g in range(groups):
         rows = slice(g * per, (g + 1) * per)
-        out[rows] = gptq(m[rows], hessian[g], scale[rows], zp[rows], qp)
+        out[rows] = fn(rows, g)
     return out
 
 
-def _grouped_error(m: np.ndarray, w_hat: np.ndarray, hessian: np.ndarray) -> float:
-    per = m.shape[0] // hessian.shape[0]
-    return sum(output_error(m[g * per : (g + 1) * per], w_hat[g * per : (g + 1) * per], hessian[g])
-               for g in range(hessian.shape[0]))
+def _per_group_error(m: np.ndarray, w_hat: np.ndarray, stats: LayerStats) -> list[float]:
+    h, c, f = stats.hessian, stats.cross, stats.float_gram
+    per = m.shape[0] // h.shape[0]
+    return [output_error(m[g * per : (g + 1) * per], w_hat[g * per : (g + 1) * per], h[g],
+                         None if c is None else c[g], None if f is None else f[g]) for g in range(h.shape[0])]
 
 
 def _nearest_any_axis(w: np.ndarray, qp: QuantParams) -> np.ndarray:
@@ -132,11 +153,12 @@ def _nearest_any_axis(w: np.ndarray, qp: QuantParams) -> np.ndarray:
 
 
 def bias_correction(layer: Layer, w: np.ndarray, w_hat: np.ndarray, bias: np.ndarray | None,
-                    float_mean: np.ndarray, quant_mean: np.ndarray) -> np.ndarray:
+                    stats: LayerStats) -> np.ndarray:
     """Empirical bias correction: the bias that makes the layer's mean output on calibration
     data equal the float model's, b + W·E[x_float] − Ŵ·E[x_quant] (per conv group), so it also
     cancels the mean shift the quantized layers before it cause. Returns the corrected bias."""
     w_m, w_hat_m = layer.weight_matrix(w), layer.weight_matrix(w_hat)  # (out, K)
+    float_mean, quant_mean = stats.float_mean, stats.mean
     groups = float_mean.shape[0]
     per = w_m.shape[0] // groups
     shift = np.concatenate([

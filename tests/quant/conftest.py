@@ -20,9 +20,9 @@ class Digits:
     y_test: np.ndarray
 
 
-def train_digits_cnn(seed: int = 0, epochs: int = 12) -> Digits:
-    """Train Conv(1→16)→ReLU→MaxPool→Conv(16→32)→ReLU→MaxPool→Flatten→Gemm(128→64)→ReLU→Gemm(64→10)
-    on digits with torch (seeded) and write it as ONNX by hand (batch 1, opset 17)."""
+def train_digits_cnn(seed: int = 0, epochs: int = 10, width: int = 32) -> Digits:
+    """Train Conv(1→w)→ReLU→MaxPool→Conv(w→2w)→ReLU→MaxPool→Flatten→Gemm(8w→64)→ReLU→Gemm(64→10)
+    (w = `width`) on digits with torch (seeded) and write it as ONNX by hand (batch 1, opset 17)."""
     import torch
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -32,9 +32,9 @@ def train_digits_cnn(seed: int = 0, epochs: int = 12) -> Digits:
     x_train, x_test, y_train, y_test = train_test_split(x, digits.target, test_size=0.25, random_state=0)
     torch.manual_seed(seed)
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Flatten(), torch.nn.Linear(128, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10),
+        torch.nn.Conv2d(1, width, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(width, 2 * width, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(8 * width, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10),
     )
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train).long()
