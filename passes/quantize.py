@@ -120,7 +120,7 @@ class QuantizePass(Pass):
             self._quantize_activations(graph, group, observers)
         self.report.sequential_stages = len(stages) if sequential else 1
         _remove_unused_initializers(graph)
-        methods = [r["rounding"] for r in self.report.layers.values()]
+        methods = [r.get("rounding") for r in self.report.layers.values()]
         logger.info("quantized %d layers (%s) on %d calibration samples; gptq kept for %d",
                     len(layers), config.name, len(data), methods.count("gptq"))
         ctx.options.setdefault("quantize_report", self.report.to_json())

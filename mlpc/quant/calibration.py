@@ -102,7 +102,7 @@ def _keyed(files: list[tuple[str, np.ndarray]], inputs: list[ir.Value], source: 
     expected = _dims(inputs[0])
     stacked = []
     for stem, arr in files:  # one sample per file (or a batch of samples with a leading axis)
-        stacked.append(arr[None] if arr.ndim == len(expected) else arr)
+        stacked.append(arr[None] if arr.ndim <= len(expected) else arr)
     ranks = {a.ndim for a in stacked}
     if len(ranks) != 1:
         raise QuantizationError(f"calibration data {source}: the .npy files have different ranks")

@@ -69,6 +69,18 @@ def train_digits_cnn(seed: int = 0, epochs: int = 10, width: int = 32) -> Digits
     return Digits(model, x_train, y_train, x_test, y_test)
 
 
+def batched(model) -> onnx.ModelProto:
+    """A copy of a batch-1 model (ModelProto or onnx_ir.Model) whose batch dimension is symbolic,
+    so the reference evaluator runs a whole test set at once."""
+    import onnx_ir as ir
+
+    proto = ir.serde.serialize_model(model) if isinstance(model, ir.Model) else onnx.ModelProto.FromString(model.SerializeToString())
+    del proto.graph.value_info[:]
+    for vi in (*proto.graph.input, *proto.graph.output):
+        vi.type.tensor_type.shape.dim[0].dim_param = "N"
+    return proto
+
+
 @pytest.fixture(scope="session")
 def digits() -> Digits:
     """The trained digits CNN (session-wide: trained once)."""
