@@ -30,6 +30,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "compile": ("mlpc.driver", "compile"),
+    "quantize": ("mlpc.quant.api", "quantize"),
     "load": ("mlpc.artifact", "load"),
     "Artifact": ("mlpc.artifact", "Artifact"),
     "load_model": ("mlpc.frontend", "load_model"),

@@ -66,6 +66,9 @@ def compile_cmd(
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Also write a deployment bundle (.tar.gz) for the board."),
     dtype: str = typer.Option("fp32", "--dtype", help="Compute precision: fp32, or fp16/bf16 (CUDA targets)."),
     tuning_db: Optional[Path] = typer.Option(None, "--tuning-db", help="Apply tuned schedules from this `mlpc tune` database."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="Quantization scheme, e.g. w8a8, w4a8, w2a8."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration data: .npz keyed by input name or a directory of .npy."),
+    quant_config: Optional[Path] = typer.Option(None, "--quant-config", help="Per-layer quantization config (YAML or JSON)."),
 ) -> None:
     """Compile MODEL for TARGET into an artifact directory."""
     from mlpc.driver import compile as compile_model
@@ -78,6 +81,7 @@ def compile_cmd(
                 model, target=target, output_dir=output, input_shapes=shapes, verify=verify,
                 tolerance=tolerance, passes=_split(passes), disabled_passes=disable_pass,
                 pass_plugins=pass_plugin, dump_ir=dump_ir, bundle=bundle, dtype=dtype, tuning_db=tuning_db,
+                **_quant_args(quantize, calib, quant_config),
             )
     except MlpcError as e:
         if type(e).__name__ == "VerificationError" and (output / "manifest.json").exists():
@@ -90,6 +94,44 @@ def compile_cmd(
         _print_verification(artifact.verification)
     if bundle is not None:
         out.print(f"[green]bundled[/] → {bundle} ({bundle.stat().st_size / 1e6:.1f} MB)")
+
+
+def _quant_args(scheme: Optional[str], calib: Optional[Path], config: Optional[Path]) -> dict[str, Any]:
+    if scheme is None and config is None:
+        if calib is not None:
+            raise InputError("--calib needs --quantize SCHEME (e.g. --quantize w8a8)")
+        return {}
+    if calib is None:
+        raise InputError("--quantize needs calibration data: --calib FILE.npz (keyed by input name) or a directory of .npy")
+    return {"quantize": scheme or "w8a8", "calibration": calib, "quant_config": config}
+
+
+@app.command("quantize")
+def quantize_cmd(
+    model: Path = typer.Argument(..., help="The float model: an .onnx file."),
+    scheme: str = typer.Option("w8a8", "--quantize", "-q", help="Quantization scheme, e.g. w8a8, w4a8, w2a8."),
+    calib: Path = typer.Option(..., "--calib", help="Calibration data: .npz keyed by input name or a directory of .npy."),
+    output: Path = typer.Option(..., "--output", "-o", help="The quantized .onnx file to write."),
+    fmt: str = typer.Option("qdq", "--format", help="qdq (onnxruntime; QCDQ below 8 bits) or qonnx."),
+    quant_config: Optional[Path] = typer.Option(None, "--quant-config", help="Per-layer quantization config (YAML or JSON)."),
+    input_shape: list[str] = typer.Option([], "--input-shape", help="NAME=DIMS, e.g. x=1x3x224x224 (repeatable)."),
+    engine: str = typer.Option("tvm", "--engine", help="Calibrate on a TVM build (tvm) or the NumPy interpreter (reference)."),
+) -> None:
+    """Quantize MODEL after calibrating it on CALIB and write it as QDQ or QONNX ONNX."""
+    from mlpc.frontend import parse_input_shape
+    from mlpc.quant.api import quantize
+    from mlpc.quant.export import export_qdq, export_qonnx
+
+    exporters = {"qdq": export_qdq, "qonnx": export_qonnx}
+    if fmt not in exporters:
+        raise InputError(f"--format {fmt!r}: use qdq or qonnx")
+    if output.is_dir():
+        raise InputError(f"--output {output}: is a directory, give an .onnx file path")
+    shapes = dict(parse_input_shape(s) for s in input_shape)
+    qmodel = quantize(model, scheme, calib, config=quant_config, input_shapes=shapes, engine=engine,
+                      progress=sys.stderr.isatty())
+    exporters[fmt](qmodel, output)
+    out.print(f"[green]quantized[/] {model} ({scheme}) → {output} ({fmt})")
 
 
 def _split(names: Optional[str]) -> Optional[list[str]]:

@@ -55,6 +55,9 @@ def compile(  # noqa: A001 - the public name users expect
     bundle: str | Path | None = None,
     dtype: str = "fp32",
     tuning_db: str | Path | None = None,
+    quantize: Any = None,
+    calibration: Any = None,
+    quant_config: Any = None,
 ) -> Artifact:
     """Compile a model for a target and return the Artifact written to `output_dir`.
 
@@ -74,6 +77,9 @@ def compile(  # noqa: A001 - the public name users expect
     outputs stay float32).
     `tuning_db` is a database written by `mlpc tune`; its tuned kernels (and those in the user's
     tuning cache for this target) replace the default schedules; the manifest lists them.
+    `quantize` (a scheme such as "w8a8"/"w4a8" or a QuantConfig) with `calibration` data and an
+    optional `quant_config` file runs post-training quantization after the pipeline (see
+    `mlpc.quantize`); `verify` then compares against the fake-quant model.
     """
     start = time.perf_counter()
     if verify_each_pass is None:
@@ -96,6 +102,10 @@ def compile(  # noqa: A001 - the public name users expect
     ctx = PassContext(target=tgt, opt_level=opt_level, disabled_passes=set(disabled_passes),
                       instruments=instruments, verify_each=verify_each_pass)
     pass_log = PassManager(pipeline).run(loaded.model, ctx)
+    if quantize is not None:
+        from mlpc.quant.api import quantize_loaded
+
+        pass_log += quantize_loaded(loaded, ctx, quantize, calibration, quant_config)
     graph = loaded.model.graph
     backend = get_backend(tgt.backend)
     inputs = [value_info(v) for v in graph.inputs]

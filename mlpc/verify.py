@@ -99,6 +99,11 @@ def _gather_bounds(loaded: LoadedModel) -> dict[str, int]:
 
 def reference_outputs(loaded: LoadedModel, inputs: dict[str, np.ndarray], output_names: list[str]) -> list[np.ndarray]:
     """Run the original model (onnxruntime or PyTorch) and return its outputs in `output_names` order."""
+    if loaded.reference_kind == "fake-quant":  # a quantized model: mlpc's reference evaluator
+        from mlpc.ir import ReferenceEvaluator
+
+        results = ReferenceEvaluator(loaded.reference).run(inputs, output_names)
+        return [results[n] for n in output_names]
     if loaded.reference_kind == "torch":
         import torch
 
@@ -184,7 +189,8 @@ def verify(
             result = compare(name, ref, got[name])
             if name not in worst or result.rel_err > worst[name].rel_err:
                 worst[name] = result
-    reference = reference_name(loaded)
+    reference = ("mlpc reference evaluator (fake-quant)" if loaded.reference_kind == "fake-quant"
+                 else reference_name(loaded))
     report = VerificationReport(reference, tolerance, len(batches), [worst[n] for n in output_names])
     logger.info("verification against %s: %s", reference, "passed" if report.passed else "FAILED")
     return report

@@ -1,0 +1,80 @@
+"""`mlpc.quantize`: a float model plus calibration data → the fake-quant model.
+
+    >>> import mlpc
+    >>> qmodel = mlpc.quantize("model.onnx", scheme="w4a8", calibration="calib.npz")
+    >>> mlpc.quant.export_qdq(qmodel, "model_q.onnx")
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx_ir as ir
+
+from mlpc.quant.scheme import QuantConfig, resolve_config
+
+logger = logging.getLogger(__name__)
+
+
+def quantize(
+    model: Any,
+    scheme: str | QuantConfig = "w8a8",
+    calibration: Any = None,
+    *,
+    config: str | Path | Mapping[str, Any] | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    example_inputs: Any = None,
+    engine: str = "tvm",
+    progress: bool = False,
+    verify: bool = True,
+) -> ir.Model:
+    """Quantize `model` (an .onnx path, onnx.ModelProto, onnx_ir.Model, torch.nn.Module or a
+    graph's Model) after calibrating on `calibration` (.npz path, directory of .npy, dict of
+    arrays or CalibrationSet). `scheme` is "w<bits>a<bits>" or a QuantConfig; `config` a YAML/JSON
+    file or dict refining it per layer. `engine` "tvm" calibrates on a compiled float build,
+    "reference" with the NumPy interpreter. Returns a new onnx_ir.Model in the fake-quant form
+    (QONNX Quant nodes with QuantParams), checked by mlpc.ir.verify when `verify`.
+
+        >>> qm = quantize("m.onnx", "w8a8", {"x": samples})  # doctest: +SKIP
+    """
+    from mlpc.frontend import load_model
+    from mlpc.ir import verify as verify_ir
+    from mlpc.pass_infra import PassContext
+    from mlpc.passes.canonicalize import CanonicalizePass
+    from mlpc.passes.quantize import QuantizePass
+
+    cfg = resolve_config(scheme, config)
+    loaded = load_model(model, input_shapes=input_shapes, example_inputs=example_inputs)
+    qmodel = loaded.model
+    ctx = PassContext()
+    CanonicalizePass()(qmodel.graph, ctx)
+    result = QuantizePass(cfg, calibration, engine=engine, progress=progress)(qmodel.graph, ctx)
+    qmodel.graph = result.graph
+    if verify:
+        verify_ir(qmodel)
+    return qmodel
+
+
+def quantize_loaded(loaded: Any, ctx: Any, scheme: Any, calibration: Any, config: Any = None) -> list[Any]:
+    """Quantize a LoadedModel in place inside `mlpc.compile`: run the `quantize` pass, make the
+    fake-quant model the verification reference, then run the pass registered as "lower-quant"
+    if there is one (without it the backend compiles the fake-quant graph in float).
+    Returns the pass log records."""
+    from mlpc.errors import PassError
+    from mlpc.pass_infra import PassManager
+    from mlpc.pass_registry import get_pass
+    from mlpc.passes.quantize import QuantizePass
+
+    cfg = resolve_config(scheme, config)
+    log = PassManager([QuantizePass(cfg, calibration, progress=ctx.options.get("progress", False))]).run(loaded.model, ctx)
+    loaded.reference_kind = "fake-quant"
+    loaded.reference = ir.serde.serialize_model(loaded.model)
+    try:
+        lower = get_pass("lower-quant")
+    except PassError:
+        logger.info("no 'lower-quant' pass registered: the fake-quant graph is compiled in float")
+        return log
+    return log + PassManager([lower.factory()]).run(loaded.model, ctx)

@@ -1,0 +1,169 @@
+"""Weight rounding: round-to-nearest, GPTQ (Frantar et al. 2023: quantize a layer's weight
+column by column, spreading each column's rounding error over the not-yet-quantized columns
+through the inverse Hessian of the layer's inputs), and the per-layer choice between them by
+the layer's output error on calibration data, ‖(Ŵ − W) X‖² = tr(ΔW H ΔWᵀ).
+
+    >>> w_hat, how = round_weight(layer, w, qp, stats, mode="auto")   # how: "nearest" | "gptq"
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from mlpc.ir import QuantParams
+from mlpc.quant.layers import Layer
+from mlpc.quant.stats import LayerStats
+
+logger = logging.getLogger(__name__)
+
+DAMPING = 0.01
+GPTQ_MAX_BITS = 4
+
+
+def _row_params(layer: Layer, qp: QuantParams, rows: int, ndim: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-row (scale, zero point) of the weight matrix, or None when the quantization axis is
+    not the layer's output-channel axis (then rows do not share a grid)."""
+    if qp.axis is None:
+        return np.full(rows, qp.scale), np.full(rows, float(qp.zero_point))
+    if qp.axis % ndim != layer.channel_axis % ndim:
+        return None
+    return np.asarray(qp.scale, np.float64), np.broadcast_to(np.asarray(qp.zero_point, np.float64), (rows,)).copy()
+
+
+def _fake_quant(w: np.ndarray, scale: np.ndarray, zp: np.ndarray, qp: QuantParams) -> np.ndarray:
+    q = np.clip(np.round(w / scale + zp), qp.qmin, qp.qmax)
+    return (q - zp) * scale
+
+
+def nearest(w_rows: np.ndarray, scale: np.ndarray, zp: np.ndarray, qp: QuantParams) -> np.ndarray:
+    """Round-to-nearest of an (rows, K) matrix with per-row scale/zero point; dequantized."""
+    return _fake_quant(w_rows, scale[:, None], zp[:, None], qp)
+
+
+def gptq(w_rows: np.ndarray, hessian: np.ndarray, scale: np.ndarray, zp: np.ndarray, qp: QuantParams) -> np.ndarray:
+    """GPTQ rounding of an (rows, K) matrix given the inputs' (K, K) Hessian; returns the
+    dequantized matrix (every entry on its row's quantization grid). Columns go in order of
+    decreasing Hessian diagonal ("act order"); dead inputs (zero diagonal) are zeroed."""
+    w = w_rows.astype(np.float64).copy()
+    h = hessian.astype(np.float64).copy()
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    order = np.argsort(-np.diag(h), kind="stable")
+    w, h = w[:, order], h[np.ix_(order, order)]
+    h[np.diag_indices_from(h)] += DAMPING * np.mean(np.diag(h))
+    try:
+        hinv = np.linalg.cholesky(np.linalg.inv(h)).T  # upper Cholesky factor of H⁻¹
+    except np.linalg.LinAlgError:
+        logger.debug("GPTQ: Hessian not positive definite; falling back to nearest rounding")
+        return nearest(w_rows, scale, zp, qp)
+    s, z = scale[:, None], zp[:, None]
+    out = np.zeros_like(w)
+    for i in range(w.shape[1]):
+        col = w[:, i : i + 1]
+        q = _fake_quant(col, s, z, qp)
+        out[:, i : i + 1] = q
+        err = (col - q) / hinv[i, i]
+        w[:, i + 1 :] -= err @ hinv[i : i + 1, i + 1 :]
+    result = np.empty_like(out)
+    result[:, order] = out
+    return result
+
+
+def output_error(w_rows: np.ndarray, w_hat: np.ndarray, hessian: np.ndarray, cross: np.ndarray | None = None,
+                 float_gram: np.ndarray | None = None) -> float:
+    """Mean squared output error E‖W x_f − Ŵ x_q‖² per input row, from H = E[x_q x_qᵀ] and,
+    when the inputs differ, C = E[x_f x_qᵀ] and F = E[x_f x_fᵀ] (otherwise tr(ΔW H ΔWᵀ))."""
+    if cross is None:
+        delta = w_hat - w_rows
+        return float(np.einsum("ik,kl,il->", delta, hessian, delta))
+    return float(np.einsum("ik,kl,il->", w_rows, float_gram, w_rows)
+                 - 2 * np.einsum("ik,kl,il->", w_rows, cross, w_hat)
+                 + np.einsum("ik,kl,il->", w_hat, hessian, w_hat))
+
+
+def float_target(w_rows: np.ndarray, hessian: np.ndarray, cross: np.ndarray) -> np.ndarray:
+    """The unconstrained Ŵ minimising E‖W x_f − Ŵ x_q‖²: W C H⁻¹ (H damped as in GPTQ)."""
+    h = hessian + DAMPING * np.mean(np.diag(hessian)) * np.eye(len(hessian))
+    return np.linalg.solve(h, (w_rows @ cross).T).T
+
+
+def round_weight(
+    layer: Layer, w: np.ndarray, candidates: list[QuantParams], stats: LayerStats | None, mode: str = "auto"
+) -> tuple[np.ndarray, QuantParams, str]:
+    """Quantize-dequantize `layer`'s weight `w` and return (ŵ on the grid, its QuantParams, the method).
+
+    `candidates` are the grids to consider (e.g. the observer's clipped range and wider ones);
+    the first is the default. mode "nearest" rounds to nearest on the first; "gptq" uses GPTQ
+    (per conv group) on the first; "auto" — for weights of ≤ 4 bits with calibration Hessians —
+    tries round-to-nearest and GPTQ on every grid and keeps the pair with the lowest output error
+    against the float model on the calibration data. When the layer's inputs already carry the
+    error of quantized layers before it, GPTQ quantizes the least-squares weight W C H⁻¹ that
+    best reproduces the float outputs from the quantized inputs.
+    """
+    m = layer.weight_matrix(w.astype(np.float64))
+    hessian = stats.hessian if stats is not None else None
+    best: tuple[float, np.ndarray, QuantParams, str] | None = None
+    for qp in candidates:
+        params = _row_params(layer, qp, m.shape[0], w.ndim)
+        if params is None:
+            return _nearest_any_axis(w, qp), qp, "nearest"
+        scale, zp = params
+        plain = nearest(m, scale, zp, qp)
+        if mode == "nearest" or hessian is None or (mode == "auto" and qp.bits > GPTQ_MAX_BITS):
+            return layer.weight_from_matrix(plain, w.shape), qp, "nearest"
+        tuned = _per_group(m, stats, lambda rows, g: gptq(_target(m[rows], stats, g), hessian[g], scale[rows], zp[rows], qp))
+        if mode == "gptq":
+            return layer.weight_from_matrix(tuned, w.shape), qp, "gptq"
+        for method, w_hat in (("nearest", plain), ("gptq", tuned)):
+            err = sum(_per_group_error(m, w_hat, stats))
+            logger.debug("layer %s: %s on grid %d: output error %.4g", layer.name, method, candidates.index(qp), err)
+            if best is None or err < best[0]:
+                best = (err, w_hat, qp, method)
+    assert best is not None
+    return layer.weight_from_matrix(best[1], w.shape), best[2], best[3]
+
+
+def _target(w_rows: np.ndarray, stats: LayerStats, g: int) -> np.ndarray:
+    cross = stats.cross
+    return w_rows if cross is None else float_target(w_rows, stats.hessian[g], cross[g])
+
+
+def _per_group(m: np.ndarray, stats: LayerStats, fn) -> np.ndarray:
+    groups = stats.hessian.shape[0]
+    per = m.shape[0] // groups
+    out = np.empty_like(m)
+    for g in range(groups):
+        rows = slice(g * per, (g + 1) * per)
+        out[rows] = fn(rows, g)
+    return out
+
+
+def _per_group_error(m: np.ndarray, w_hat: np.ndarray, stats: LayerStats) -> list[float]:
+    h, c, f = stats.hessian, stats.cross, stats.float_gram
+    per = m.shape[0] // h.shape[0]
+    return [output_error(m[g * per : (g + 1) * per], w_hat[g * per : (g + 1) * per], h[g],
+                         None if c is None else c[g], None if f is None else f[g]) for g in range(h.shape[0])]
+
+
+def _nearest_any_axis(w: np.ndarray, qp: QuantParams) -> np.ndarray:
+    return qp.dequantize(qp.quantize(w.astype(np.float32)), np.float64)
+
+
+def bias_correction(layer: Layer, w: np.ndarray, w_hat: np.ndarray, bias: np.ndarray | None,
+                    stats: LayerStats) -> np.ndarray:
+    """Empirical bias correction: the bias that makes the layer's mean output on calibration
+    data equal the float model's, b + W·E[x_float] − Ŵ·E[x_quant] (per conv group), so it also
+    cancels the mean shift the quantized layers before it cause. Returns the corrected bias."""
+    w_m, w_hat_m = layer.weight_matrix(w), layer.weight_matrix(w_hat)  # (out, K)
+    float_mean, quant_mean = stats.float_mean, stats.mean
+    groups = float_mean.shape[0]
+    per = w_m.shape[0] // groups
+    shift = np.concatenate([
+        w_m[g * per : (g + 1) * per] @ float_mean[g] - w_hat_m[g * per : (g + 1) * per] @ quant_mean[g]
+        for g in range(groups)
+    ])
+    base = np.zeros(w_m.shape[0]) if bias is None else bias.astype(np.float64)
+    return base + shift
