@@ -51,7 +51,8 @@ def compile_graph(model: ir.Model, target: Target, out_dir: Path, schedules: boo
     """Lower `model` to Relax, build it for `target` and write the library into `out_dir`.
 
     `schedules=False` skips mlpc's default CPU schedules. CPU builds apply tuned schedules from
-    `tuning_db` (a `mlpc tune` database directory) and the user's tuning cache first. Returns the manifest's "backend" section. Raises UnsupportedOpError listing every node
+    `tuning_db` (a `mlpc tune` database directory) and the user's tuning cache first. Returns the
+    manifest's "backend" section (with "tuned_kernels"). Raises UnsupportedOpError listing every node
     that cannot be lowered, LoweringError for build failures, ExportError if writing fails.
     """
     from mlpc.backends.tvm.build import build
