@@ -157,8 +157,9 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines = [machine_line(results["machine"]), "",
              f"MetaSchedule budget: {cfg['trials']} trials per model (population 128, 2 genetic iterations), "
              f"spread over the kernels by their share of the default-schedule time. Batch 1, {cfg['threads']} "
-             f"threads, median of {cfg['repeat']} runs. These figures come from a short budget on a shared "
-             "machine: more trials (`--trials`) find faster schedules.", "", markdown_table(HEADERS, rows)]
+             f"threads, median of {cfg['repeat']} runs. \"kernels tuned\" counts the kernels whose tuned "
+             "schedule beat mlpc's default one (the others keep the default). These figures come from a short "
+             "budget on a shared machine: more trials (`--trials`) find faster schedules.", "", markdown_table(HEADERS, rows)]
     failures = [f"- {m} / {n}: {res['error']}" for m, e in results["models"].items()
                 for n, res in e["runners"].items() if "error" in res]
     if failures:

@@ -55,7 +55,7 @@ def compile_graph(
     `schedules=False` skips mlpc's default CPU schedules; `dtype` is the compute precision
     (float32; float16/bfloat16 for CUDA targets). CPU builds apply tuned schedules from
     `tuning_db` (a `mlpc tune` database directory) and the user's tuning cache first.
-    Returns the manifest's "backend" section. Raises UnsupportedOpError listing every node
+    Returns the manifest's "backend" section (with "tuned_kernels"). Raises UnsupportedOpError listing every node
     that cannot be lowered, LoweringError for build failures, ExportError if writing fails.
     """
     from mlpc.backends.tvm.build import build
