@@ -1,9 +1,9 @@
 """Export the fake-quant Graph: QDQ ONNX for onnxruntime, or QONNX (the Quant form itself).
 
-QDQ: every activation Quant becomes QuantizeLinear (int8/uint8) → DequantizeLinear, with a
-Clip to the exact integer range in between when the bit width is below 8 or the range is
-narrow (QCDQ, as Brevitas writes it); every weight Quant becomes an integer initializer →
-DequantizeLinear; the float bias of a Conv/Gemm whose input and weight are both quantized is
+QDQ: every activation Quant becomes QuantizeLinear (int8/uint8) → DequantizeLinear and every
+weight Quant an int8 initializer → DequantizeLinear, with a Clip to the exact integer range
+before the DequantizeLinear when the bit width is below 8 or the range is narrow (QCDQ, as
+Brevitas writes it: the Clip carries the real bit width); the float bias of a Conv/Gemm whose input and weight are both quantized is
 stored as int32 at scale s_x·s_w with its own DequantizeLinear, so onnxruntime's graph
 optimizer cannot round low-bit biases away.
 
@@ -70,12 +70,28 @@ def _replace(graph: ir.Graph, old: ir.Node, new_nodes: list[ir.Node]) -> None:
     graph.remove(old, safe=True)
 
 
+def _clip(graph: ir.Graph, q: ir.Value, qp: QuantParams, name: str, like: ir.Value) -> list[ir.Node]:
+    """A Clip to [qmin, qmax] when that is narrower than the 8-bit storage type (QCDQ), else nothing."""
+    if (qp.qmin, qp.qmax) == ((-128, 127) if qp.signed else (0, 255)):
+        return []
+    storage = np.int8 if qp.signed else np.uint8
+    lo = add_constant(graph, f"{name}_qmin", np.asarray(qp.qmin, storage))
+    hi = add_constant(graph, f"{name}_qmax", np.asarray(qp.qmax, storage))
+    clip = ir.Node("", "Clip", [q, lo, hi], num_outputs=1, name=f"{name}_clip")
+    clip.outputs[0].name = f"{name}_clip_out"
+    clip.outputs[0].shape = like.shape
+    clip.outputs[0].type = ir.TensorType(ir.DataType.INT8 if qp.signed else ir.DataType.UINT8)
+    return [clip]
+
+
 def _weight_qdq(graph: ir.Graph, node: ir.Node, qp: QuantParams) -> None:
-    w = const_array(node.inputs[0])
-    q = qp.quantize(w.astype(np.float32))
-    qv = add_constant(graph, f"{node.name}_int", q)
+    w = node.inputs[0]
+    q = qp.quantize(const_array(w).astype(np.float32))
+    ints = add_constant(graph, f"{node.name}_int", q)
+    nodes = _clip(graph, ints, qp, node.name, w)
+    q_value = nodes[-1].outputs[0] if nodes else ints
     scale, zp = _scale_zp(graph, qp, node.name, q.dtype.type)
-    _replace(graph, node, [_dequantize(graph, qv, scale, zp, qp, node.name, node.inputs[0])])
+    _replace(graph, node, [*nodes, _dequantize(graph, q_value, scale, zp, qp, node.name, w)])
 
 
 def _activation_qdq(graph: ir.Graph, node: ir.Node, qp: QuantParams) -> None:
@@ -87,19 +103,8 @@ def _activation_qdq(graph: ir.Graph, node: ir.Node, qp: QuantParams) -> None:
     quant.outputs[0].name = f"{node.name}_q_out"
     quant.outputs[0].shape = x.shape
     quant.outputs[0].type = ir.TensorType(elem)
-    nodes = [quant]
-    q = quant.outputs[0]
-    full = (-128, 127) if qp.signed else (0, 255)
-    if (qp.qmin, qp.qmax) != full:
-        lo = add_constant(graph, f"{node.name}_qmin", np.asarray(qp.qmin, storage))
-        hi = add_constant(graph, f"{node.name}_qmax", np.asarray(qp.qmax, storage))
-        clip = ir.Node("", "Clip", [q, lo, hi], num_outputs=1, name=f"{node.name}_clip")
-        clip.outputs[0].name = f"{node.name}_clip_out"
-        clip.outputs[0].shape = x.shape
-        clip.outputs[0].type = ir.TensorType(elem)
-        nodes.append(clip)
-        q = clip.outputs[0]
-    nodes.append(_dequantize(graph, q, scale, zp, qp, node.name, x))
+    nodes = [quant, *_clip(graph, quant.outputs[0], qp, node.name, x)]
+    nodes.append(_dequantize(graph, nodes[-1].outputs[0], scale, zp, qp, node.name, x))
     _replace(graph, node, nodes)
 
 

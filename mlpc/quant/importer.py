@@ -108,9 +108,23 @@ def _same_params(q: ir.Node, dq: ir.Node) -> bool:
 
 
 def _replace_output(graph: ir.Graph, old: ir.Value, new: ir.Value) -> None:
+    new.type = new.type or old.type or ir.TensorType(ir.DataType.FLOAT)
+    new.shape = new.shape or old.shape
     if old.is_graph_output():
         new.name, old.name = old.name, f"{old.name}_qdq"
     old.replace_all_uses_with(new, replace_graph_outputs=True)
+
+
+def _integer_dtype(quant: ir.Node | None, q_out: ir.Value) -> ir.DataType | None:
+    """The integer type of an untyped QuantizeLinear output: its zero point's (uint8 without one)."""
+    if q_out.const_value is not None:
+        return q_out.const_value.dtype
+    if quant is None:
+        return None
+    zp = quant.inputs[2] if len(quant.inputs) > 2 else None
+    if zp is None:
+        return ir.DataType.UINT8
+    return zp.dtype or (zp.const_value.dtype if zp.const_value is not None else None)
 
 
 def _convert_dq(graph: ir.Graph, dq: ir.Node) -> bool:
@@ -119,7 +133,7 @@ def _convert_dq(graph: ir.Graph, dq: ir.Node) -> bool:
     clip = src.producer() if _is(src.producer(), "Clip") else None
     q_out = clip.inputs[0] if clip is not None else src
     quant = q_out.producer() if _is(q_out.producer(), "QuantizeLinear") else None
-    dtype = q_out.dtype
+    dtype = q_out.dtype or _integer_dtype(quant, q_out)
     if dtype == ir.DataType.INT32 and quant is None and clip is None and src.const_value is not None:
         bias = const_array(src).astype(np.int64)  # an int32 bias: back to a float constant
         scale = const_array(dq.inputs[1])
