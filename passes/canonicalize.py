@@ -13,6 +13,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 import onnxscript.optimizer
 
+from mlpc.ir.qonnx_ops import QONNX_DOMAINS
 from mlpc.pass_infra import Pass, PassContext, PassResult
 
 logger = logging.getLogger(__name__)
@@ -22,6 +23,36 @@ _FOLD_SIZE_LIMIT = 1 << 24
 # onnxscript never folds ConstantOfShape (to keep models small); small ones feed shape
 # computations (e.g. the pad amounts the legacy exporter builds), so fold those.
 _SMALL_CONSTANT_OF_SHAPE = 1 << 12
+# QONNX quantizers are element-wise: the output has the input's shape and dtype.
+_QONNX_ELEMENTWISE = {"Quant", "IntQuant", "BipolarQuant", "Trunc"}
+
+
+def _infer_qonnx_shapes(graph: ir.Graph) -> bool:
+    """Give QONNX quantizer outputs their input's shape and dtype where ONNX shape inference,
+    which does not know these ops, left them unknown. Returns whether any value changed."""
+    changed = False
+    for node in graph:
+        if node.domain not in QONNX_DOMAINS or node.op_type not in _QONNX_ELEMENTWISE:
+            continue
+        x, y = node.inputs[0], node.outputs[0]
+        if x is None or x.shape is None or (y.shape is not None and y.dtype is not None):
+            continue
+        y.shape = y.shape or ir.Shape(x.shape)
+        y.dtype = y.dtype or x.dtype
+        changed = True
+    return changed
+
+
+def _infer_shapes(model: ir.Model) -> bool:
+    """Run ONNX shape inference, completed through QONNX quantizers (repeated until nothing
+    changes, since values downstream of a quantizer become known only after it is typed)."""
+    modified = common.ShapeInferencePass()(model).modified
+    for _ in range(len(model.graph)):
+        if not _infer_qonnx_shapes(model.graph):
+            break
+        common.ShapeInferencePass()(model)
+        modified = True
+    return modified
 
 
 def _should_fold(node: ir.Node) -> bool | None:
@@ -45,9 +76,9 @@ class CanonicalizePass(Pass):
         for step in (
             common.RemoveInitializersFromInputsPass(),
             common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
-            common.ShapeInferencePass(),
         ):
             modified |= step(model).modified
+        modified |= _infer_shapes(model)
         folded = onnxscript.optimizer.fold_constants(
             model,
             onnx_shape_inference=True,
