@@ -40,5 +40,11 @@ bench: setup
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/passes.py
 
+conformance: setup
+	$(PY) tests/conformance/run_conformance.py --jobs 2
+
+fuzz: setup
+	MLPC_FUZZ_EXAMPLES=$${MLPC_FUZZ_EXAMPLES:-300} MLPC_FUZZ_RANDOM=1 $(PY) -m pytest -q tests/fuzz
+
 clean:
 	rm -rf $(VENV) build *.egg-info demo-out
