@@ -27,12 +27,58 @@ class TvmSession:
             raise ArtifactError(f"{library}: cannot load the compiled library: {e}") from e
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Call the model on input arrays (in input order); return the outputs in order."""
+        """Call the model on input arrays (in input order); return the outputs in order.
+
+        On the CPU, inputs are handed to TVM through DLPack without a copy when their data is
+        64-byte aligned (TVM's kernels assume that alignment), else through one aligned copy;
+        outputs are copied out, so later calls never change arrays already returned.
+        """
+        tensors = [self._tensor(a) for a in arrays]
+        result = self._main(*tensors)
+        items = result if isinstance(result, (list, tuple)) or hasattr(result, "__len__") else [result]
+        return [_to_numpy(item) for item in items]
+
+
+    def _tensor(self, a: np.ndarray):
         import tvm
 
-        result = self._main(*[tvm.runtime.tensor(a, self._device) for a in arrays])
-        items = result if isinstance(result, (list, tuple)) or hasattr(result, "__len__") else [result]
-        return [item.numpy() for item in items]
+        if self._device.dlpack_device_type() == _DLPACK_CPU:
+            try:
+                return _tvm_ffi().from_dlpack(_aligned(a))
+            except (BufferError, TypeError, ValueError):  # dtypes NumPy cannot export (bfloat16)
+                pass
+        return tvm.runtime.tensor(a, self._device)
+
+
+_DLPACK_CPU = 1
+_ALIGNMENT = 64
+
+
+def _tvm_ffi():
+    import tvm_ffi
+
+    return tvm_ffi
+
+
+def _aligned(a: np.ndarray) -> np.ndarray:
+    """`a` itself when C-contiguous and 64-byte aligned, else an aligned contiguous copy."""
+    if a.flags.c_contiguous and a.ctypes.data % _ALIGNMENT == 0 and a.size:
+        return a
+    raw = np.empty(a.nbytes + _ALIGNMENT, np.uint8)
+    offset = -raw.ctypes.data % _ALIGNMENT
+    out = raw[offset:offset + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def _to_numpy(tensor) -> np.ndarray:
+    """A NumPy copy of a TVM tensor (through DLPack on the CPU)."""
+    if tensor.device.dlpack_device_type() == _DLPACK_CPU:
+        try:
+            return np.array(np.from_dlpack(tensor), copy=True)
+        except (BufferError, TypeError, RuntimeError):
+            pass
+    return tensor.numpy()
 
 
 def load_session(path: Path, manifest: dict[str, Any]) -> TvmSession:

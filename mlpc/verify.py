@@ -97,9 +97,13 @@ def _gather_bounds(loaded: LoadedModel) -> dict[str, int]:
     return bounds
 
 
+# Reference kinds run by mlpc's reference evaluator, and how reports name them.
+_EVALUATED = {"fake-quant": "fake-quant", "integer": "integer graph"}
+
+
 def reference_outputs(loaded: LoadedModel, inputs: dict[str, np.ndarray], output_names: list[str]) -> list[np.ndarray]:
     """Run the original model (onnxruntime or PyTorch) and return its outputs in `output_names` order."""
-    if loaded.reference_kind == "fake-quant":  # a quantized model: mlpc's reference evaluator
+    if loaded.reference_kind in _EVALUATED:  # a quantized model: mlpc's reference evaluator
         from mlpc.ir import ReferenceEvaluator
 
         results = ReferenceEvaluator(loaded.reference).run(inputs, output_names)
@@ -189,8 +193,8 @@ def verify(
             result = compare(name, ref, got[name])
             if name not in worst or result.rel_err > worst[name].rel_err:
                 worst[name] = result
-    reference = ("mlpc reference evaluator (fake-quant)" if loaded.reference_kind == "fake-quant"
-                 else reference_name(loaded))
+    reference = (f"mlpc reference evaluator ({_EVALUATED[loaded.reference_kind]})"
+                 if loaded.reference_kind in _EVALUATED else reference_name(loaded))
     report = VerificationReport(reference, tolerance, len(batches), [worst[n] for n in output_names])
     logger.info("verification against %s: %s", reference, "passed" if report.passed else "FAILED")
     return report

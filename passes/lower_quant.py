@@ -7,7 +7,11 @@ Each quantized layer (see `quant_patterns`) becomes integer arithmetic:
          → Requantize(m[c], shift[c] = dyadic(s_x·s_w[c] / s_y), zp_y, [qmin, qmax] ∩ the clip)
 
 (Gemm/MatMul likewise with IntegerMatMul and an int32 bias Add; a MatMul of two quantized
-activations too; Add of two quantized tensors → IntegerAdd with two dyadic multipliers.)
+activations too; Add of two quantized tensors → IntegerAdd with two dyadic multipliers;
+MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze between two equal per-tensor
+quantizers run on the integers. A quantizer after such an op whose input is a float tensor is
+first copied in front of it — Q(f(x)) = Q(f(Q(x))), max-pooling being monotone — so the layer
+before it can end in integers too.)
 Integer tensors flow straight from layer to layer. Where a float tensor enters an integer
 region its Quant becomes QuantizeLinear (+ an integer Clip when the range is narrower than
 int8/uint8); wherever an integer tensor reaches a float op or a graph output a
@@ -42,7 +46,15 @@ import onnx_ir as ir
 
 from mlpc.ir import MLPC_DOMAIN, MLPC_OPSET_VERSION, QuantParams, dyadic, set_quant
 from mlpc.pass_infra import Pass, PassContext, PassResult
-from mlpc.passes.quant_patterns import AddMatch, LayerMatch, activation_quant, is_quant, match_output
+from mlpc.passes.quant_patterns import (
+    AddMatch,
+    LayerMatch,
+    MovementMatch,
+    activation_quant,
+    is_quant,
+    match_output,
+    movement_source,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +187,14 @@ class _Rewriter:
         m_int, shift = _dyadic_channels(mult / 2.0**k)
         self._requantize(m.quant, acc, m_int, shift, axis, m.out_params, m.clamp)
 
+    def movement(self, m: MovementMatch) -> None:
+        """MaxPool/Reshape/… between equal quantizers → the same op on the integer tensor."""
+        out = m.quant.outputs[0]
+        attrs = {a.name: a.value for a in m.op.attributes.values()}
+        y = self.node(m.op.op_type, [self.ints[m.x][0], *m.op.inputs[1:]], f"{out.name or 'q'}_int",
+                      ir.DataType.from_numpy(_int_dtype(m.out_params)), out.shape, attrs)
+        self._bind(out, y, m.out_params)
+
     def add(self, m: AddMatch) -> None:
         """Add of two quantized tensors + Quant → IntegerAdd with one shared shift."""
         out = m.quant.outputs[0]
@@ -289,14 +309,15 @@ class LowerQuantPass(Pass):
             logger.warning("lower-quant: ONNX opset %d < %d has no int8 Clip; graph left in fake-quant form",
                            opset, _MIN_OPSET)
             return PassResult(graph, False)
-        matches: dict[ir.Node, LayerMatch | AddMatch] = {}
+        hoisted = _hoist_quantizers(graph)
+        matches: dict[ir.Node, LayerMatch | AddMatch | MovementMatch] = {}
         for node in graph:
             if is_quant(node):
                 m = match_output(node)
                 if m is not None and all(_integer_ready(v, matches) for v in m.inputs):
                     matches[node] = m
         if not matches:
-            return PassResult(graph, False)
+            return PassResult(graph, hoisted > 0)
         entries = {v.producer() for m in matches.values() for v in m.inputs} - set(matches)
         rw = _Rewriter(graph)
         converted = []
@@ -305,7 +326,12 @@ class LowerQuantPass(Pass):
                 rw.entry(node, activation_quant(node.outputs[0])[1])
             elif node in matches:
                 m = matches[node]
-                rw.layer(m) if isinstance(m, LayerMatch) else rw.add(m)
+                if isinstance(m, LayerMatch):
+                    rw.layer(m)
+                elif isinstance(m, AddMatch):
+                    rw.add(m)
+                else:
+                    rw.movement(m)
             else:
                 continue
             rw.flush(node)
@@ -321,10 +347,37 @@ class LowerQuantPass(Pass):
             if not v.uses() and not v.is_graph_output() and not v.is_graph_input():
                 graph.initializers.pop(v.name, None)
         graph.opset_imports.setdefault(MLPC_DOMAIN, MLPC_OPSET_VERSION)
-        logger.info("lower-quant: %d layers, %d residual adds, %d entry quantizers lowered to integers",
-                    sum(isinstance(m, LayerMatch) for m in matches.values()),
-                    sum(isinstance(m, AddMatch) for m in matches.values()), len(entries))
+        logger.info("lower-quant: %d layers, %d residual adds, %d pooling/reshape ops, %d entry quantizers "
+                    "lowered to integers", sum(isinstance(m, LayerMatch) for m in matches.values()),
+                    sum(isinstance(m, AddMatch) for m in matches.values()),
+                    sum(isinstance(m, MovementMatch) for m in matches.values()), len(entries))
         return PassResult(graph, True)
+
+
+def _hoist_quantizers(graph: ir.Graph) -> int:
+    """Copy each per-tensor activation quantizer that follows a movement op on a float tensor in
+    front of that op (Quant(f(x)) → Quant(f(Quant(x))), the same values); return how many."""
+    count = 0
+    changed = True
+    while changed:
+        changed = False
+        for quant in list(graph):
+            if not is_quant(quant) or activation_quant(quant.outputs[0]) is None:
+                continue
+            op = movement_source(quant)
+            x = op.inputs[0] if op is not None else None
+            if x is None or x.dtype != ir.DataType.FLOAT or x.const_value is not None or activation_quant(x):
+                continue
+            out = ir.Value(name=f"{x.name}_quant_{count}", type=x.type, shape=x.shape)
+            copy = ir.Node(quant.domain, quant.op_type, [x, *quant.inputs[1:]],
+                           attributes=[ir.Attr(a.name, a.type, a.value) for a in quant.attributes.values()],
+                           outputs=[out], name=f"{quant.name}_hoisted_{count}")
+            set_quant(out, activation_quant(quant.outputs[0])[1])
+            graph.insert_before(op, copy)
+            op.replace_input_with(0, out)
+            count += 1
+            changed = True
+    return count
 
 
 def _integer_ready(value: ir.Value, matches: dict) -> bool:

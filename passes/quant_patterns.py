@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 _ROUND_MODES = ("ROUND", "HALF_EVEN")
 _LAYERS = ("Conv", "Gemm", "MatMul")
+# Ops that commute with a per-tensor quantizer, Q(f(x)) = f(Q(x)): max-pooling (Q is monotone)
+# and ops that only move elements. They run on the integers in place of the float values.
+MOVEMENT_OPS = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze")
 
 
 def is_quant(node: ir.Node | None) -> bool:
@@ -214,7 +217,43 @@ class AddMatch:
         return [self.a, self.b]
 
 
-def match_output(quant: ir.Node) -> LayerMatch | AddMatch | None:
+@dataclass
+class MovementMatch:
+    """A MaxPool/Reshape/… (`op`) of the quantized tensor `x`, ending at the output Quant
+    `quant` with the same parameters: the op runs on the integers."""
+
+    quant: ir.Node
+    out_params: QuantParams
+    op: ir.Node
+    x: ir.Value
+    nodes: list[ir.Node] = field(default_factory=list)
+
+    @property
+    def inputs(self) -> list[ir.Value]:
+        """The quantized activation the op reads."""
+        return [self.x]
+
+
+def movement_source(quant: ir.Node) -> ir.Node | None:
+    """The movement op (`MOVEMENT_OPS`) whose only use is Quant node `quant`, else None."""
+    v = quant.inputs[0]
+    node = v.producer() if v is not None else None
+    if not _std(node, *MOVEMENT_OPS) or len(node.outputs) != 1 or not _single_use(v):
+        return None
+    return node
+
+
+def match_movement(quant: ir.Node) -> MovementMatch | None:
+    """Quant(f(x)) where x is already quantized with the same per-tensor parameters, else None."""
+    out = activation_quant(quant.outputs[0])
+    op = movement_source(quant) if out is not None else None
+    src = activation_quant(op.inputs[0]) if op is not None else None
+    if src is None or src[1] != out[1]:
+        return None
+    return MovementMatch(quant, out[1], op, op.inputs[0], [op])
+
+
+def match_output(quant: ir.Node) -> LayerMatch | AddMatch | MovementMatch | None:
     """The layer or residual-add pattern ending at Quant node `quant`, or None.
 
     Every value between the pattern's inputs and `quant` must have that single use, the inputs
@@ -222,6 +261,9 @@ def match_output(quant: ir.Node) -> LayerMatch | AddMatch | None:
     out_params = activation_quant(quant.outputs[0])
     if out_params is None:
         return None
+    movement = match_movement(quant)
+    if movement is not None:
+        return movement
     out_params = out_params[1]
     v = quant.inputs[0]
     node = v.producer()

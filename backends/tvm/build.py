@@ -27,7 +27,9 @@ def build(mod: tvm.IRModule, target: Target, schedules: bool = True,
         tvm_target = target.tvm_target()
         pipeline = "default"
         if schedules and target.kind in ("x86", "arm"):
-            pipeline = cpu_pipeline(tvm_target, target.capabilities.get("vector_bits", 128), tuned)
+            vector_bits = target.capabilities.get("vector_bits", 128)
+            avx2 = target.kind == "x86" and vector_bits >= 256
+            pipeline = cpu_pipeline(tvm_target, vector_bits, tuned, avx2)
         with tvm_target:
             return tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
     except Exception as e:

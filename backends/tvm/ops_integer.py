@@ -14,12 +14,14 @@ library therefore holds the packed bytes only.
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 import onnx_ir as ir
 from tvm import relax, te, tirx, topi
 
+from mlpc.backends.tvm import int_pairs
+from mlpc.backends.tvm.packing import decode as _decode
+from mlpc.backends.tvm.packing import pack_rows, slot_bits
 from mlpc.backends.tvm.context import LowerContext, const, dtype_of, shape_of
 from mlpc.backends.tvm.ops_nn import _CONV, _LAYOUT, conv_pads, window_attrs
 from mlpc.backends.tvm.registry import converter
@@ -27,39 +29,6 @@ from mlpc.ir import MLPC_DOMAIN, get_quant
 
 logger = logging.getLogger(__name__)
 op = relax.op
-
-
-# -- packing -------------------------------------------------------------------------------
-
-
-def slot_bits(bits: int) -> int:
-    """Bits of the slot a `bits`-bit value occupies in a packed byte (2 or 4)."""
-    return 2 if bits <= 2 else 4
-
-
-def pack_rows(q: np.ndarray, bits: int) -> np.ndarray:
-    """Pack int values `q` of shape (N, R) into uint8 (N, ceil(R / per)), `per` = 8 // slot
-    values per byte, value r in bits [(r % per)·slot, …) of byte r // per (two's complement
-    kept in the slot for signed values)."""
-    slot = slot_bits(bits)
-    per = 8 // slot
-    n, r = q.shape
-    padded = np.zeros((n, math.ceil(r / per) * per), np.uint8)
-    padded[:, :r] = q.astype(np.int64) & ((1 << slot) - 1)
-    lanes = padded.reshape(n, -1, per).astype(np.uint16) << (np.arange(per, dtype=np.uint16) * slot)
-    return lanes.sum(axis=2).astype(np.uint8)
-
-
-def _decode(wp: te.Tensor, n, r, bits: int, signed: bool):
-    """The int32 value at row n, reduction index r of a packed weight."""
-    slot = slot_bits(bits)
-    per = 8 // slot
-    byte = wp[n, tirx.indexdiv(r, per)].astype("int32")
-    v = tirx.bitwise_and(tirx.shift_right(byte, tirx.indexmod(r, per) * slot), (1 << slot) - 1)
-    if signed:
-        half = 1 << (slot - 1)
-        v = tirx.bitwise_xor(v, half) - half
-    return v
 
 
 def _packable(ctx: LowerContext, node: ir.Node, index: int) -> tuple[np.ndarray, int] | None:
@@ -109,6 +78,15 @@ def _optional(ctx: LowerContext, node: ir.Node, index: int) -> np.ndarray | None
     return ctx.const_input(node, index, "zero point") if len(node.inputs) > index else None
 
 
+def _scalar_zero_point(ctx: LowerContext, node: ir.Node, index: int) -> int | None:
+    """The activation zero point at input `index` as an int (0 when absent); None when it is
+    not one value for the whole tensor."""
+    if len(node.inputs) <= index or node.inputs[index] is None:
+        return 0
+    zp = ctx.const_input(node, index, "zero point")
+    return int(zp.reshape(())) if zp is not None and zp.size == 1 else None
+
+
 # -- IntegerMatMul ----------------------------------------------------------------------------
 
 
@@ -139,6 +117,12 @@ def _integer_matmul(ctx: LowerContext, node, inputs):
     azp = inputs[2] if len(inputs) > 2 else None
     bzp = inputs[3] if len(inputs) > 3 else None
     packed = _packable(ctx, node, 1) if len(shape_of(a)) >= 2 else None
+    a_zp = _scalar_zero_point(ctx, node, 2)
+    if packed is not None and packed[0].ndim == 2 and int_pairs.fits(packed[0].shape[1]) and a_zp is not None:
+        w, bits = packed
+        return [ctx.emit_te(int_pairs.pair_matmul, a, const(int_pairs.pack_pairs(w.T, bits)),
+                            *([bzp] if bzp is not None else []), depth=w.shape[0], a_zero_point=a_zp,
+                            packed_bits=bits, signed=bool(w.dtype == np.int8))]
     if packed is not None and packed[0].ndim == 2:
         w, bits = packed
         wp = pack_rows(np.ascontiguousarray(w.T), bits)
@@ -146,6 +130,10 @@ def _integer_matmul(ctx: LowerContext, node, inputs):
         return [ctx.emit_te(_packed_matmul, a, const(wp), *extra, k=w.shape[0], bits=bits,
                             signed=w.dtype == np.int8, has_azp=azp is not None, has_bzp=bzp is not None)]
     b_const = ctx.const_of(node.inputs[1])
+    if b_const is not None and b_const.ndim == 2 and int_pairs.fits(b_const.shape[1]) and a_zp is not None:
+        w = _centered_const(b_const, _optional(ctx, node, 3), 1)
+        return [ctx.emit_te(int_pairs.pair_matmul, a, const(int_pairs.pair_weight(w.T)), depth=w.shape[0],
+                            a_zero_point=a_zp)]
     if b_const is not None and b_const.ndim >= 1:
         b = const(_centered_const(b_const, _optional(ctx, node, 3), b_const.ndim - 1))
     else:
@@ -206,7 +194,14 @@ def _integer_conv(ctx: LowerContext, node, inputs):
     pads = conv_pads(node, xs[2:], kernel, strides, dilations)
     group = node.attributes.get_int("group", 1)
     packed = _packable(ctx, node, 1)
-    if packed is not None:
+    x_zp = _scalar_zero_point(ctx, node, 2)
+    if packed is not None and group == 1 and int_pairs.fits(packed[0].shape[0]) and x_zp is not None:
+        w, bits = packed
+        y = ctx.emit_te(int_pairs.pair_conv, x, const(int_pairs.pack_pairs(w, bits)),
+                        *([wzp] if wzp is not None else []), kernel=list(kernel), strides=strides,
+                        dilations=dilations, pads=pads, channels=w.shape[1], x_zero_point=x_zp,
+                        packed_bits=bits, signed=bool(w.dtype == np.int8))
+    elif packed is not None:
         w, bits = packed
         wp = pack_rows(w.reshape(w.shape[0], -1), bits)
         x_zp = _optional(ctx, node, 2)
@@ -214,6 +209,11 @@ def _integer_conv(ctx: LowerContext, node, inputs):
                         strides=strides, dilations=dilations, pads=pads, group=group, cin_group=w.shape[1],
                         bits=bits, signed=w.dtype == np.int8, has_wzp=wzp is not None,
                         xzp=0 if x_zp is None else int(x_zp.reshape(())))
+    elif group == 1 and int_pairs.fits(w_arr.shape[0]) and x_zp is not None:
+        w = _centered_const(w_arr, _optional(ctx, node, 3), 0)
+        y = ctx.emit_te(int_pairs.pair_conv, x, const(int_pairs.pair_weight(w)), kernel=list(kernel),
+                        strides=strides, dilations=dilations, pads=pads, channels=w.shape[1],
+                        x_zero_point=x_zp)
     else:
         w = const(_centered_const(w_arr, _optional(ctx, node, 3), 0))
         data_layout, kernel_layout, _ = _LAYOUT[nsp]

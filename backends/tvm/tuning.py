@@ -192,7 +192,8 @@ def measure_default(task: TuningTask, tvm_target: tvm.target.Target, lanes: int)
 
     func = task.mod["main"]
     try:
-        func = schedule_primfunc(func, lanes)
+        avx2 = "x86_64" in str(tvm_target.attrs.get("mtriple", "")) and lanes >= 8
+        func = schedule_primfunc(func, lanes, avx2)
     except Exception as e:  # the default rule leaves this kernel unscheduled in compile too
         logger.debug("default schedule does not fit %s: %s", task.name, e)
     lib = tvm.compile(tvm.IRModule({"main": func}), target=tvm_target)

@@ -59,9 +59,11 @@ def quantize(
 
 
 def quantize_loaded(loaded: Any, ctx: Any, scheme: Any, calibration: Any, config: Any = None) -> list[Any]:
-    """Quantize a LoadedModel in place inside `mlpc.compile`: run the `quantize` pass, make the
-    fake-quant model the verification reference, then run the pass registered as "lower-quant"
-    if there is one (without it the backend compiles the fake-quant graph in float).
+    """Quantize a LoadedModel in place inside `mlpc.compile`: run the `quantize` pass, then the
+    pass registered as "lower-quant" if there is one (without it the backend compiles the
+    fake-quant graph in float). The verification reference is the graph the backend compiles:
+    the integer graph, which the compiled build must reproduce bit for bit (the integer graph
+    itself may differ from the fake-quant one by one quantization step, see lower-quant).
     Returns the pass log records."""
     from mlpc.errors import PassError
     from mlpc.pass_infra import PassManager
@@ -77,4 +79,7 @@ def quantize_loaded(loaded: Any, ctx: Any, scheme: Any, calibration: Any, config
     except PassError:
         logger.info("no 'lower-quant' pass registered: the fake-quant graph is compiled in float")
         return log
-    return log + PassManager([lower.factory()]).run(loaded.model, ctx)
+    log += PassManager([lower.factory()]).run(loaded.model, ctx)
+    loaded.reference_kind = "integer"
+    loaded.reference = ir.serde.serialize_model(loaded.model)
+    return log
