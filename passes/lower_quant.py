@@ -52,6 +52,7 @@ from mlpc.passes.quant_patterns import (
     MovementMatch,
     activation_quant,
     is_quant,
+    match_float_layer,
     match_output,
     movement_source,
 )
@@ -149,36 +150,18 @@ class _Rewriter:
         """Conv/Gemm/MatMul + bias + act + Quant → IntegerConv/IntegerMatMul (+ Add) + Requantize."""
         out = m.quant.outputs[0]
         base = out.name or "q"
-        x = self.ints[m.x][0]
-        x_zp = self._zero_point(f"{base}_x_zero_point", np.array(m.x_params.zero_point), m.x_params)
-        if m.weight is not None:
-            w = self.const(f"{base}_weight", m.weight.q, m.weight.params)
-            w_zp = self._zero_point(f"{base}_w_zero_point", m.weight.zero_point, m.weight.params)
-            s_w = m.weight.scale
-        else:
-            w = self.ints[m.b][0]
-            w_zp = self._zero_point(f"{base}_b_zero_point", np.array(m.b_params.zero_point), m.b_params)
-            s_w = np.array([float(m.b_params.scale)])
-        s_acc = m.alpha * float(m.x_params.scale) * s_w
+        s_acc = self._s_acc(m)
         mult = s_acc / float(m.out_params.scale)
         k = _bias_headroom(m, s_acc, mult)
-        acc_shape = m.layer.outputs[0].shape
         conv = m.layer.op_type == "Conv"
         bias = None
         if m.bias is not None:
             q_bias = np.clip(np.round(m.bias / (s_acc / 2.0**k)), *_INT32).astype(np.int32)
             if conv and k:  # added after the conv: broadcast along the channel axis
-                q_bias = q_bias.reshape((-1,) + (1,) * (len(acc_shape) - 2))
+                q_bias = q_bias.reshape((-1,) + (1,) * (len(m.layer.outputs[0].shape) - 2))
             bias = self.const(f"{base}_bias", q_bias)
-        if conv:
-            attrs = {a: m.layer.attributes[a].value for a in _CONV_ATTRS if a in m.layer.attributes}
-            acc = self.node("IntegerConv", [x, w, x_zp, w_zp, None if k else bias], f"{base}_acc",
-                            ir.DataType.INT32, acc_shape, attrs, MLPC_DOMAIN)
-            axis = 1
-        else:
-            acc = self.node("IntegerMatMul", [x, w, x_zp, w_zp], f"{base}_acc", ir.DataType.INT32, acc_shape,
-                            domain=MLPC_DOMAIN)
-            axis = len(acc_shape) - 1 if acc_shape is not None else -1
+        acc, axis = self._accumulate(m, base, None if k else bias)
+        acc_shape = m.layer.outputs[0].shape
         if k:
             acc = self.node("Mul", [acc, self.const(f"{base}_acc_scale", np.array(1 << k, np.int32))],
                             f"{base}_acc_fine", ir.DataType.INT32, acc_shape)
@@ -186,6 +169,51 @@ class _Rewriter:
             acc = self.node("Add", [acc, bias], f"{base}_acc_bias", ir.DataType.INT32, acc_shape)
         m_int, shift = _dyadic_channels(mult / 2.0**k)
         self._requantize(m.quant, acc, m_int, shift, axis, m.out_params, m.clamp)
+
+    def float_layer(self, m: LayerMatch) -> None:
+        """A quantized layer whose output stays float (no Quant after it, e.g. the logits):
+        IntegerConv/IntegerMatMul, then the int32 accumulator times s_x·s_w[c] plus the float bias."""
+        out = m.layer.outputs[0]
+        base = out.name or "y"
+        acc, axis = self._accumulate(m, base, None)
+        shape = [1] * len(out.shape)
+        shape[axis] = -1
+        y = self.node("Cast", [acc], f"{base}_acc_float", ir.DataType.FLOAT, out.shape, {"to": ir.DataType.FLOAT})
+        y = self.node("Mul", [y, self.const(f"{base}_acc_scale", self._s_acc(m).astype(np.float32).reshape(shape))],
+                      f"{base}_dq", ir.DataType.FLOAT, out.shape)
+        if m.bias is not None:
+            y = self.node("Add", [y, self.const(f"{base}_bias", m.bias.astype(np.float32).reshape(shape))],
+                          f"{base}_biased", ir.DataType.FLOAT, out.shape)
+        if out.is_graph_output():
+            name = out.name
+            out.name = self.fresh(f"{name}_float")
+            y.name = name
+        out.replace_all_uses_with(y, replace_graph_outputs=True)
+
+    def _s_acc(self, m: LayerMatch) -> np.ndarray:
+        s_w = m.weight.scale if m.weight is not None else np.array([float(m.b_params.scale)])
+        return m.alpha * float(m.x_params.scale) * s_w
+
+    def _accumulate(self, m: LayerMatch, base: str, bias: ir.Value | None) -> tuple[ir.Value, int]:
+        """The layer's int32 accumulator (IntegerConv with `bias` folded in, or IntegerMatMul)
+        and its channel axis."""
+        x = self.ints[m.x][0]
+        x_zp = self._zero_point(f"{base}_x_zero_point", np.array(m.x_params.zero_point), m.x_params)
+        if m.weight is not None:
+            w = self.const(f"{base}_weight", m.weight.q, m.weight.params)
+            w_zp = self._zero_point(f"{base}_w_zero_point", m.weight.zero_point, m.weight.params)
+        else:
+            w = self.ints[m.b][0]
+            w_zp = self._zero_point(f"{base}_b_zero_point", np.array(m.b_params.zero_point), m.b_params)
+        acc_shape = m.layer.outputs[0].shape
+        if m.layer.op_type == "Conv":
+            attrs = {a: m.layer.attributes[a].value for a in _CONV_ATTRS if a in m.layer.attributes}
+            acc = self.node("IntegerConv", [x, w, x_zp, w_zp, bias], f"{base}_acc", ir.DataType.INT32, acc_shape,
+                            attrs, MLPC_DOMAIN)
+            return acc, 1
+        acc = self.node("IntegerMatMul", [x, w, x_zp, w_zp], f"{base}_acc", ir.DataType.INT32, acc_shape,
+                        domain=MLPC_DOMAIN)
+        return acc, len(acc_shape) - 1 if acc_shape is not None else -1
 
     def movement(self, m: MovementMatch) -> None:
         """MaxPool/Reshape/… between equal quantizers → the same op on the integer tensor."""
@@ -316,6 +344,12 @@ class LowerQuantPass(Pass):
                 m = match_output(node)
                 if m is not None and all(_integer_ready(v, matches) for v in m.inputs):
                     matches[node] = m
+        claimed = {n for m in matches.values() for n in m.nodes}
+        for node in graph:
+            if node not in claimed:
+                m = match_float_layer(node)
+                if m is not None and all(_integer_ready(v, matches) for v in m.inputs):
+                    matches[node] = m
         if not matches:
             return PassResult(graph, hoisted > 0)
         entries = {v.producer() for m in matches.values() for v in m.inputs} - set(matches)
@@ -326,6 +360,10 @@ class LowerQuantPass(Pass):
                 rw.entry(node, activation_quant(node.outputs[0])[1])
             elif node in matches:
                 m = matches[node]
+                if isinstance(m, LayerMatch) and m.quant is None:
+                    rw.float_layer(m)
+                    rw.flush(node)
+                    continue
                 if isinstance(m, LayerMatch):
                     rw.layer(m)
                 elif isinstance(m, AddMatch):
@@ -347,8 +385,9 @@ class LowerQuantPass(Pass):
             if not v.uses() and not v.is_graph_output() and not v.is_graph_input():
                 graph.initializers.pop(v.name, None)
         graph.opset_imports.setdefault(MLPC_DOMAIN, MLPC_OPSET_VERSION)
-        logger.info("lower-quant: %d layers, %d residual adds, %d pooling/reshape ops, %d entry quantizers "
-                    "lowered to integers", sum(isinstance(m, LayerMatch) for m in matches.values()),
+        logger.info("lower-quant: %d layers (%d with float output), %d residual adds, %d pooling/reshape ops, "
+                    "%d entry quantizers lowered to integers", sum(isinstance(m, LayerMatch) for m in matches.values()),
+                    sum(isinstance(m, LayerMatch) and m.quant is None for m in matches.values()),
                     sum(isinstance(m, AddMatch) for m in matches.values()),
                     sum(isinstance(m, MovementMatch) for m in matches.values()), len(entries))
         return PassResult(graph, True)

@@ -292,6 +292,17 @@ def match_output(quant: ir.Node) -> LayerMatch | AddMatch | MovementMatch | None
     return _match_layer(quant, out_params, node, bias_add, clamp, nodes)
 
 
+def match_float_layer(node: ir.Node) -> LayerMatch | None:
+    """A Conv/Gemm/MatMul of quantized operands whose output is not quantized (e.g. the logits
+    layer): a LayerMatch without output quantizer (`quant`, `out_params`, `clamp` None), else None."""
+    if not _std(node, *_LAYERS) or len(node.outputs) != 1:
+        return None
+    out = node.outputs[0]
+    if any(is_quant(use.node) for use in out.uses()):
+        return None  # the Quant-ended pattern decides
+    return _match_layer(None, None, node, None, None, [node])
+
+
 def _match_add(quant, out_params, add: ir.Node, clamp, nodes) -> AddMatch | None:
     a, b = (activation_quant(v) for v in add.inputs)
     if a is None or b is None:

@@ -103,6 +103,7 @@ class QuantizePass(Pass):
                                          all(w.granularity == "per_tensor" for _, (w, _a) in layers)):
             self.report.equalized_pairs = equalize(graph)
             layers = _select_layers(graph, config)
+        layers += _residual_adds(graph, layers)
         stages = _stages(graph, [layer for layer, _ in layers])
         sequential = config.sequential is True or (
             config.sequential == "auto" and any(w.bits <= GPTQ_MAX_BITS for _, (w, _a) in layers) and len(stages) > 1)
@@ -181,6 +182,7 @@ class QuantizePass(Pass):
     def _quantize_activations(self, graph: ir.Graph, layers: list[tuple[Layer, tuple[QuantSpec, QuantSpec]]],
                               observers: dict[str, Observer]) -> None:
         uses: dict[str, tuple[ir.Value, QuantSpec, list[tuple[ir.Node, int]]]] = {}
+        kinds = {id(layer.node): layer.kind for layer, _ in layers}
         for layer, (_wspec, aspec) in layers:
             for index, value in enumerate(_activation_inputs(layer)):
                 entry = uses.setdefault(value.name, (value, aspec, []))
@@ -188,10 +190,14 @@ class QuantizePass(Pass):
                 if aspec.bits > entry[1].bits:  # a value feeding layers of different bits gets the widest
                     uses[value.name] = (value, aspec, entry[2])
         for name, (value, spec, consumers) in uses.items():
-            qp = observers[name].params(spec)
-            quantize_activation(graph, value, qp, consumers)
+            earlier = next((use.node for use in value.uses() if use.node.op_type == "Quant"), None)
+            if earlier is not None:  # quantized in an earlier stage for another layer: share it
+                for node, index in consumers:
+                    node.replace_input_with(index, earlier.outputs[0])
+            else:
+                quantize_activation(graph, value, observers[name].params(spec), consumers)
             for node, _ in consumers:
-                self.report.layers.setdefault(node.name, {"kind": "matmul_act"})["activation_bits"] = spec.bits
+                self.report.layers.setdefault(node.name, {"kind": kinds[id(node)]})["activation_bits"] = spec.bits
 
 
 def _stages(graph: ir.Graph, layers: list[Layer]) -> list[list[int]]:
@@ -213,8 +219,36 @@ def _stages(graph: ir.Graph, layers: list[Layer]) -> list[list[int]]:
     return [stages[k] for k in sorted(stages)]
 
 
+def _residual_adds(graph: ir.Graph, layers: list[tuple[Layer, tuple[QuantSpec, QuantSpec]]]
+                   ) -> list[tuple[Layer, tuple[QuantSpec, QuantSpec]]]:
+    """Adds of two float activations of one shape (residual connections) whose result, directly
+    or through a Relu/Clip, is a quantized layer's input, as layers of kind "add" with that
+    layer's specs: quantizing both operands lets lower-quant run the add (IntegerAdd) and the
+    layers that feed it in integers."""
+    specs_by_input = {}
+    for layer, specs in layers:
+        for value in _activation_inputs(layer):
+            specs_by_input.setdefault(id(value), specs)
+    found = []
+    for node in graph:
+        if node.op_type != "Add" or node.domain not in ("", "ai.onnx") or len(node.inputs) != 2:
+            continue
+        a, b = node.inputs
+        if any(v is None or v.const_value is not None or v.dtype != ir.DataType.FLOAT or v.shape is None
+               for v in (a, b)) or list(a.shape) != list(b.shape):
+            continue
+        out = node.outputs[0]
+        users = [use.node for use in out.uses()]
+        if len(users) == 1 and users[0].op_type in ("Relu", "Clip") and users[0].domain in ("", "ai.onnx"):
+            out = users[0].outputs[0]
+        specs = specs_by_input.get(id(out))
+        if specs is not None:
+            found.append((Layer(node, "add", a, None, None, -1), specs))
+    return found
+
+
 def _activation_inputs(layer: Layer) -> list[ir.Value]:
-    if layer.kind == "matmul_act":
+    if layer.kind in ("matmul_act", "add"):
         return [layer.node.inputs[0], layer.node.inputs[1]]
     return [layer.data]
 

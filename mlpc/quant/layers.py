@@ -31,7 +31,8 @@ def const_array(value: ir.Value | None) -> np.ndarray | None:
 @dataclass
 class Layer:
     """A quantizable node: Conv, Gemm or MatMul with a constant float weight ("conv", "gemm",
-    "matmul") or a MatMul of two activations ("matmul_act").
+    "matmul"), a MatMul of two activations ("matmul_act"), or a residual Add of two activations
+    ("add", listed by the quantize pass).
 
     `channel_axis` is the weight's output-channel axis; `groups` the conv groups.
     """

@@ -1,0 +1,194 @@
+"""Quantization on real data: accuracy, size and speed of mlpc's integer builds against
+onnxruntime's static quantizer.
+
+    python benchmarks/quant.py                       # digits CNN, mnist1d CNN, zoo ResNet (speed only)
+    python benchmarks/quant.py --models digits --repeat 100
+
+For each model (trained here on packaged data; the ResNet keeps its random weights and is
+measured for speed and size only), in one process with 2 threads:
+
+- mlpc fp32 and mlpc w8a8 / w4a8 / w2a8 (`mlpc.compile(..., quantize=scheme, calibration=...)`,
+  the integer build for the host), on the same calibration samples;
+- onnxruntime fp32 (all graph optimizations) and onnxruntime `quantize_static` (QDQ, per-channel
+  int8 weights, uint8 activations, MinMax calibration on the same samples), with and without
+  `reduce_range` (on AVX2 without VNNI its default U8S8 kernels saturate; see DESIGN.md).
+
+Reports test accuracy (every test sample, batch 1), the model file's size (mlpc: the compiled
+library; onnxruntime: the .onnx file), median latency of one batch-1 call and mlpc's fp32 / int
+latency ratio. Writes benchmarks/results/quant.json and the `quant` section of benchmarks/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import onnx
+
+from benchmarks import common
+
+logger = logging.getLogger("benchmarks.quant")
+
+SCHEMES = ("w8a8", "w4a8", "w2a8")
+MODELS = ("digits", "mnist1d", "resnet")
+CALIBRATION_SAMPLES = 256
+
+
+def _trained(name: str):
+    from benchmarks.quant_models import train_digits_cnn, train_mnist1d_cnn
+
+    return train_digits_cnn() if name == "digits" else train_mnist1d_cnn()
+
+
+def _zoo_case(name: str, samples: int):
+    """(model, calibration inputs, None, None) for a zoo model with random weights."""
+    from mlpc import zoo
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}.onnx"
+        zoo.export_onnx(name, path)
+        model = onnx.load(path)
+    calib = np.concatenate([zoo.example_inputs(name, batch=1, seed=s)[0].numpy() for s in range(samples)])
+    return model, calib, None, None
+
+
+def _accuracy(run, x: np.ndarray | None, y: np.ndarray | None) -> float | None:
+    if x is None:
+        return None
+    hits = sum(int(np.argmax(run(x[i:i + 1])) == y[i]) for i in range(len(x)))
+    return 100.0 * hits / len(x)
+
+
+def _ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+def _ort_quantize(model_path: Path, out: Path, input_name: str, calib: np.ndarray, reduce_range: bool) -> Path:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{input_name: calib[i:i + 1]} for i in range(len(calib))])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    pre = out.with_suffix(".pre.onnx")
+    quant_pre_process(str(model_path), str(pre))
+    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range)
+    return out
+
+
+def bench_model(name: str, work: Path, threads: int, repeat: int, schemes: tuple[str, ...]) -> dict[str, Any]:
+    """Measure every variant of one model; return {variant: {accuracy, size_bytes, median_ms, ...}}."""
+    import mlpc
+
+    if name in ("digits", "mnist1d"):
+        trained = _trained(name)
+        model, calib = trained.model, trained.x_train[:CALIBRATION_SAMPLES]
+        x_test, y_test = trained.x_test, trained.y_test
+    else:
+        model, calib, x_test, y_test = _zoo_case(name, 32)
+    input_name = model.graph.input[0].name
+    model_path = work / f"{name}.onnx"
+    onnx.save(model, model_path)
+    probe = calib[:1]
+    results: dict[str, Any] = {}
+
+    def record(variant: str, run, size: int, compile_s: float | None) -> None:
+        timing = common.time_runs(lambda: run(probe), repeat=repeat, warmup=10)
+        results[variant] = {"accuracy": _accuracy(run, x_test, y_test), "size_bytes": size,
+                            "compile_s": compile_s, **timing.to_dict()}
+        logger.info("%s %s: %s", name, variant, results[variant])
+
+    for scheme in (None, *schemes):
+        variant = f"mlpc {scheme or 'fp32'}"
+        start = time.perf_counter()
+        art = mlpc.compile(model_path, target="host", output_dir=work / f"{name}-{scheme or 'fp32'}",
+                           quantize=scheme, calibration={input_name: calib} if scheme else None)
+        elapsed = time.perf_counter() - start
+        library = art.path / art.manifest["backend"]["library"]
+        out_name = art.outputs[0]["name"]
+        record(variant, lambda x, a=art: a.run({input_name: x})[out_name], library.stat().st_size, elapsed)
+    record("onnxruntime fp32", _ort_session(model_path, threads), model_path.stat().st_size, None)
+    for reduce_range in (False, True):
+        variant = "onnxruntime int8" + (" reduce_range" if reduce_range else "")
+        start = time.perf_counter()
+        qpath = _ort_quantize(model_path, work / f"{name}-ort-{int(reduce_range)}.onnx", input_name, calib, reduce_range)
+        record(variant, _ort_session(qpath, threads), qpath.stat().st_size, time.perf_counter() - start)
+    fp32 = results["mlpc fp32"]["median_ms"]
+    for variant, r in results.items():
+        r["speedup_vs_mlpc_fp32"] = fp32 / r["median_ms"]
+    return results
+
+
+def render(data: dict[str, Any]) -> str:
+    """The README section for a results dict."""
+    lines = [common.machine_line(data["machine"]), "",
+             f"batch 1, {data['threads']} threads, median of {data['repeat']} runs; "
+             f"{data['calibration_samples']} calibration samples (ResNet: 32 random inputs, speed only); "
+             "accuracy on every test sample.", ""]
+    for model, results in data["models"].items():
+        lines.append(f"**{model}**")
+        lines.append("")
+        rows = []
+        for variant, r in results.items():
+            acc = "—" if r["accuracy"] is None else f"{r['accuracy']:.2f}"
+            rows.append([variant, acc, f"{r['size_bytes'] / 1024:.1f}", common.fmt(r["median_ms"]),
+                         common.fmt(r["speedup_vs_mlpc_fp32"]),
+                         "—" if r["compile_s"] is None else f"{r['compile_s']:.1f}"])
+        lines.append(common.markdown_table(
+            ["variant", "accuracy %", "size KiB", "median ms", "speed-up vs mlpc fp32", "build / quantize s"], rows))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--schemes", default=",".join(SCHEMES))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--output", type=Path, default=common.RESULTS_DIR / "quant.json")
+    parser.add_argument("--no-readme", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    common.configure_threads(args.threads)
+    models = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
+    data: dict[str, Any] = {"machine": common.machine_info(), "threads": args.threads, "repeat": args.repeat,
+                            "calibration_samples": CALIBRATION_SAMPLES, "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in models:
+            data["models"][name] = bench_model(name, Path(tmp), args.threads, args.repeat,
+                                               tuple(s for s in args.schemes.split(",") if s))
+    common.write_json(args.output, data)
+    if not args.no_readme:
+        common.update_readme_section(common.README, "quant", render(data))
+    print(render(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

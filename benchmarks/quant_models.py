@@ -1,0 +1,112 @@
+"""Small models trained on packaged data sets, for the quantization benchmark and tests:
+a CNN on scikit-learn's digits (8×8 images) and a 1-D CNN on mnist1d (40-sample signals, made
+by `mnist1d.make_dataset`, no download). Each returns the trained float model as ONNX and the
+data split."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+@dataclass
+class TrainedModel:
+    """A trained model as ONNX (batch 1, input "x", output "logits"), and the data split."""
+
+    model: onnx.ModelProto
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def train_digits_cnn(seed: int = 0, epochs: int = 10, width: int = 32) -> TrainedModel:
+    """Train Conv(1→w)→ReLU→MaxPool→Conv(w→2w)→ReLU→MaxPool→Flatten→Gemm(8w→64)→ReLU→Gemm(64→10)
+    (w = `width`) on digits with torch (seeded) and write it as ONNX by hand (batch 1, opset 17)."""
+    import torch
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None]
+    x_train, x_test, y_train, y_test = train_test_split(x, digits.target, test_size=0.25, random_state=0)
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, width, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(width, 2 * width, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(8 * width, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10),
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train).long()
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(xt), generator=gen).split(64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
+            opt.step()
+    p = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("MaxPool", ["r2"], ["p2"], name="pool2", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["p2"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "w3", "b3"], ["h"], name="fc1", transB=1),
+        helper.make_node("Relu", ["h"], ["rh"], name="relu3"),
+        helper.make_node("Gemm", ["rh", "w4", "b4"], ["logits"], name="fc2", transB=1),
+    ]
+    inits = {"w1": p["0.weight"], "b1": p["0.bias"], "w2": p["3.weight"], "b2": p["3.bias"],
+             "w3": p["7.weight"], "b3": p["7.bias"], "w4": p["9.weight"], "b4": p["9.bias"]}
+    graph = helper.make_graph(
+        nodes, "digits_cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    return TrainedModel(model, x_train, y_train, x_test, y_test)
+
+
+Digits = TrainedModel
+
+
+def train_mnist1d_cnn(seed: int = 0, epochs: int = 15, width: int = 32, samples: int = 4000) -> TrainedModel:
+    """Train Conv1d(1→w,5)→ReLU→MaxPool(2)→Conv1d(w→2w,5)→ReLU→MaxPool(2)→Flatten→Linear(·→128)→ReLU
+    →Linear(128→10) on mnist1d (seeded) and export it to ONNX (batch 1, opset 17)."""
+    import torch
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = samples + samples // 4
+    args.seed = seed
+    data = make_dataset(args)
+    x_train = data["x"].astype(np.float32)[:, None]
+    x_test = data["x_test"].astype(np.float32)[:, None]
+    y_train, y_test = data["y"].astype(np.int64), data["y_test"].astype(np.int64)
+    torch.manual_seed(seed)
+    length = x_train.shape[-1]
+    flat = 2 * width * (((length - 4) // 2 - 4) // 2)
+    net = torch.nn.Sequential(
+        torch.nn.Conv1d(1, width, 5), torch.nn.ReLU(), torch.nn.MaxPool1d(2),
+        torch.nn.Conv1d(width, 2 * width, 5), torch.nn.ReLU(), torch.nn.MaxPool1d(2),
+        torch.nn.Flatten(), torch.nn.Linear(flat, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10),
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(xt), generator=gen).split(100):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
+            opt.step()
+    net.eval()
+    import io
+
+    buf = io.BytesIO()
+    torch.onnx.export(net, (torch.from_numpy(x_test[:1]),), buf, input_names=["x"], output_names=["logits"],
+                      opset_version=17, dynamo=False)
+    return TrainedModel(onnx.load_from_string(buf.getvalue()), x_train, y_train, x_test, y_test)
