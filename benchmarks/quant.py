@@ -8,7 +8,8 @@ For each model (trained here on packaged data; the ResNet keeps its random weigh
 measured for speed and size only), in one process with 2 threads:
 
 - mlpc fp32 and mlpc w8a8 / w4a8 / w2a8 (`mlpc.compile(..., quantize=scheme, calibration=...)`,
-  the integer build for the host), on the same calibration samples;
+  the integer build for the host), on the same calibration samples, and w2a8 with the first and
+  last layer's weights at 8 bits (a per-layer config, the usual low-bit recipe);
 - onnxruntime fp32 (all graph optimizations) and onnxruntime `quantize_static` (QDQ, per-channel
   int8 weights, uint8 activations, MinMax calibration on the same samples), with and without
   `reduce_range` (on AVX2 without VNNI its default U8S8 kernels saturate; see DESIGN.md).
@@ -120,11 +121,17 @@ def bench_model(name: str, work: Path, threads: int, repeat: int, schemes: tuple
                             "compile_s": compile_s, **timing.to_dict()}
         logger.info("%s %s: %s", name, variant, results[variant])
 
-    for scheme in (None, *schemes):
-        variant = f"mlpc {scheme or 'fp32'}"
+    layers = [n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    edge8 = {"layers": {layers[0]: {"weight": {"bits": 8}}, layers[-1]: {"weight": {"bits": 8}}}}
+    variants = [(None, None)] + [(s, None) for s in schemes]
+    if "w2a8" in schemes and len(layers) > 2:
+        variants.append(("w2a8", edge8))
+    for scheme, config in variants:
+        variant = f"mlpc {scheme or 'fp32'}" + (" (first, last layer 8-bit)" if config else "")
         start = time.perf_counter()
-        art = mlpc.compile(model_path, target="host", output_dir=work / f"{name}-{scheme or 'fp32'}",
-                           quantize=scheme, calibration={input_name: calib} if scheme else None)
+        art = mlpc.compile(model_path, target="host",
+                           output_dir=work / f"{name}-{scheme or 'fp32'}{'-edge8' if config else ''}",
+                           quantize=scheme, calibration={input_name: calib} if scheme else None, quant_config=config)
         elapsed = time.perf_counter() - start
         library = art.path / art.manifest["backend"]["library"]
         out_name = art.outputs[0]["name"]
