@@ -116,14 +116,18 @@ def compare(expected: Sequence[Any], actual: Sequence[Any], rtol: float, atol: f
     if len(actual) != len(expected):
         return f"{len(actual)} outputs, expected {len(expected)}"
     for i, (e, a) in enumerate(zip(expected, actual)):
+        if isinstance(e, np.generic):  # a few cases store a 0-d expected output as a NumPy scalar
+            e = np.asarray(e)
         if not isinstance(e, np.ndarray):
             return f"output {i}: expected a {type(e).__name__}, which mlpc cannot produce"
         a = np.asarray(a)
         if a.shape != e.shape:
             return f"output {i}: shape {a.shape}, expected {e.shape}"
-        if e.dtype.kind in "fc":
+        if e.dtype.kind in "fc" or _is_ml_float(e.dtype):
             if a.dtype != e.dtype:
                 return f"output {i}: dtype {a.dtype}, expected {e.dtype}"
+            if _is_ml_float(e.dtype):  # bfloat16, float8, float4: NumPy compares them only as float32
+                a, e = a.astype(np.float32), e.astype(np.float32)
             try:
                 np.testing.assert_allclose(a, e, rtol=rtol, atol=atol)
             except AssertionError as err:
@@ -136,6 +140,11 @@ def compare(expected: Sequence[Any], actual: Sequence[Any], rtol: float, atol: f
                 bad = int(np.sum(a != e))
                 return f"output {i}: {bad} of {e.size} elements differ"
     return None
+
+
+def _is_ml_float(dtype: np.dtype) -> bool:
+    """True for the ml_dtypes floats (bfloat16, float8_*, float4_*), which NumPy sees as kind 'V'."""
+    return dtype.kind == "V" and dtype.name.startswith(("bfloat", "float"))
 
 
 def _short(e: BaseException) -> str:

@@ -70,3 +70,21 @@ def test_compare_rejects_wrong_values_dtypes_and_shapes():
     assert "1 outputs, expected 2" in compare(e, [e[0]], 1e-3, 1e-7)
     nan = np.array([np.nan], np.float32)
     assert compare([nan], [nan.copy()], 1e-3, 1e-7) is None
+
+
+def test_compare_handles_ml_dtypes_floats_with_nan():
+    import ml_dtypes
+
+    e = np.array([0.5, np.nan, np.inf], ml_dtypes.float8_e4m3fn)
+    assert compare([e], [e.copy()], 1e-3, 1e-7) is None
+    assert "Max absolute difference" in compare([e], [np.array([0.75, np.nan, np.inf], e.dtype)], 1e-3, 1e-7)
+    assert compare([e], [np.array([0.5, 0.5, np.inf], e.dtype)], 1e-3, 1e-7) is not None  # NaN lost
+    b = np.array([1.0, np.nan], ml_dtypes.bfloat16)
+    assert compare([b], [b.copy()], 1e-3, 1e-7) is None
+    assert "dtype float32" in compare([b], [b.astype(np.float32)], 1e-3, 1e-7)
+
+
+def test_compare_accepts_numpy_scalar_expectations():
+    # test_matmul_1d_1d stores its 0-d expected output as np.float32, not as an array.
+    assert compare([np.float32(2.5)], [np.array(2.5, np.float32)], 1e-3, 1e-7) is None
+    assert compare([np.float32(2.5)], [np.array(3.5, np.float32)], 1e-3, 1e-7) is not None
