@@ -249,7 +249,19 @@ def _cast_like(ctx, node, inputs):
     return [op.astype(inputs[0], dtype_of(inputs[1]))]
 
 
-@converter("Dropout")
+def _dropout_check(node, opset: int) -> str | None:
+    mode = node.inputs[2] if len(node.inputs) > 2 else None
+    if mode is None:
+        return None
+    if mode.const_value is None:
+        return (f"Dropout's training_mode input {mode.name!r} is only known at run time; mlpc compiles "
+                "for inference: make it a constant false or remove the Dropout")
+    if bool(mode.const_value.numpy()):
+        return "Dropout with training_mode=true (random masks) is not supported: mlpc compiles for inference"
+    return None
+
+
+@converter("Dropout", check=_dropout_check)
 def _dropout(ctx, node, inputs):
     # Inference: the output is the input and the mask is all true.
     x = inputs[0]

@@ -73,6 +73,8 @@ class CaseResult:
 def _as_array(x: Any) -> Any:
     if isinstance(x, onnx.TensorProto):
         return numpy_helper.to_array(x)
+    if isinstance(x, np.generic):  # some cases give 0-d tensors as NumPy scalars
+        return np.asarray(x)
     return x
 
 

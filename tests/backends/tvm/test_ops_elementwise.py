@@ -127,3 +127,29 @@ def test_float_mod_fmod0_with_infinite_and_zero_operands():
     (got,) = mlpc_run(model, {"x": x, "y": y})
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
+
+
+@pytest.mark.parametrize("mode", ["input", "true"])
+def test_training_mode_dropout_is_refused(mode):
+    # Dropout lowered to the identity whatever training_mode said: a training-mode Dropout fed
+    # at run time gave unscaled, unmasked outputs. Only a constant false is inference.
+    from mlpc.backends.tvm.lower import lower_graph
+    from mlpc.errors import UnsupportedOpError
+
+    x = rand(3, 4, seed=21)
+    node = helper.make_node("Dropout", ["x", "ratio", "t"], ["y"], name="drop")
+    feeds = {"x": x, "t": np.array(True)} if mode == "input" else {"x": x}
+    inits = {"ratio": np.array(0.5, np.float32)}
+    if mode == "true":
+        inits["t"] = np.array(True)
+    import onnx_ir as ir
+
+    model = ir.serde.deserialize_model(make_model([node], feeds, ["y"], inits, opset=13))
+    with pytest.raises(UnsupportedOpError, match="drop \\(Dropout\\): .*training_mode"):
+        lower_graph(model.graph, 13)
+
+
+def test_inference_dropout_is_the_identity():
+    x = rand(3, 4, seed=22)
+    node = helper.make_node("Dropout", ["x", "ratio", "t"], ["y", "mask"])
+    check_ort([node], {"x": x}, ["y", "mask"], {"ratio": np.array(0.5, np.float32), "t": np.array(False)}, opset=13)
