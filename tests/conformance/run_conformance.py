@@ -188,6 +188,14 @@ def write_summary(results: list[CaseResult], summary: dict[str, Any], supported:
         "| op | converter | pass | fail | unsupported | main reason (first non-pass case) |",
         "|---|---|---|---|---|---|",
     ]
+    refused = Counter(_refusal_kind(r) for r in results if r.op in supported and r.status == UNSUPPORTED)
+    if refused:
+        lines[-2:-2] = [
+            "Why cases of ops with a converter are refused (every refusal names the node and variant):",
+            "",
+            *[f"- {kind}: {count}" for kind, count in refused.most_common()],
+            "",
+        ]
     first: dict[str, str] = {}
     for r in results:
         if r.status != PASS and r.op not in first:
@@ -196,6 +204,29 @@ def write_summary(results: list[CaseResult], summary: dict[str, Any], supported:
         lines.append(f"| {op} | {'yes' if op in supported else ''} | {c[PASS]} | {c[FAIL]} | "
                      f"{c[UNSUPPORTED]} | {first.get(op, '')} |")
     SUMMARY.write_text("\n".join(lines) + "\n")
+
+
+def _refusal_kind(r: CaseResult) -> str:
+    """Group an `unsupported` result by why mlpc refused it."""
+    m = r.message
+    if m.startswith("dynamic shape"):
+        return "a shape-defining input (axes, shape, pads, repeats, ...) fed at run time; TVM needs constants"
+    if m.startswith("sequence/optional"):
+        return "sequence or optional inputs (mlpc compiles tensors only)"
+    if "element type" in m or "INT4" in m or "UINT4" in m:
+        return "element types the TVM backend refuses (float8, float4, 2-bit, string; 4-bit at graph boundaries)"
+    if "no converter" in m:
+        return "another op of the case's graph (its function expansion) has no converter"
+    return "an unsupported variant of the op (attribute or extra output), named in the message"
+
+
+def _results_from_baseline() -> list[CaseResult]:
+    data = json.loads(BASELINE.read_text())
+    results = []
+    for name, status in data["cases"].items():
+        stage, _, message = data["reasons"].get(name, ": ").partition(": ")
+        results.append(CaseResult(name, data["ops"][name], status, stage, message))
+    return sorted(results, key=lambda r: r.name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,7 +239,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--op", help="run only this op's cases (the baseline is not written)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per case")
     parser.add_argument("--failures", action="store_true", help="print every non-pass case's reason")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="rewrite README.md from baseline.json without running anything")
     args = parser.parse_args(argv)
+    if args.summary_only:
+        results = _results_from_baseline()
+        summary = json.loads(BASELINE.read_text())["summary"]
+        write_summary(results, summary, supported_ops(), summary.get("sweep_seconds", 0.0))
+        return 0
 
     start = time.perf_counter()
     cases = collect_cases(args.op)
@@ -216,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     supported = supported_ops()
     summary = summarize(results, supported)
+    summary["sweep_seconds"] = round(seconds, 1)
 
     console = Console()
     table = Table("op", "conv", PASS, FAIL, UNSUPPORTED, title="ONNX node conformance per op")
