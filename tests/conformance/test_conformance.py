@@ -5,7 +5,9 @@ refused and failing cases and on worker start-up). The cases that pass are cheap
 in one process: small graphs, small TVM builds), so every one of the baseline's passing cases
 runs here, each as its own test item, in about two minutes on one core. A case that passed in
 baseline.json and does not pass now fails with the stage and reason; a baseline case that no
-longer exists (an onnx upgrade renamed it) fails too, asking to regenerate the baseline.
+longer exists (an onnx upgrade renamed it) fails too, asking to regenerate the baseline. Cases
+refused only because a shape-defining input is fed at run time, whose probe with those inputs
+frozen as constants passed, are re-checked the same way.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from harness import PASS, collect_cases, compare, run_case  # noqa: E402
+from harness import FROZEN_PASS, PASS, UNSUPPORTED, collect_cases, compare, run_case  # noqa: E402
 
 BASELINE = json.loads((HERE / "baseline.json").read_text())
 PASSING = sorted(name for name, status in BASELINE["cases"].items() if status == PASS)
+# Refused because shape-defining inputs are fed at run time, but right when they are constants.
+FROZEN = sorted(name for name, why in BASELINE["reasons"].items() if f"[{FROZEN_PASS} " in why)
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +60,21 @@ def test_baseline_pass_still_passes(cases, name):
         logging.disable(logging.NOTSET)
     assert result.status == PASS, (
         f"{name} ({result.op}) regressed: {result.status} at {result.stage}: {result.message}"
+    )
+
+
+@pytest.mark.parametrize("name", FROZEN)
+def test_frozen_input_probe_still_passes(cases, name):
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = run_case(cases[name])
+    finally:
+        logging.disable(logging.NOTSET)
+    assert result.status == UNSUPPORTED and f"[{FROZEN_PASS} " in result.message, (
+        f"{name} ({result.op}) with its run-time shape inputs frozen regressed: {result.status} at "
+        f"{result.stage}: {result.message}"
     )
 
 

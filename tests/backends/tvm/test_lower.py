@@ -51,7 +51,8 @@ def test_unsupported_nodes_are_all_listed():
         helper.make_node("NonMaxSuppression", ["boxes", "scores"], ["sel"], name="nms_a"),
         helper.make_node("NonMaxSuppression", ["boxes", "scores"], ["sel2"], name="nms_b"),
         helper.make_node("MyOp", ["r"], ["m"], name="custom_one", domain="com.example"),
-        helper.make_node("Resize", ["x", "", "scales"], ["up"], name="cubic_up", mode="cubic"),
+        helper.make_node("Resize", ["x", "", "scales"], ["up"], name="crop_up", mode="linear",
+                         coordinate_transformation_mode="tf_crop_and_resize"),
     ]
     inits = {"boxes": rand(1, 3, 4, seed=6), "scores": rand(1, 1, 3, seed=7),
              "scales": np.array([1, 1, 2, 2], np.float32)}
@@ -60,12 +61,12 @@ def test_unsupported_nodes_are_all_listed():
     model = make_model(nodes, {"x": x}, list(out_types), inits, 17, out_types, extra_domains=["com.example"])
     graph = _ir(model).graph
     names = [n.name for n in unsupported_nodes(graph, 17)]
-    assert names == ["nms_a", "nms_b", "custom_one", "cubic_up"]
+    assert names == ["nms_a", "nms_b", "custom_one", "crop_up"]
     with pytest.raises(UnsupportedOpError) as info:
         lower_graph(graph, 17)
     message = str(info.value)
     for name in ("nms_a (NonMaxSuppression)", "nms_b (NonMaxSuppression)", "custom_one (com.example::MyOp)",
-                 "cubic_up (Resize)", "cubic"):
+                 "crop_up (Resize)", "tf_crop_and_resize"):
         assert name in message
     assert "ok_relu" not in message
 
