@@ -3,7 +3,7 @@
 `make conformance` sweeps all 1,884 cases (about 8 min with 2 workers, most of it spent on the
 refused and failing cases and on worker start-up). The cases that pass are cheap (about 0.17 s each
 in one process: small graphs, small TVM builds), so every one of the baseline's passing cases
-runs here, each as its own test item, in about two minutes on one core. A case that passed in
+runs here, each as its own test item: 989 items in 2 min 54 s on one core (measured). A case that passed in
 baseline.json and does not pass now fails with the stage and reason; a baseline case that no
 longer exists (an onnx upgrade renamed it) fails too, asking to regenerate the baseline. Cases
 refused only because a shape-defining input is fed at run time, whose probe with those inputs

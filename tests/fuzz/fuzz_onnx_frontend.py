@@ -10,7 +10,8 @@ exception, a hang or a crash is a bug, which libFuzzer reports with the input th
 
 The seed corpus (small valid models: a CNN, an MLP with an initializer, a graph with a
 Constant and external-data references) is written to a temporary directory unless a corpus
-directory is given. `make fuzz` runs this for MLPC_ATHERIS_SECONDS (default 60) seconds;
+directory is given. `make fuzz` runs this for MLPC_ATHERIS_SECONDS seconds (default 120; 60 when
+run directly), crash inputs going to fuzz-crashes/;
 tests/fuzz/test_fuzz_frontend_seeds.py runs the same target on deterministic mutations of the
 seeds in `make test`.
 """
