@@ -43,8 +43,12 @@ bench: setup
 conformance: setup
 	$(PY) tests/conformance/run_conformance.py --jobs 2
 
+# Differential fuzzing with fresh randomness, then coverage-guided fuzzing of the ONNX frontend
+# (atheris; crash inputs are written to fuzz-crashes/).
 fuzz: setup
 	MLPC_FUZZ_EXAMPLES=$${MLPC_FUZZ_EXAMPLES:-300} MLPC_FUZZ_RANDOM=1 $(PY) -m pytest -q tests/fuzz
+	mkdir -p fuzz-crashes
+	$(PY) tests/fuzz/fuzz_onnx_frontend.py -max_total_time=$${MLPC_ATHERIS_SECONDS:-120} -artifact_prefix=fuzz-crashes/
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo-out

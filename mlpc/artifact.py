@@ -216,7 +216,7 @@ def prepare_inputs(inputs: Any, specs: list[dict[str, Any]]) -> list[np.ndarray]
             raise InputError(
                 f"input {spec['name']!r}: expected shape {tuple(spec['shape'])}, got {tuple(value.shape)}"
             )
-        arrays.append(np.ascontiguousarray(value))
+        arrays.append(np.asarray(value, order="C"))  # (ascontiguousarray makes 0-d inputs 1-D)
     return arrays
 
 

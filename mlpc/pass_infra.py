@@ -119,6 +119,7 @@ class PassManager:
             for inst in ctx.instruments:
                 inst.before_pass(pass_, model.graph, ctx)
             start = time.perf_counter()
+            output_names = [v.name for v in model.graph.outputs]
             try:
                 result = pass_(model.graph, ctx)
             except MlpcError as e:
@@ -129,6 +130,7 @@ class PassManager:
                 raise PassError(f"pass {pass_.name!r} failed{self._after(log)}: {type(e).__name__}: {e}") from e
             seconds = time.perf_counter() - start
             model.graph = result.graph
+            self._check_outputs_kept(pass_, output_names, model.graph, log)
             if ctx.verify_each and result.modified:
                 self._verify(pass_, model, log)
             for inst in ctx.instruments:
@@ -141,6 +143,17 @@ class PassManager:
     def _after(log: list[PassRecord]) -> str:
         ran = [r.name for r in log if not r.skipped]
         return f", after {', '.join(ran)}" if ran else ""
+
+    def _check_outputs_kept(self, pass_: Pass, before: list[str | None], graph: ir.Graph,
+                            log: list[PassRecord]) -> None:
+        """Raise PassError when `pass_` renamed, dropped or merged graph outputs: the outputs are
+        the model's interface, and the compiled artifact is looked up by their names."""
+        after = [v.name for v in graph.outputs]
+        if after != before:
+            raise PassError(
+                f"pass {pass_.name!r} changed the graph outputs from {before} to {after}{self._after(log)}; "
+                "a pass must keep every output and its name (insert an Identity to keep a name)"
+            )
 
     def _verify(self, pass_: Pass, model: ir.Model, log: list[PassRecord]) -> None:
         from mlpc.ir.verifier import verify

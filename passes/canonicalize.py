@@ -55,6 +55,33 @@ def _infer_shapes(model: ir.Model) -> bool:
     return modified
 
 
+def _cast_like_to_cast(graph: ir.Graph) -> bool:
+    """Rewrite CastLike(x, like) with a typed `like` into Cast(x, to=like's dtype), keeping
+    `saturate`. onnxscript's folder makes the same rewrite but drops `saturate`, which turned a
+    CastLike with saturate=0 into a saturating Cast (wrong float8 results). Returns whether any
+    node changed."""
+    changed = False
+    for node in list(graph):
+        if node.op_type != "CastLike" or node.domain not in ("", "ai.onnx") or len(node.inputs) != 2:
+            continue
+        like = node.inputs[1]
+        if like is None or like.dtype is None:
+            continue
+        attrs = {"to": ir.AttrInt64("to", like.dtype.value)}
+        if "saturate" in node.attributes:
+            attrs["saturate"] = ir.AttrInt64("saturate", node.attributes.get_int("saturate", 1))
+        cast = ir.Node("", "Cast", [node.inputs[0]], attributes=list(attrs.values()), name=node.name,
+                       num_outputs=1)
+        out, new = node.outputs[0], cast.outputs[0]
+        new.shape, new.dtype = out.shape, like.dtype
+        graph.insert_before(node, cast)
+        ir.convenience.replace_all_uses_with(out, new, replace_graph_outputs=True)
+        graph.remove(node, safe=True)
+        new.name = out.name
+        changed = True
+    return changed
+
+
 def _should_fold(node: ir.Node) -> bool | None:
     if node.op_type == "ConstantOfShape" and node.domain in ("", "ai.onnx"):
         shape = node.inputs[0].const_value if node.inputs and node.inputs[0] is not None else None
@@ -79,6 +106,7 @@ class CanonicalizePass(Pass):
         ):
             modified |= step(model).modified
         modified |= _infer_shapes(model)
+        modified |= _cast_like_to_cast(model.graph)
         folded = onnxscript.optimizer.fold_constants(
             model,
             onnx_shape_inference=True,

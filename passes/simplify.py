@@ -31,6 +31,20 @@ RULES = [
 ]
 
 
+class _IdentityEliminationPass(common.IdentityEliminationPass):
+    """onnx-ir's identity elimination, except that `b = Identity(a)` stays when `a` and `b` are
+    both graph outputs: onnx-ir renames `a` to `b` there, so the graph loses the output `a` and
+    returns `b` twice (a model with outputs named after every value then had one of them missing).
+    """
+
+    def _try_eliminate_identity_node(self, node: ir.Node) -> bool:
+        if node.op_type == "Identity" and node.domain == "" and len(node.inputs) == 1 and len(node.outputs) == 1:
+            x, y = node.inputs[0], node.outputs[0]
+            if x is not None and x.is_graph_output() and y.is_graph_output():
+                return False
+        return super()._try_eliminate_identity_node(node)
+
+
 class SimplifyPass(Pass):
     """Remove redundant computation without changing results."""
 
@@ -47,7 +61,7 @@ class SimplifyPass(Pass):
         for _ in range(10):
             changed = common.CommonSubexpressionEliminationPass()(model).modified
             changed |= rules(model.graph, ctx).modified
-            changed |= common.IdentityEliminationPass()(model).modified
+            changed |= _IdentityEliminationPass()(model).modified
             changed |= common.RemoveUnusedNodesPass()(model).modified
             if not changed:
                 break

@@ -136,3 +136,19 @@ def test_cli_targets_json(capsys):
     assert main(["targets", "--json"]) == 0
     names = [t["name"] for t in json.loads(capsys.readouterr().out)]
     assert names[0] == "host" and "x86/avx2" in names
+
+
+def test_scalar_input_runs():
+    # Found by the ONNX node conformance sweep (test_gemm_default_scalar_bias): a 0-d input was
+    # passed through np.ascontiguousarray, which makes it 1-D, and the VM refused it.
+    from onnx import TensorProto, helper
+
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3])
+    c = helper.make_tensor_value_info("c", TensorProto.FLOAT, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    graph = helper.make_graph([helper.make_node("Add", ["a", "c"], ["y"])], "scalar_in", [a, c], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    art = mlpc.compile(model, target="host")
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    got = art.run({"a": x, "c": np.array(3.14, np.float32)})["y"]
+    np.testing.assert_allclose(got, x + np.float32(3.14))

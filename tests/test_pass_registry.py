@@ -96,6 +96,15 @@ def test_pass_breaking_the_graph_is_caught_by_the_verifier(registered):
         PassManager([get_pass("cut-wire").factory()]).run(_tiny_model(), PassContext(verify_each=True))
 
 
+def test_pass_renaming_a_graph_output_is_caught(registered):
+    @registered("rename-output")
+    def rename_output(graph, ctx):
+        graph.outputs[0].name = "renamed"
+
+    with pytest.raises(mlpc.PassError, match="'rename-output' changed the graph outputs.*'renamed'"):
+        PassManager([get_pass("rename-output").factory()]).run(_tiny_model(), PassContext())
+
+
 def test_pass_raising_is_named_with_predecessors(registered):
     def boom(graph, ctx):
         raise RuntimeError("kaboom")

@@ -39,6 +39,6 @@ def build(mod: tvm.IRModule, target: Target, schedules: bool = True,
 def run(executable: tvm.runtime.Executable, inputs: list[np.ndarray]) -> list[np.ndarray]:
     """Run `executable`'s "main" on tvm.cpu() with `inputs` (in order); return the outputs as NumPy arrays."""
     vm = relax.VirtualMachine(executable, tvm.cpu())
-    result = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x)) for x in inputs])
+    result = vm["main"](*[tvm.runtime.tensor(np.asarray(x, order="C")) for x in inputs])
     items = list(result) if not hasattr(result, "numpy") else [result]
     return [item.numpy() for item in items]

@@ -32,10 +32,45 @@ from mlpc.errors import LoweringError, MlpcError, UnsupportedOpError
 logger = logging.getLogger(__name__)
 
 
+# Element types the TVM backend cannot compute with correctly: TVM's float8 casts follow neither
+# ONNX's saturation nor its NaN/FNUZ encodings, float4/float6/e8m0 and 2-bit tensors do not build
+# or run, and strings have no Relax type. Refused wherever they appear.
+_UNSUPPORTED_DTYPES = frozenset({
+    ir.DataType.FLOAT8E4M3FN, ir.DataType.FLOAT8E4M3FNUZ, ir.DataType.FLOAT8E5M2,
+    ir.DataType.FLOAT8E5M2FNUZ, ir.DataType.FLOAT8E8M0, ir.DataType.FLOAT4E2M1,
+    ir.DataType.FLOAT6E2M3, ir.DataType.FLOAT6E3M2, ir.DataType.INT2, ir.DataType.UINT2,
+    ir.DataType.STRING, ir.DataType.COMPLEX64, ir.DataType.COMPLEX128,
+})
+# 4-bit integers are carried in int8/uint8 inside a compiled model (packed weights feeding
+# DequantizeLinear); a 4-bit graph input or output, or a Cast to or from 4 bits (which must wrap
+# and saturate at 4 bits), is refused.
+_SUB_BYTE = frozenset({ir.DataType.INT4, ir.DataType.UINT4})
+
+
+def _dtype_reason(node: ir.Node) -> str | None:
+    for kind, values in (("input", node.inputs), ("output", node.outputs)):
+        for v in values:
+            if v is None or v.dtype is None:
+                continue
+            if v.dtype == ir.DataType.FLOAT8E8M0 and node.op_type == "Cast" and kind == "input":
+                continue  # decoding e8m0 (a power of two) is exact in TVM; encoding it rounds differently
+            if v.dtype in _UNSUPPORTED_DTYPES:
+                return f"{kind} {v.name!r} has element type {v.dtype.name}, which the TVM backend does not support"
+            if v.dtype in _SUB_BYTE and (v.is_graph_input() or v.is_graph_output()
+                                         or node.op_type in ("Cast", "CastLike")):
+                where = f"{node.op_type} to or from" if node.op_type in ("Cast", "CastLike") else "a graph input/output of"
+                return (f"{where} {v.dtype.name} ({kind} {v.name!r}) is not supported by the TVM backend "
+                        "(4-bit values are only carried inside the model, as quantized weights)")
+    return None
+
+
 def _unsupported_reason(node: ir.Node, opset: int) -> str | None:
     conv = lookup(node.domain, node.op_type)
     if conv is None:
         return "no converter"
+    why = _dtype_reason(node)
+    if why is not None:
+        return why
     return conv.check(node, opset) if conv.check is not None else None
 
 

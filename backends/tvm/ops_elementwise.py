@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 from tvm import relax
 
-from mlpc.backends.tvm.context import LowerContext, const, dtype_of
+from mlpc.backends.tvm.context import LowerContext, const, dtype_of, shape_of
 from mlpc.backends.tvm.registry import converter
 
 logger = logging.getLogger(__name__)
@@ -71,10 +71,22 @@ for _name, _fn in {
     "Sin": op.sin,
     "Cos": op.cos,
     "IsNaN": op.isnan,
-    "IsInf": op.isinf,
     "Identity": lambda x: x,
 }.items():
     _register_unary(_name, _fn)
+
+
+@converter("IsInf")
+def _is_inf(ctx, node, inputs):
+    x = inputs[0]
+    pos = node.attributes.get_int("detect_positive", 1)
+    neg = node.attributes.get_int("detect_negative", 1)
+    if pos and neg:
+        return [op.isinf(x)]
+    if not pos and not neg:
+        return [op.zeros(shape_of(x), "bool")]
+    inf = scalar(np.inf if pos else -np.inf, x)
+    return [op.equal(x, inf)]
 
 
 @converter("Reciprocal")
@@ -85,8 +97,14 @@ def _reciprocal(ctx, node, inputs):
 @converter("Pow")
 def _pow(ctx, node, inputs):
     base, exponent = inputs
-    if dtype_of(exponent) != dtype_of(base):
-        exponent = op.astype(exponent, dtype_of(base))
+    dtype = dtype_of(base)
+    if not dtype.startswith(("float", "bfloat")):
+        # TVM's power is float-only: an integer base is raised in float64, exact while the
+        # result stays below 2**53, and truncated back (ONNX casts the result to the base type).
+        result = op.power(op.astype(base, "float64"), op.astype(exponent, "float64"))
+        return [op.astype(op.trunc(result), dtype)]
+    if dtype_of(exponent) != dtype:
+        exponent = op.astype(exponent, dtype)
     return [op.power(base, exponent)]
 
 
@@ -95,7 +113,19 @@ def _mod(ctx, node, inputs):
     a, b = inputs
     fmod = node.attributes.get_int("fmod", 0)
     # fmod=1: C fmod (sign of the dividend, truncated); fmod=0 (integers only): sign of the divisor.
-    return [op.mod(a, b) if fmod else op.floor_mod(a, b)]
+    if fmod:
+        return [op.mod(a, b)]
+    if not dtype_of(a).startswith(("float", "bfloat")):
+        return [op.floor_mod(a, b)]
+    # Floats with fmod=0 follow NumPy's mod: TVM's floor_mod (a - floor(a/b)·b) gives NaN for an
+    # infinite divisor, where the result is the dividend or ±inf. Correct C fmod's sign instead,
+    # and give zeros the divisor's sign.
+    r = ctx.emit(op.mod(a, b))
+    zero = scalar(0.0, r)
+    flip = op.logical_and(op.not_equal(r, zero), op.logical_xor(op.less(r, zero), op.less(b, zero)))
+    r = ctx.emit(op.where(flip, op.add(r, b), r))
+    signed_zero = op.where(op.less(b, zero), scalar(-0.0, r), zero)
+    return [op.where(op.equal(r, zero), signed_zero, r)]
 
 
 def _variadic(fn: Callable[[relax.Expr, relax.Expr], relax.Expr]):
@@ -219,7 +249,19 @@ def _cast_like(ctx, node, inputs):
     return [op.astype(inputs[0], dtype_of(inputs[1]))]
 
 
-@converter("Dropout")
+def _dropout_check(node, opset: int) -> str | None:
+    mode = node.inputs[2] if len(node.inputs) > 2 else None
+    if mode is None:
+        return None
+    if mode.const_value is None:
+        return (f"Dropout's training_mode input {mode.name!r} is only known at run time; mlpc compiles "
+                "for inference: make it a constant false or remove the Dropout")
+    if bool(mode.const_value.numpy()):
+        return "Dropout with training_mode=true (random masks) is not supported: mlpc compiles for inference"
+    return None
+
+
+@converter("Dropout", check=_dropout_check)
 def _dropout(ctx, node, inputs):
     # Inference: the output is the input and the mask is all true.
     x = inputs[0]

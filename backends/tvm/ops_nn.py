@@ -100,16 +100,24 @@ def _conv_transpose(ctx: LowerContext, node, inputs):
         for i in range(n):
             total = strides[i] * (xs[2 + i] - 1) + out_pad[i] + (kernel[i] - 1) * dilations[i] + 1 - target[i]
             small, large = total // 2, total - total // 2
-            begin.append(large if auto_pad == "SAME_LOWER" else small)
-            end.append(small if auto_pad == "SAME_LOWER" else large)
+            # ONNX: SAME_UPPER puts the larger half at the end, SAME_LOWER and an explicit
+            # output_shape at the beginning.
+            begin.append(small if auto_pad == "SAME_UPPER" else large)
+            end.append(large if auto_pad == "SAME_UPPER" else small)
         pads = begin + end
     elif auto_pad == "VALID":
         pads = [0] * (2 * n)
+    # A negative pad (output_shape larger than the full transposed convolution) means zeros
+    # added to the output on that side: TVM takes non-negative pads only.
+    grow = [max(-p, 0) for p in pads]
+    pads = [max(p, 0) for p in pads]
     data_layout, _, kernel_layout = _LAYOUT[n]
     y = _CONV_T[n](
         x, w, strides=strides, padding=pads, output_padding=out_pad, dilation=dilations,
         groups=node.attributes.get_int("group", 1), data_layout=data_layout, kernel_layout=kernel_layout,
     )
+    if any(grow):
+        y = op.nn.pad(y, [0, 0, 0, 0] + [v for i in range(n) for v in (grow[i], grow[n + i])])
     if len(inputs) > 2 and inputs[2] is not None:
         y = op.add(y, _channel_bias(inputs[2], n + 2))
     return [y]
@@ -153,8 +161,13 @@ def _matmul_integer(ctx, node, inputs):
 # -- pooling ---------------------------------------------------------------------------
 
 
+def _needed(value: ir.Value | None) -> bool:
+    """True when an (optional) output is consumed by a node or returned by the graph."""
+    return value is not None and bool(value.uses() or value.is_graph_output())
+
+
 def _pool_check(node: ir.Node, opset: int) -> str | None:
-    if len(node.outputs) > 1 and node.outputs[1] is not None and node.outputs[1].uses():
+    if len(node.outputs) > 1 and _needed(node.outputs[1]):
         return "MaxPool's Indices output is not supported"
     return _spatial_check(node, opset)
 
@@ -214,7 +227,12 @@ def _log_softmax(ctx, node, inputs):
 
 
 def _extra_outputs_check(node: ir.Node, opset: int) -> str | None:
-    if any(v is not None and v.uses() for v in node.outputs[1:]):
+    if node.op_type == "LayerNormalization":  # Mean and InvStdDev are computed when needed
+        stash = node.attributes.get_int("stash_type", 1)
+        if stash != 1 and any(_needed(v) for v in node.outputs[1:]):
+            return f"LayerNormalization stash_type={stash} (statistics not in float32) is not supported"
+        return None
+    if any(_needed(v) for v in node.outputs[1:]):
         return f"{node.op_type}'s statistics outputs (mean/variance) are not supported"
     if node.op_type == "BatchNormalization" and node.attributes.get_int("training_mode", 0):
         return "BatchNormalization with training_mode=1 is not supported (inference only)"
@@ -234,7 +252,21 @@ def _layer_norm(ctx, node, inputs):
     elif shape_of(beta) != norm_shape:
         beta = op.broadcast_to(beta, norm_shape)
     eps = node.attributes.get_float("epsilon", 1e-5)
-    return [op.nn.layer_norm(x, gamma, beta, axes=list(range(axis, ndim)), epsilon=eps)]
+    axes = list(range(axis, ndim))
+    if not any(_needed(v) for v in node.outputs[1:]):
+        return [op.nn.layer_norm(x, gamma, beta, axes=axes, epsilon=eps)]
+    # Mean and InvStdDev requested: compute the statistics explicitly, in float32 (stash_type 1).
+    dtype = dtype_of(x)
+    xf = op.astype(x, "float32") if dtype != "float32" else x
+    mean = ctx.emit(op.mean(xf, axis=axes, keepdims=True))
+    centered = ctx.emit(op.subtract(xf, mean))
+    var = op.mean(op.multiply(centered, centered), axis=axes, keepdims=True)
+    inv_std = ctx.emit(op.rsqrt(op.add(var, const(np.array(eps, np.float32)))))
+    normalized = op.multiply(centered, inv_std)
+    if dtype != "float32":
+        normalized = op.astype(normalized, dtype)
+    y = op.add(op.multiply(normalized, gamma), beta)
+    return [y, mean, inv_std][: len(node.outputs)]
 
 
 @converter("BatchNormalization", check=_extra_outputs_check)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import numpy as np
 from tvm import relax
 
-from mlpc.backends.tvm.context import LowerContext, shape_of
+from mlpc.backends.tvm.context import LowerContext, const, dtype_of, shape_of
 from mlpc.backends.tvm.ops_tensor import _axes_operand
 from mlpc.backends.tvm.registry import converter
 
@@ -48,8 +49,31 @@ def _register_reduce(op_type: str) -> None:
             # No reduction, but the element-wise parts still apply (as in the ONNX reference).
             return [post(y) if post else y]
         axes = sorted(a % ndim for a in axes) if axes else list(range(ndim))
+        if op_type in ("ReduceMax", "ReduceMin"):
+            return [_min_max(x, axes, keepdims, op_type == "ReduceMax")]
         y = reduce(y, axis=axes, keepdims=keepdims)
         return [post(y) if post else y]
+
+
+def _min_max(x: relax.Expr, axes: list[int], keepdims: bool, is_max: bool) -> relax.Expr:
+    """ReduceMax/ReduceMin, including the cases TVM cannot build or gets wrong: bool inputs
+    (reduced as uint8) and an empty reduced axis (the identity: -inf/+inf or the integer limits)."""
+    shape, dtype = shape_of(x), dtype_of(x)
+    if any(shape[a] == 0 for a in axes):
+        out = [1 if i in axes else d for i, d in enumerate(shape)] if keepdims else \
+            [d for i, d in enumerate(shape) if i not in axes]
+        if dtype == "bool":
+            fill = np.array(not is_max)
+        elif np.dtype(dtype).kind == "f":
+            fill = np.array(-np.inf if is_max else np.inf, dtype)
+        else:
+            info = np.iinfo(dtype)
+            fill = np.array(info.min if is_max else info.max, dtype)
+        return const(np.full(out, fill, dtype=fill.dtype))
+    fn = op.max if is_max else op.min
+    if dtype == "bool":
+        return op.astype(fn(op.astype(x, "uint8"), axis=axes, keepdims=keepdims), "bool")
+    return fn(x, axis=axes, keepdims=keepdims)
 
 
 for _op_type in _REDUCE:

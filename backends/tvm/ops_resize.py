@@ -1,9 +1,9 @@
-"""The ONNX Resize converter (modes nearest and linear, every coordinate transformation mode
-the exporters emit except tf_crop_and_resize).
+"""The ONNX Resize converter (modes nearest, linear and cubic, every coordinate transformation
+mode the exporters emit except tf_crop_and_resize).
 
-Shapes are static, so each resized axis becomes a gather with index (and, for linear, weight)
-tables computed here in NumPy with ONNX's exact formulas: one `take` per axis for nearest, two
-`take`s blended by constant weights for linear (N-D linear interpolation is separable).
+Shapes are static, so each resized axis becomes a gather with index (and, for linear and cubic,
+weight) tables computed here in NumPy with ONNX's exact formulas: one `take` per axis for nearest,
+two `take`s blended by constant weights for linear, four for cubic (N-D interpolation is separable).
 """
 from __future__ import annotations
 
@@ -27,15 +27,37 @@ def _resize_check(node: ir.Node, opset: int) -> str | None:
     attrs = node.attributes
     mode = attrs.get_string("mode", "nearest")
     coord = attrs.get_string("coordinate_transformation_mode", "half_pixel")
-    if mode not in ("nearest", "linear"):
-        return f"Resize mode {mode!r} is not supported (nearest and linear are)"
+    if mode not in ("nearest", "linear", "cubic"):
+        return f"Resize mode {mode!r} is not supported (nearest, linear and cubic are)"
     if coord not in _COORD_MODES:
         return f"Resize coordinate_transformation_mode {coord!r} is not supported"
     if mode == "nearest" and attrs.get_string("nearest_mode", "round_prefer_floor") not in _NEAREST_MODES:
         return f"Resize nearest_mode {attrs.get_string('nearest_mode')!r} is not supported"
     if attrs.get_int("antialias", 0):
         return "Resize with antialias=1 is not supported"
+    if coord == "align_corners" and _fractional_length(node):
+        # ONNX's reference divides by (length·scale − 1), onnxruntime by (output length − 1):
+        # they disagree whenever length·scale is not an integer, so refuse rather than pick one.
+        return ("Resize align_corners with scales whose input length × scale is not an integer is "
+                "ambiguous (onnxruntime and the ONNX reference differ); give `sizes` instead")
     return None
+
+
+def _fractional_length(node: ir.Node) -> bool:
+    """True when constant `scales` (and no `sizes`) make some input length × scale non-integral."""
+    sizes = node.inputs[3] if len(node.inputs) > 3 else None
+    scales = node.inputs[2] if len(node.inputs) > 2 else None
+    if sizes is not None or scales is None or scales.const_value is None:
+        return False
+    x = node.inputs[0]
+    if x.shape is None or not all(isinstance(d, int) for d in x.shape.dims):
+        return False
+    values = scales.const_value.numpy().astype(np.float32).reshape(-1)
+    axes = node.attributes.get_ints("axes", None)
+    ndim = len(x.shape)
+    axes = [a % ndim for a in axes] if axes else list(range(ndim))
+    lengths = [np.float32(x.shape[a]) * s for a, s in zip(axes, values)]
+    return any(length != np.floor(length) for length in lengths)
 
 
 def source_coords(coord: str, out_size: int, in_size: int, scale: np.float32) -> np.ndarray:
@@ -99,6 +121,24 @@ def _sizes_and_scales(ctx: LowerContext, node: ir.Node, in_shape: tuple[int, ...
     return out, scale
 
 
+def cubic_taps(coords: np.ndarray, in_size: int, a: float, exclude_outside: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Return the 4 input indices (clamped: edge values outside) and weights of each output
+    coordinate under ONNX's cubic kernel with coefficient `a`; shapes (4, n_out)."""
+    c = coords.astype(np.float64)
+    base = np.floor(c)
+    t = c - base
+    dist = np.stack([t + 1, t, 1 - t, 2 - t])
+    d = np.abs(dist)
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    weights = np.where(d <= 1, near, np.where(d < 2, far, 0.0))
+    idx = base.astype(np.int64) + np.arange(-1, 3)[:, None]
+    if exclude_outside:
+        weights = np.where((idx < 0) | (idx >= in_size), 0.0, weights)
+        weights = weights / weights.sum(axis=0, keepdims=True)
+    return np.clip(idx, 0, in_size - 1), weights
+
+
 @converter("Resize", check=_resize_check)
 def _resize(ctx: LowerContext, node, inputs):
     x = inputs[0]
@@ -108,8 +148,10 @@ def _resize(ctx: LowerContext, node, inputs):
     coord = attrs.get_string("coordinate_transformation_mode", "half_pixel")
     nearest = attrs.get_string("nearest_mode", "round_prefer_floor")
     out, scale = _sizes_and_scales(ctx, node, in_shape)
-    if mode == "linear":
-        require(dtype_of(x).startswith("float"), node, "linear Resize needs a float input")
+    if mode in ("linear", "cubic"):
+        require(dtype_of(x).startswith("float"), node, f"{mode} Resize needs a float input")
+    cubic_a = attrs.get_float("cubic_coeff_a", -0.75)
+    exclude = bool(attrs.get_int("exclude_outside", 0))
     for axis, (n_in, n_out) in enumerate(zip(in_shape, out)):
         coords = source_coords(coord, n_out, n_in, scale[axis])
         if n_out == n_in and np.array_equal(coords, np.arange(n_in, dtype=np.float32)):
@@ -117,12 +159,18 @@ def _resize(ctx: LowerContext, node, inputs):
         if mode == "nearest":
             x = op.take(x, const(nearest_index(coords, nearest, n_in)), axis=axis)
             continue
+        bshape = [1] * len(in_shape)
+        bshape[axis] = n_out
+        if mode == "cubic":
+            idx, weights = cubic_taps(coords, n_in, cubic_a, exclude)
+            terms = [op.multiply(op.take(x, const(idx[k]), axis=axis),
+                                 const(weights[k].astype(dtype_of(x)).reshape(bshape))) for k in range(4)]
+            x = ctx.emit(op.add(op.add(terms[0], terms[1]), op.add(terms[2], terms[3])))
+            continue
         c = np.clip(coords, 0, n_in - 1)
         lo = np.floor(c).astype(np.int64)
         hi = np.minimum(lo + 1, n_in - 1)
         w_hi = (c - lo).astype(dtype_of(x))
-        bshape = [1] * len(in_shape)
-        bshape[axis] = n_out
         a = op.multiply(op.take(x, const(lo), axis=axis), const((1 - w_hi).reshape(bshape)))
         b = op.multiply(op.take(x, const(hi), axis=axis), const(w_hi.reshape(bshape)))
         x = ctx.emit(op.add(a, b))

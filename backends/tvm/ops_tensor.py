@@ -8,8 +8,9 @@ import numpy as np
 import onnx_ir as ir
 from tvm import relax
 
-from mlpc.backends.tvm.context import LowerContext, const, dtype_of, numpy_dtype, require, shape_of
+from mlpc.backends.tvm.context import LowerContext, const, dtype_of, node_label, numpy_dtype, require, shape_of
 from mlpc.backends.tvm.registry import converter
+from mlpc.errors import UnsupportedOpError
 
 logger = logging.getLogger(__name__)
 op = relax.op
@@ -82,6 +83,11 @@ def _reshape(ctx: LowerContext, node, inputs):
         require(known > 0, node, f"cannot infer -1 in shape {shape} for input shape {in_shape}")
         out[out.index(-1)] = int(np.prod(in_shape)) // known
     require(int(np.prod(out)) == int(np.prod(in_shape)), node, f"cannot reshape {in_shape} to {shape}")
+    if allowzero and 0 in out:
+        # relax's reshape reads a 0 in the target shape as "copy this dim", and zero-size values
+        # do not survive TVM's constant serialization: refuse rather than return a wrong shape.
+        raise UnsupportedOpError(f"node {node_label(node)}: Reshape with allowzero=1 to a zero-size shape "
+                                 f"{out} is not supported")
     return [op.reshape(x, out)]
 
 
@@ -121,6 +127,11 @@ def _split(ctx: LowerContext, node, inputs):
         chunk = -(-shape[axis] // num)
         sizes = [min(chunk, shape[axis] - i * chunk) for i in range(num)]
     require(sum(sizes) == shape[axis], node, f"split sizes {sizes} do not add up to {shape[axis]}")
+    if 0 in sizes:  # TVM's split needs strictly increasing indices: slice each part instead
+        starts = [0, *np.cumsum(sizes)[:-1].tolist()]
+        return [op.strided_slice(x, [axis], [int(b)], [int(b) + n]) if n else
+                op.zeros([n if i == axis else d for i, d in enumerate(shape)], dtype_of(x))
+                for b, n in zip(starts, sizes)]
     indices = list(np.cumsum(sizes)[:-1].tolist())
     parts = ctx.emit(op.split(x, indices, axis=axis))
     return [relax.TupleGetItem(parts, i) for i in range(len(sizes))]

@@ -19,7 +19,15 @@ import onnx_ir as ir
 from mlpc.errors import ModelLoadError
 from mlpc.frontend.input_shapes import parse_input_shape, resolve_input_shapes
 from mlpc.frontend.onnx_loader import load_onnx_file, proto_to_ir
-from mlpc.frontend.torch_loader import is_torch_module, load_torch_module, torch_example_inputs
+from mlpc.frontend.torch_loader import (
+    CHECKPOINT_SUFFIXES,
+    EXPORT_ARCHIVE_SUFFIXES,
+    is_torch_module,
+    load_torch_checkpoint,
+    load_torch_module,
+    refuse_torch_file,
+    torch_example_inputs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +60,8 @@ def load_model(
     """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
+        if path.suffix in CHECKPOINT_SUFFIXES + EXPORT_ARCHIVE_SUFFIXES:
+            refuse_torch_file(path)
         model = load_onnx_file(path)
         reference = ir.serde.serialize_model(model)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -83,4 +93,4 @@ def _rename_for_export(model: ir.Model, input_shapes: Mapping[str, Sequence[int]
     return dict(zip(names, input_shapes.values()))
 
 
-__all__ = ["LoadedModel", "load_model", "parse_input_shape", "resolve_input_shapes"]
+__all__ = ["LoadedModel", "load_model", "load_torch_checkpoint", "parse_input_shape", "resolve_input_shapes"]

@@ -112,6 +112,14 @@ def check_graph_structure(graph: onnx.GraphProto, source: str) -> None:
     missing = [o.name for o in graph.output if o.name not in producer and o.name not in available]
     if missing:
         raise ModelLoadError(f"{source}: graph outputs {missing} are produced by no node")
+    initialized = {t.name for t in graph.initializer}
+    untyped = [i.name for i in graph.input if i.name not in initialized and i.type.HasField("tensor_type")
+               and i.type.tensor_type.elem_type == onnx.TensorProto.UNDEFINED]
+    if untyped:
+        raise ModelLoadError(
+            f"{source}: graph inputs {untyped} have no element type (UNDEFINED); re-export the model "
+            "with typed inputs"
+        )
 
 
 # No tensor of a model compiled on these machines can be larger than this; bigger claims are
@@ -120,11 +128,20 @@ MAX_TENSOR_BYTES = 1 << 34
 
 
 def tensor_bytes(dims: Sequence[int], elem_type: int) -> int:
-    """Return the bytes a tensor of `dims` and ONNX `elem_type` needs (Python ints: never allocates)."""
+    """Return the bytes a tensor of `dims` and ONNX `elem_type` needs (Python ints: never allocates).
+
+    Element types without a fixed size (strings) or unknown to onnx (0 = UNDEFINED, out-of-range
+    numbers from a corrupt file) count as 0 bytes: their size is checked elsewhere or not at all.
+    """
     count = 1
     for d in dims:
         count *= max(int(d), 0)
-    bits = 8 * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).itemsize
+    try:
+        bits = 8 * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).itemsize
+    except (KeyError, TypeError, ValueError):  # found by tests/fuzz/fuzz_onnx_frontend.py
+        return 0
+    if elem_type == onnx.TensorProto.STRING:
+        return 0
     if elem_type in _SUB_BYTE_TYPES:
         bits = _SUB_BYTE_TYPES[elem_type]
     return (count * bits + 7) // 8
@@ -197,6 +214,13 @@ def _check_external_data(proto: onnx.ModelProto, base_dir: Path, source: str) ->
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        # protobuf hands back bytes for a string field that is not UTF-8, and a path with a NUL
+        # byte cannot be resolved: both are corrupt (found by tests/fuzz/fuzz_onnx_frontend.py).
+        if not isinstance(location, str) or "\0" in location:
+            raise ModelLoadError(
+                f"{source}: tensor {tensor.name!r} has an external-data location that is not a valid "
+                "path (not UTF-8 or containing NUL); the file is corrupt"
+            )
         target = (base / location).resolve()
         if not location or os.path.isabs(location) or not target.is_relative_to(base):
             raise ModelLoadError(

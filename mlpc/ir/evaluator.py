@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx.reference.ops.op_dequantize_linear import DequantizeLinear_25
+from onnx.reference.ops.op_loop import Loop as Loop_
 import onnx.reference
 import onnx_ir as ir
 
@@ -29,6 +30,37 @@ class DequantizeLinear(DequantizeLinear_25):
     int8/uint8/int32 tensors mlpc emits, so serve every opset with the newest semantics."""
 
     op_domain = ""
+
+class Loop(Loop_):
+    """onnx.reference's Loop joins scan outputs with np.vstack, which turns 0-d per-iteration
+    values into shape (n, 1) and concatenates rank ≥ 2 values; ONNX stacks them on a new first
+    axis. This kernel reshapes each scan output to (iterations, *per-iteration shape)."""
+
+    op_domain = ""
+
+    def __init__(self, onnx_node: Any, run_params: Any) -> None:
+        super().__init__(onnx_node, run_params)
+        run_body = self._run_body  # an instance attribute OpRun makes for the `body` graph
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            outputs = run_body(*args, **kwargs)
+            self._scan_shapes = [np.shape(o) for o in outputs[len(outputs) - self.K:]] if self.K else []
+            self._iterations += 1
+            return outputs
+
+        self._run_body = counted
+
+    def _run(self, M, cond, *args, context=None, body=None, attributes=None, bindings=None):  # noqa: N803
+        self._iterations, self._scan_shapes = 0, []
+        results = super()._run(M, cond, *args, context=context, body=body, attributes=attributes,
+                               bindings=bindings)
+        if not self.K or not self._iterations:
+            return results
+        results = list(results)
+        for k, shape in enumerate(self._scan_shapes):
+            results[self.N + k] = np.asarray(results[self.N + k]).reshape(self._iterations, *shape)
+        return tuple(results)
+
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +105,7 @@ class ReferenceEvaluator:
         self.output_names = [o.name for o in self.proto.graph.output]
         try:
             self._ref = onnx.reference.ReferenceEvaluator(
-                self.proto, verbose=verbose, new_ops=[*kernels(), *qonnx_kernels(), DequantizeLinear]
+                self.proto, verbose=verbose, new_ops=[*kernels(), *qonnx_kernels(), DequantizeLinear, Loop]
             )
         except NotImplementedError as e:
             raise UnsupportedOpError(f"the reference evaluator has no kernel: {e}") from e

@@ -248,7 +248,7 @@ def _tvm_runner(graph: ir.Graph, observe: Sequence[str], first: dict[str, np.nda
 
     def run(sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            result = main(*[tvm.runtime.tensor(np.ascontiguousarray(sample[n])) for n in names])
+            result = main(*[tvm.runtime.tensor(np.asarray(sample[n], order="C")) for n in names])
         except Exception as e:
             raise InputError(f"calibration run failed: {e}") from e
         return {name: item.numpy() for name, item in zip(outputs, result)}

@@ -79,3 +79,25 @@ def test_nodes_out_of_order_are_sorted(tmp_path):
     assert [n.op_type for n in loaded.model.graph] == ["Conv", "Relu", "GlobalAveragePool", "Flatten", "Gemm"]
     x = np.zeros((1, 3, 8, 8), np.float32)
     assert mlpc.compile(path).run({"x": x})["logits"].shape == (1, 4)
+
+
+# Inputs found by tests/fuzz/fuzz_onnx_frontend.py (atheris); each crashed the loader with a
+# Python exception instead of a ModelLoadError / InputError.
+FUZZ_CRASHES = {
+    # a graph input of element type 0 (UNDEFINED): KeyError in tensor_bytes via resolve_input_shapes
+    "undefined_input_type": "CAo6jwEKEQoBeAoBdxIBaCIGTWF0TXVsCgwKAWgSAXkiBFJlbHUSA21scCo7CAMIBBABQgF3SjAAAAAAAACAPwAAAED"
+    "+/7+/AACAQAAAoEAAAMq///8fxQAAAEEAABBBAAAgQQAAMEFaFAoBeBIPCg0IADIJCgMSAbj1/ff8nev1EgF5Cg8NCAESCQoDEgFOCgIIBEIECgAQEQ==",
+    # an external-data location that is not UTF-8: protobuf returns bytes, Path / bytes raised TypeError
+    "non_utf8_external_location": "CAo6kwEKEQoBeAoBdxIBaCIGTWF0TXVsCgwKAWgSAXkiBFJlbHUSA21scCo/CAMIBBABQgF3ahcKCGxvY2F0aW"
+    "9uEgt3ZY6Yl4uM0Z2WbmoLCgZvZmZzZXQSATBqDAoGbGVuZ3RoEgI0OHABWhQKAXgSDwoNCAESCQoDEgFOCgIIA2IUCgF5Eg8KDQgBEgkKAxIBTgoCCARCBAoAEBE=",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FUZZ_CRASHES))
+def test_fuzzer_found_inputs_are_refused_cleanly(tmp_path, name):
+    import base64
+
+    path = tmp_path / f"{name}.onnx"
+    path.write_bytes(base64.b64decode(FUZZ_CRASHES[name]))
+    with pytest.raises(mlpc.MlpcError):
+        load_model(path, input_shapes={"x": (1, 3)})

@@ -232,3 +232,42 @@ def test_dequantize_linear_runs_at_every_opset(opset: int) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
     got = ReferenceEvaluator(model).run({"q": np.array([-128, 0, 1, 127], np.int8)})["y"]
     np.testing.assert_array_equal(got, [-64.5, -0.5, 0.0, 63.0])
+
+
+@pytest.mark.parametrize("shape", [(), (2, 3)])
+def test_loop_stacks_scan_outputs_on_a_new_axis(shape):
+    # Found by the ONNX node conformance sweep (the Range function expansions): onnx.reference's
+    # Loop joined scan outputs with np.vstack, so 0-d values came out (n, 1) and 2-D ones were
+    # concatenated instead of stacked.
+    from onnx import TensorProto, helper
+
+    from mlpc.ir import ReferenceEvaluator
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["prev", "step"], ["next"]),
+         helper.make_node("Identity", ["prev"], ["scan"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("prev", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("next", TensorProto.FLOAT, list(shape)),
+         helper.make_tensor_value_info("scan", TensorProto.FLOAT, list(shape))],
+    )
+    loop = helper.make_node("Loop", ["n", "cond", "start"], ["last", "all"], body=body)
+    graph = helper.make_graph(
+        [loop], "g",
+        [helper.make_tensor_value_info("n", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("start", TensorProto.FLOAT, list(shape)),
+         helper.make_tensor_value_info("step", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("last", TensorProto.FLOAT, list(shape)),
+         helper.make_tensor_value_info("all", TensorProto.FLOAT, [3, *shape])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    start = np.zeros(shape, np.float32)
+    step = np.full(shape, 2.0, np.float32)
+    out = ReferenceEvaluator(model).run({"n": np.array(3), "cond": np.array(True), "start": start, "step": step})
+    np.testing.assert_array_equal(out["all"], np.stack([start, start + 2, start + 4]))
+    np.testing.assert_array_equal(out["last"], start + 6)

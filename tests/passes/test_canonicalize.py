@@ -64,3 +64,26 @@ def test_idempotent(tmp_path):
     loaded = load_model(_legacy_export(tmp_path), input_shapes={"x": (1, 8, 16)})
     assert CanonicalizePass()(loaded.model.graph, PassContext()).modified
     assert not CanonicalizePass()(loaded.model.graph, PassContext()).modified
+
+
+def test_castlike_keeps_saturate_when_it_becomes_a_cast():
+    # Found by the ONNX node conformance sweep: onnxscript's folder rewrote CastLike(saturate=0)
+    # into a Cast without `saturate`, i.e. a saturating cast: 1e6 became 448 instead of NaN.
+    import ml_dtypes
+    from onnx import TensorProto, helper
+
+    from mlpc.ir import ReferenceEvaluator
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])
+    like = helper.make_tensor_value_info("like", TensorProto.FLOAT8E4M3FN, [0])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT8E4M3FN, [3])
+    node = helper.make_node("CastLike", ["x", "like"], ["y"], saturate=0)
+    graph = helper.make_graph([node], "g", [x, like], [y])
+    model = load_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)).model
+    assert CanonicalizePass()(model.graph, PassContext()).modified
+    (cast,) = list(model.graph)
+    assert cast.op_type == "Cast" and cast.attributes.get_int("saturate") == 0
+    assert [v.name for v in model.graph.outputs] == ["y"]
+    feeds = {"x": np.array([0.5, 1e6, -1e6], np.float32), "like": np.zeros(0, ml_dtypes.float8_e4m3fn)}
+    got = ReferenceEvaluator(model).run(feeds)["y"].astype(np.float32)
+    assert got[0] == 0.5 and np.isnan(got[1:]).all()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from onnx import helper
-from ort_harness import check_ort, rand
+from ort_harness import check_ort, make_model, mlpc_run, rand
 
 UNARY = ["Neg", "Abs", "Exp", "Floor", "Ceil", "Round", "Sign", "Relu", "Sigmoid", "Tanh", "Erf",
          "Identity", "HardSwish", "Softplus"]
@@ -93,3 +93,63 @@ def test_comparisons_logic_where_cast():
 
 def test_dropout_inference_is_identity():
     check_ort([helper.make_node("Dropout", ["x"], ["y"])], {"x": rand(2, 5, seed=12)}, ["y"], opset=13)
+
+
+# -- regressions found by the ONNX node conformance sweep (tests/conformance) ----------------
+
+
+@pytest.mark.parametrize("pos,neg", [(1, 0), (0, 1), (0, 0), (1, 1)])
+def test_isinf_honours_detect_positive_and_negative(pos, neg):
+    # The converter ignored the attributes: IsInf(detect_positive=0) also flagged +inf.
+    x = np.array([-1.7, np.nan, np.inf, -3.6, -np.inf, np.inf], np.float32)
+    check_ort([helper.make_node("IsInf", ["x"], ["y"], detect_positive=pos, detect_negative=neg)],
+              {"x": x}, ["y"], opset=20)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_pow_with_integer_base(dtype):
+    # TVM's power is float-only: an integer Pow failed to build.
+    base = np.array([1, 2, -3, 4, 0, 7], dtype)
+    exponent = np.array([3, 5, 3, 0, 2, 1], dtype)
+    fexp = np.array([2.0, 3.0, 2.0, 1.0, 0.0, 2.0], np.float32)
+    nodes = [helper.make_node("Pow", ["b", "e"], ["y"]), helper.make_node("Pow", ["b", "f"], ["yf"])]
+    check_ort(nodes, {"b": base, "e": exponent, "f": fexp}, ["y", "yf"], opset=15)
+
+
+def test_float_mod_fmod0_with_infinite_and_zero_operands():
+    # fmod=0 on floats is NumPy's mod: TVM's floor_mod gave NaN for an infinite divisor and the
+    # wrong sign of zero. onnxruntime rejects fmod=0 on floats, so NumPy is the reference.
+    x = np.array([0, -0.0, 0, -0.0, -3, 3, -1, 1, np.inf, -np.inf, 1, 1, np.nan, 1, 5.5, -5.5], np.float32)
+    y = np.array([-2, 2, 2, -2, np.inf, np.inf, -np.inf, -np.inf, 2, 2, 0, -0.0, 2, np.nan, -2, 2], np.float32)
+    model = make_model([helper.make_node("Mod", ["x", "y"], ["z"], fmod=0)], {"x": x, "y": y}, ["z"])
+    with np.errstate(all="ignore"):
+        expected = np.mod(x, y)
+    (got,) = mlpc_run(model, {"x": x, "y": y})
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
+
+
+@pytest.mark.parametrize("mode", ["input", "true"])
+def test_training_mode_dropout_is_refused(mode):
+    # Dropout lowered to the identity whatever training_mode said: a training-mode Dropout fed
+    # at run time gave unscaled, unmasked outputs. Only a constant false is inference.
+    from mlpc.backends.tvm.lower import lower_graph
+    from mlpc.errors import UnsupportedOpError
+
+    x = rand(3, 4, seed=21)
+    node = helper.make_node("Dropout", ["x", "ratio", "t"], ["y"], name="drop")
+    feeds = {"x": x, "t": np.array(True)} if mode == "input" else {"x": x}
+    inits = {"ratio": np.array(0.5, np.float32)}
+    if mode == "true":
+        inits["t"] = np.array(True)
+    import onnx_ir as ir
+
+    model = ir.serde.deserialize_model(make_model([node], feeds, ["y"], inits, opset=13))
+    with pytest.raises(UnsupportedOpError, match="drop \\(Dropout\\): .*training_mode"):
+        lower_graph(model.graph, 13)
+
+
+def test_inference_dropout_is_the_identity():
+    x = rand(3, 4, seed=22)
+    node = helper.make_node("Dropout", ["x", "ratio", "t"], ["y", "mask"])
+    check_ort([node], {"x": x}, ["y", "mask"], {"ratio": np.array(0.5, np.float32), "t": np.array(False)}, opset=13)

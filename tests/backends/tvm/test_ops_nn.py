@@ -134,3 +134,35 @@ def test_small_cnn_end_to_end():
 def test_softmax_large_values_stable():
     x = np.array([[1000.0, 1001.0, 999.0], [-1000.0, -999.0, -1001.0]], np.float32)
     check_ort([helper.make_node("Softmax", ["x"], ["y"])], {"x": x}, ["y"], opset=13)
+
+
+# -- regressions found by the ONNX node conformance sweep (tests/conformance) ----------------
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_layer_norm_mean_and_inv_std_dev_outputs(axis):
+    # The statistics outputs were only refused when another node used them; returned as graph
+    # outputs they slipped through and lowering failed ("produced 1 outputs, need 3").
+    x = rand(2, 3, 5, seed=11)
+    scale, bias = rand(*x.shape[axis % 3:], seed=12), rand(*x.shape[axis % 3:], seed=13)
+    node = helper.make_node("LayerNormalization", ["x", "s", "b"], ["y", "mean", "inv_std"], axis=axis, epsilon=1e-3)
+    check_ort([node], {"x": x}, ["y", "mean", "inv_std"], {"s": scale, "b": bias}, opset=17)
+
+
+def test_maxpool_indices_as_graph_output_is_refused():
+    from ort_harness import make_model, mlpc_run
+
+    from mlpc.errors import UnsupportedOpError
+
+    node = helper.make_node("MaxPool", ["x"], ["y", "idx"], name="pool_with_indices", kernel_shape=[2, 2])
+    model = make_model([node], {"x": rand(1, 1, 4, 4, seed=14)}, ["y", "idx"])
+    with pytest.raises(UnsupportedOpError, match="pool_with_indices.*Indices"):
+        mlpc_run(model, {"x": rand(1, 1, 4, 4, seed=14)})
+
+
+@pytest.mark.parametrize("output_shape", [[10, 8], [9, 7], [8, 6], [7, 5]])
+def test_conv_transpose_explicit_output_shape(output_shape):
+    # An output_shape larger than the full result (negative total padding: zeros at the end)
+    # gave wrong numbers; an odd total must put the larger half of the padding at the beginning.
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[3, 2], output_shape=output_shape)
+    check_ort([node], {"x": rand(1, 1, 3, 3, seed=15), "w": rand(1, 2, 3, 3, seed=16)}, ["y"])

@@ -206,3 +206,73 @@ def test_resize(opset):
         inits.update({"sz_axes": ints(8, 3), "sz_keep": ints(12, 8)})
         outs += ["y_axes", "y_keep"]
     check_ort(nodes, {"x": x}, outs, inits, opset)
+
+
+# -- regressions found by the ONNX node conformance sweep (tests/conformance) ----------------
+
+
+@pytest.mark.parametrize("coord", ["half_pixel", "align_corners", "asymmetric", "pytorch_half_pixel"])
+@pytest.mark.parametrize("a,exclude", [(-0.75, 0), (-0.5, 1)])
+@pytest.mark.parametrize("sizes", [(7, 9), (3, 2)])
+def test_resize_cubic(coord, a, exclude, sizes):
+    # Cubic Resize is lowered (four taps per axis, ONNX's kernel, exclude_outside renormalized).
+    x = rand(1, 2, 4, 5, seed=31)
+    node = helper.make_node("Resize", ["x", "", "", "sz"], ["y"], mode="cubic", cubic_coeff_a=a,
+                            exclude_outside=exclude, coordinate_transformation_mode=coord)
+    check_ort([node], {"x": x}, ["y"], {"sz": np.array([1, 2, *sizes], np.int64)}, opset=13)
+
+
+def test_resize_align_corners_with_fractional_scaled_length_is_refused():
+    # 4 × 0.6 = 2.4: ONNX's reference divides by 2.4 − 1, onnxruntime by 2 − 1 (the conformance
+    # data and onnxruntime disagree), so mlpc refuses instead of picking one.
+    import onnx_ir as ir
+    from ort_harness import make_model
+
+    from mlpc.backends.tvm.lower import lower_graph
+    from mlpc.errors import UnsupportedOpError
+
+    node = helper.make_node("Resize", ["x", "", "sc"], ["y"], name="ac", mode="linear",
+                            coordinate_transformation_mode="align_corners")
+    model = make_model([node], {"x": rand(1, 1, 2, 4, seed=32)}, ["y"],
+                       {"sc": np.array([1, 1, 0.6, 0.6], np.float32)}, opset=13)
+    with pytest.raises(UnsupportedOpError, match="ac \\(Resize\\): .*align_corners.*ambiguous"):
+        lower_graph(ir.serde.deserialize_model(model).graph, 13)
+
+
+def test_reduce_max_min_on_bools_and_empty_axes():
+    # Bool ReduceMax/Min did not build; over an empty axis TVM returned garbage instead of the
+    # identity (-inf / +inf).
+    from ort_harness import make_model, mlpc_run
+
+    b = np.array([[True, False], [False, False]])
+    e = np.zeros((2, 0, 3), np.float32)
+    nodes = [helper.make_node("ReduceMax", ["b", "ax1"], ["bmax"], keepdims=0),
+             helper.make_node("ReduceMin", ["b", "ax1"], ["bmin"], keepdims=0),
+             helper.make_node("ReduceMax", ["e", "ax1"], ["emax"], keepdims=1),
+             helper.make_node("ReduceMin", ["e", "ax1"], ["emin"], keepdims=0)]
+    model = make_model(nodes, {"b": b, "e": e}, ["bmax", "bmin", "emax", "emin"], {"ax1": np.array([1], I64)}, opset=18)
+    bmax, bmin, emax, emin = mlpc_run(model, {"b": b, "e": e})
+    np.testing.assert_array_equal(bmax, [True, False])
+    np.testing.assert_array_equal(bmin, [False, False])
+    np.testing.assert_array_equal(emax, np.full((2, 1, 3), -np.inf, np.float32))
+    np.testing.assert_array_equal(emin, np.full((2, 3), np.inf, np.float32))
+
+
+def test_split_with_zero_size_parts():
+    # TVM's split needs strictly increasing indices: a zero-size part failed to build.
+    x = rand(2, 5, seed=33)
+    node = helper.make_node("Split", ["x", "sp"], ["a", "b", "c"], axis=1)
+    check_ort([node], {"x": x}, ["a", "b", "c"], {"sp": np.array([2, 0, 3], I64)}, opset=13)
+
+
+def test_reshape_allowzero_to_zero_size_is_refused():
+    import onnx_ir as ir
+    from ort_harness import make_model
+
+    from mlpc.backends.tvm.lower import lower_graph
+    from mlpc.errors import UnsupportedOpError
+
+    node = helper.make_node("Reshape", ["x", "s"], ["y"], name="rz", allowzero=1)
+    model = make_model([node], {"x": np.zeros((0, 3, 4), np.float32)}, ["y"], {"s": np.array([3, 4, 0], I64)}, opset=19)
+    with pytest.raises(UnsupportedOpError, match="rz \\(Reshape\\): .*allowzero"):
+        lower_graph(ir.serde.deserialize_model(model).graph, 19)
