@@ -42,7 +42,15 @@ import onnx_ir as ir
 
 from mlpc.ir import MLPC_DOMAIN, MLPC_OPSET_VERSION, QuantParams, dyadic, set_quant
 from mlpc.pass_infra import Pass, PassContext, PassResult
-from mlpc.passes.quant_patterns import AddMatch, LayerMatch, activation_quant, is_quant, match_output
+from mlpc.passes.quant_patterns import (
+    AddMatch,
+    FloatExitMatch,
+    LayerMatch,
+    activation_quant,
+    is_quant,
+    match_float_exit,
+    match_output,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +201,35 @@ class _Rewriter:
                       {"qmin": m.clamp[0], "qmax": m.clamp[1]}, MLPC_DOMAIN)
         self._bind(out, y, m.out_params)
 
+    def float_exit(self, m: FloatExitMatch) -> None:
+        """MatMul(Quant(x), Quant(W)) with a float output → IntegerMatMul → Cast → Mul(s_x·s_w)."""
+        old = m.layer.outputs[0]
+        base = old.name or "matmul"
+        x = self.ints[m.x][0]
+        x_zp = self._zero_point(f"{base}_x_zero_point", np.array(m.x_params.zero_point), m.x_params)
+        if m.weight is not None:
+            w = self.const(f"{base}_weight", m.weight.q, m.weight.params)
+            w_zp = self._zero_point(f"{base}_w_zero_point", m.weight.zero_point, m.weight.params)
+            s_w = m.weight.scale
+        else:
+            w = self.ints[m.b][0]
+            w_zp = self._zero_point(f"{base}_b_zero_point", np.array(m.b_params.zero_point), m.b_params)
+            s_w = np.array([float(m.b_params.scale)])
+        scale = (float(m.x_params.scale) * s_w).astype(np.float32)
+        acc = self.node("IntegerMatMul", [x, w, x_zp, w_zp], f"{base}_acc", ir.DataType.INT32, old.shape,
+                        domain=MLPC_DOMAIN)
+        y = self.node("Cast", [acc], f"{base}_acc_float", ir.DataType.FLOAT, old.shape,
+                      {"to": int(ir.DataType.FLOAT)})
+        y = self.node("Mul", [y, self.const(f"{base}_scale", scale if scale.size > 1 else scale.reshape(()))],
+                      base, old.dtype or ir.DataType.FLOAT, old.shape)
+        self.flush(m.layer)
+        old.replace_all_uses_with(y)
+        if old.is_graph_output():
+            self.graph.outputs[:] = [y if v is old else v for v in self.graph.outputs]
+        name = old.name
+        old.name = self.fresh(f"{name}_fake_quant")
+        y.name = name
+
     # -- helpers -------------------------------------------------------------------------
     def _bind(self, fake: ir.Value, integer: ir.Value, qp: QuantParams) -> None:
         set_quant(integer, qp)
@@ -295,6 +332,12 @@ class LowerQuantPass(Pass):
                 m = match_output(node)
                 if m is not None and all(_integer_ready(v, matches) for v in m.inputs):
                     matches[node] = m
+        covered = {n for m in matches.values() for n in m.nodes}
+        for node in graph:
+            if node not in covered:
+                m = match_float_exit(node)
+                if m is not None and all(_integer_ready(v, matches) for v in m.inputs):
+                    matches[node] = m
         if not matches:
             return PassResult(graph, False)
         entries = {v.producer() for m in matches.values() for v in m.inputs} - set(matches)
@@ -303,6 +346,9 @@ class LowerQuantPass(Pass):
         for node in list(graph):
             if node in entries:
                 rw.entry(node, activation_quant(node.outputs[0])[1])
+            elif node in matches and isinstance(matches[node], FloatExitMatch):
+                rw.float_exit(matches[node])
+                continue
             elif node in matches:
                 m = matches[node]
                 rw.layer(m) if isinstance(m, LayerMatch) else rw.add(m)
@@ -310,7 +356,9 @@ class LowerQuantPass(Pass):
                 continue
             rw.flush(node)
             converted.append(node)
-        removed = set(converted) | {n for m in matches.values() for n in m.nodes}
+        exits = [m.layer for m in matches.values() if isinstance(m, FloatExitMatch)]
+        removed = set(converted) | set(exits) | {n for m in matches.values() if not isinstance(m, FloatExitMatch)
+                                                 for n in m.nodes}
         weights = {m.weight.node for m in matches.values() if getattr(m, "weight", None) is not None}
         removed |= {w for w in weights if all(u.node in removed for u in w.outputs[0].uses())}
         for quant in converted:
@@ -321,8 +369,9 @@ class LowerQuantPass(Pass):
             if not v.uses() and not v.is_graph_output() and not v.is_graph_input():
                 graph.initializers.pop(v.name, None)
         graph.opset_imports.setdefault(MLPC_DOMAIN, MLPC_OPSET_VERSION)
-        logger.info("lower-quant: %d layers, %d residual adds, %d entry quantizers lowered to integers",
-                    sum(isinstance(m, LayerMatch) for m in matches.values()),
+        logger.info("lower-quant: %d layers (%d with float outputs), %d residual adds, %d entry quantizers "
+                    "lowered to integers", sum(isinstance(m, (LayerMatch, FloatExitMatch)) for m in matches.values()),
+                    len(exits),
                     sum(isinstance(m, AddMatch) for m in matches.values()), len(entries))
         return PassResult(graph, True)
 

@@ -323,3 +323,41 @@ def _match_layer(quant, out_params, layer: ir.Node, bias_add, clamp, nodes) -> L
         bias = bias * beta
     return LayerMatch(quant, out_params, layer, layer.inputs[0], x[1], weight, b, b_params, bias, alpha,
                       clamp, nodes)
+
+
+@dataclass
+class FloatExitMatch:
+    """A MatMul between quantized tensors whose float output no Quant consumes (in a transformer:
+    a projection followed by a bias Add and a Reshape, a residual Add or GELU). It becomes an
+    integer matmul whose int32 accumulator is scaled back to float: `x` (and `b` for a MatMul of
+    two activations) as in LayerMatch, `weight` the constant weight or None."""
+
+    layer: ir.Node
+    x: ir.Value
+    x_params: QuantParams
+    weight: Weight | None
+    b: ir.Value | None
+    b_params: QuantParams | None
+
+    @property
+    def inputs(self) -> list[ir.Value]:
+        """The quantized activations the layer reads."""
+        return [self.x] if self.b is None else [self.x, self.b]
+
+
+def match_float_exit(node: ir.Node) -> FloatExitMatch | None:
+    """The float-output integer MatMul pattern at `node` (see FloatExitMatch), or None: a
+    standard MatMul whose first input is a per-tensor quantized activation and whose second is
+    Quant(2-D constant weight, per tensor or per output channel) or another quantized activation."""
+    if not _std(node, "MatMul") or len(node.inputs) != 2 or any(v is None for v in node.inputs):
+        return None
+    x = activation_quant(node.inputs[0])
+    if x is None or node.inputs[0].shape is None or len(node.inputs[0].shape) < 2:
+        return None
+    second = activation_quant(node.inputs[1])
+    if second is not None:
+        return FloatExitMatch(node, node.inputs[0], x[1], None, node.inputs[1], second[1])
+    weight = constant_weight(node.inputs[1], 1)
+    if weight is None or weight.q.ndim != 2:
+        return None
+    return FloatExitMatch(node, node.inputs[0], x[1], weight, None, None)
