@@ -8,6 +8,10 @@ Each quantized layer (see `quant_patterns`) becomes integer arithmetic:
 
 (Gemm/MatMul likewise with IntegerMatMul and an int32 bias Add; a MatMul of two quantized
 activations too; Add of two quantized tensors → IntegerAdd with two dyadic multipliers.)
+A MatMul between quantized tensors whose float output no Quant consumes (a transformer's
+projections feed a bias Add and a Reshape, a residual Add or GELU) becomes IntegerMatMul →
+Cast → Mul(s_x·s_w[c]): the int32 accumulator scaled back to the float the fake-quant MatMul
+computes (equal up to float32 rounding), so the weights still ship as (packed) integers.
 Integer tensors flow straight from layer to layer. Where a float tensor enters an integer
 region its Quant becomes QuantizeLinear (+ an integer Clip when the range is narrower than
 int8/uint8); wherever an integer tensor reaches a float op or a graph output a
@@ -317,7 +321,8 @@ class LowerQuantPass(Pass):
     """Rewrite the fake-quant Graph's quantized layers into integer ops (module doc)."""
 
     name = "lower-quant"
-    description = "fake-quant layers → IntegerConv/IntegerMatMul/IntegerAdd + Requantize, int8 end to end"
+    description = ("fake-quant layers → IntegerConv/IntegerMatMul/IntegerAdd + Requantize (or a float rescale of "
+                   "the int32 accumulator), int8 end to end")
     opt_level = 0
 
     def run(self, graph: ir.Graph, ctx: PassContext) -> PassResult:
