@@ -25,7 +25,7 @@ def test_sentences_are_generated_disjoint():
     assert minilm.make_sentences(40, seed=1) == calib
 
 
-@pytest.mark.slow  # exports MiniLM and compiles it twice with TVM: about 4 minutes on 2 cores
+@pytest.mark.slow  # exports MiniLM and compiles it twice with TVM: 4-7 minutes on 2 cores
 def test_minilm_w8a8_keeps_the_embeddings(tmp_path):
     out = tmp_path / "minilm.json"
     assert (
