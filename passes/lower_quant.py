@@ -227,9 +227,7 @@ class _Rewriter:
         y = self.node("Mul", [y, self.const(f"{base}_scale", scale if scale.size > 1 else scale.reshape(()))],
                       base, old.dtype or ir.DataType.FLOAT, old.shape)
         self.flush(m.layer)
-        old.replace_all_uses_with(y)
-        if old.is_graph_output():
-            self.graph.outputs[:] = [y if v is old else v for v in self.graph.outputs]
+        old.replace_all_uses_with(y, replace_graph_outputs=True)
         name = old.name
         old.name = self.fresh(f"{name}_fake_quant")
         y.name = name

@@ -120,3 +120,30 @@ def test_compiles_and_verifies_against_fake_quant(encoder, tmp_path):
     assert len(layers) == 8 and all(r["activation_bits"] == 8 for r in layers)
     assert sorted(r["weight_bits"] for r in layers if r["weight_bits"]) == [8] * 6
     assert all(r["sqnr_db"] is not None and r["sqnr_db"] > 25 for r in layers)
+
+
+def test_float_output_matmul_that_is_a_graph_output(tmp_path):
+    """A quantized MatMul whose float output is the graph's output keeps that output's name."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    w = (rng.normal(size=(16, 24)) * 0.1).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 24])],
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
+    path = tmp_path / "mm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    x = rng.normal(size=(8, 1, 4, 16)).astype(np.float32)
+    qmodel = mlpc.quantize(path, "w8a8", {"x": x}, engine="reference")
+    fake = ReferenceEvaluator(qmodel).run({"x": x[0]})["y"]
+    assert LowerQuantPass()(qmodel.graph).modified
+    verify(qmodel)
+    assert [v.name for v in qmodel.graph.outputs] == ["y"] and "IntegerMatMul" in _ops(qmodel)
+    got = ReferenceEvaluator(qmodel).run({"x": x[0]})["y"]
+    assert np.abs(got - fake).max() <= 1e-5 * np.abs(fake).max()
+    assert np.abs(got - x[0] @ w).max() <= 0.02 * np.abs(x[0] @ w).max()  # and near the float model
