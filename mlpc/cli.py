@@ -229,17 +229,32 @@ def inspect_cmd(
     model: Path = typer.Argument(..., help="An .onnx model or an artifact directory."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     input_shape: list[str] = typer.Option([], "--input-shape", help="NAME=DIMS for symbolic inputs."),
+    float_model: Optional[Path] = typer.Option(
+        None, "--float-model", help="For a quantized .onnx: the float model it came from (per-layer SQNR)."),
+    calib: Optional[Path] = typer.Option(
+        None, "--calib", help="With --float-model: inputs (.npz keyed by input name, or a directory of .npy)."),
+    engine: str = typer.Option("reference", "--engine", help="Run the models for SQNR with: reference or tvm."),
+    samples: int = typer.Option(32, "--samples", help="With --calib: measure SQNR on at most this many samples."),
 ) -> None:
-    """Show ops, parameters, FLOPs/MACs and shapes of a model or an artifact."""
+    """Show ops, parameters, FLOPs/MACs and shapes of a model or an artifact; for a quantized one,
+    per-layer bits, scales and SQNR against the float model."""
     from mlpc.artifact import is_artifact, load
 
     if model.is_dir() and is_artifact(model):
+        if float_model is not None or calib is not None:
+            raise InputError("--float-model/--calib apply to a quantized .onnx model; an artifact's "
+                             "per-layer SQNR was measured at compile time and is in its manifest")
         manifest = load(model, check_target=False).manifest
         info = {"kind": "artifact", "path": str(model), "target": manifest["target"]["name"],
                 **manifest["stats"], "passes": manifest["passes"], "verification": manifest.get("verification")}
+        if manifest.get("quantization"):
+            info["quantization"] = manifest["quantization"]
         info.update(_cuda_info(model, manifest))
     else:
         info = {"kind": "model", "path": str(model), **_model_info(model, input_shape)}
+        quant = _quant_model_info(model, input_shape, float_model, calib, engine, samples)
+        if quant is not None:
+            info["quantization"] = quant
     if as_json:
         print(json.dumps(info, indent=2))
         return
@@ -264,6 +279,50 @@ def _model_info(path: Path, input_shape: list[str]) -> dict[str, Any]:
     return model_stats(loaded.model.graph)
 
 
+def _quant_model_info(path: Path, input_shape: list[str], float_model: Optional[Path], calib: Optional[Path],
+                     engine: str, samples: int) -> dict[str, Any] | None:
+    from mlpc.frontend import parse_input_shape
+    from mlpc.quant.report import ENGINE_NAMES, model_report
+
+    if engine not in ENGINE_NAMES:
+        raise InputError(f"--engine {engine!r}: use {' or '.join(ENGINE_NAMES)}")
+    if samples < 1:
+        raise InputError(f"--samples {samples}: give at least 1")
+    shapes = dict(parse_input_shape(s) for s in input_shape)
+    report = model_report(path, float_model, calib, engine=engine, samples=samples, input_shapes=shapes)
+    if report is None and float_model is not None:
+        raise InputError(f"{path}: holds no quantization (no Quant/QuantizeLinear/DequantizeLinear node); "
+                         "--float-model applies to a quantized model")
+    return report
+
+
+def _fmt_db(row: dict[str, Any]) -> str:
+    if row.get("exact"):
+        return "exact"
+    return "-" if row.get("sqnr_db") is None else f"{row['sqnr_db']:.1f}"
+
+
+def _print_quantization(q: dict[str, Any]) -> None:
+    scheme = f" ({q['scheme']})" if q.get("scheme") else ""
+    if q.get("measured"):
+        title = f"quantized layers{scheme}: SQNR of each layer's output vs the float model, {q['samples']} samples"
+        caption = q["measured"]
+    else:
+        title = f"quantized layers{scheme}"
+        caption = "SQNR: give --float-model MODEL.onnx --calib DATA to measure it"
+    table = Table(title=title, caption=caption)
+    for col, right in (("layer", False), ("op", False), ("bits W/A", True), ("weights", False),
+                       ("W scales min..max", True), ("A scale", True), ("SQNR dB", True)):
+        table.add_column(col, justify="right" if right else "left")
+    for r in q["layers"]:
+        bits = "/".join("f" if r[k] is None else str(r[k]) for k in ("weight_bits", "activation_bits"))
+        gran = {"per_channel": "per channel", "per_tensor": "per tensor"}.get(r["granularity"], "-")
+        scales = "-" if r["weight_scale_min"] is None else f"{r['weight_scale_min']:.3g}..{r['weight_scale_max']:.3g}"
+        act = "-" if r.get("activation_scale") is None else f"{r['activation_scale']:.3g}"
+        table.add_row(r["name"], r["op"], bits, gran, scales, act, _fmt_db(r))
+    out.print(table)
+
+
 def _print_info(info: dict[str, Any]) -> None:
     out.print(f"[bold]{info['path']}[/] ({info['kind']}{', target ' + info['target'] if 'target' in info else ''})")
     io_table = Table(title="inputs and outputs")
@@ -282,6 +341,8 @@ def _print_info(info: dict[str, Any]) -> None:
     for op, count in info["ops"].items():
         ops.add_row(op, str(count), f"{info['macs_by_op'].get(op, 0):,}")
     out.print(ops)
+    if info.get("quantization"):
+        _print_quantization(info["quantization"])
     if info.get("verification"):
         _print_verification(info["verification"])
     if info.get("cuda"):

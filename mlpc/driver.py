@@ -120,6 +120,8 @@ def compile(  # noqa: A001 - the public name users expect
         "passes": [r.to_json() for r in pass_log],
         "stats": model_stats(graph),
     }
+    if "quantization_layers" in ctx.options:
+        manifest["quantization"] = {"scheme": _scheme_name(quantize), **ctx.options["quantization_layers"]}
 
     def write_files(tmp: Path) -> None:
         options: dict[str, Any] = {} if dtype in ("fp32", "float32") else {"dtype": dtype}
@@ -162,6 +164,10 @@ def _runner(tmp: Path, manifest: dict[str, Any]) -> Iterator[Callable[[Any], dic
     (tmp / MANIFEST).write_text(json.dumps(manifest))  # rewritten, with the verification, afterwards
     with open_bundle(tmp) as runner:
         yield runner.run
+
+
+def _scheme_name(quantize: Any) -> str:
+    return quantize if isinstance(quantize, str) else getattr(quantize, "name", str(quantize))
 
 
 def _scratch_dir() -> Path:

@@ -64,16 +64,26 @@ def quantize_loaded(loaded: Any, ctx: Any, scheme: Any, calibration: Any, config
     fake-quant graph in float). The verification reference is the graph the backend compiles:
     the integer graph, which the compiled build must reproduce bit for bit (the integer graph
     itself may differ from the fake-quant one by one quantization step, see lower-quant).
+    The per-layer report (`mlpc.quant.report.layer_report`: bits, scales, SQNR against the float
+    model on calibration samples) goes to ctx.options["quantization_layers"].
     Returns the pass log records."""
     from mlpc.errors import PassError
     from mlpc.pass_infra import PassManager
     from mlpc.pass_registry import get_pass
     from mlpc.passes.quantize import QuantizePass
 
+    from mlpc.quant.calibration import CalibrationSet
+    from mlpc.quant.report import layer_report
+
     cfg = resolve_config(scheme, config)
-    log = PassManager([QuantizePass(cfg, calibration, progress=ctx.options.get("progress", False))]).run(loaded.model, ctx)
+    float_model = ir.serde.deserialize_model(ir.serde.serialize_model(loaded.model))
+    quantize_pass = QuantizePass(cfg, calibration, progress=ctx.options.get("progress", False))
+    log = PassManager([quantize_pass]).run(loaded.model, ctx)
     loaded.reference_kind = "fake-quant"
     loaded.reference = ir.serde.serialize_model(loaded.model)
+    engine = ctx.options.get("quantize", {}).get("engine", quantize_pass.engine)
+    data = CalibrationSet.load(calibration, float_model.graph)
+    ctx.options["quantization_layers"] = layer_report(float_model.graph, loaded.model.graph, data, engine)
     try:
         lower = get_pass("lower-quant")
     except PassError:
