@@ -28,7 +28,7 @@ from mlpc.frontend import load_model
 from mlpc.instruments import DumpIRInstrument
 from mlpc.pass_infra import PassContext, PassManager
 from mlpc.pass_registry import get_pass
-from mlpc.pipeline import default_pipeline, load_entry_point_passes, load_plugin
+from mlpc.pipeline import POST_QUANT_PASSES, default_pipeline, load_entry_point_passes, load_plugin
 from mlpc.targets import get_target
 from mlpc.verify import DEFAULT_TOLERANCE
 from mlpc.verify import verify as run_verification
@@ -106,6 +106,7 @@ def compile(  # noqa: A001 - the public name users expect
         from mlpc.quant.api import quantize_loaded
 
         pass_log += quantize_loaded(loaded, ctx, quantize, calibration, quant_config)
+        pass_log += PassManager([p for p in pipeline if p.name in POST_QUANT_PASSES]).run(loaded.model, ctx)
     graph = loaded.model.graph
     backend = get_backend(tgt.backend)
     inputs = [value_info(v) for v in graph.inputs]
