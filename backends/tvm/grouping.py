@@ -10,8 +10,9 @@ only (weight transposes, folded reshapes) are folded at compile time, and the re
 constants become parameters (FuseTIR accepts no constants in primitive functions).
 
 A unit stays inline in `main` (no function) when it computes nothing at run time (Reshape,
-Identity, shape arithmetic) or uses an op that does not legalize to TIR (sort, scan), which TVM
-dispatches itself.
+Identity, shape arithmetic), uses an op that does not legalize to TIR (sort, scan), which TVM
+dispatches itself, or calls a kernel its converter scheduled already (mlpc::Attention): that
+kernel is one PrimFunc of its own.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ def _calls(expr: relax.Expr) -> list[str]:
     return names
 
 
-def _inline_reason(func: relax.Function) -> str | None:
+def _inline_reason(func: relax.Function, mod: tvm.IRModule) -> str | None:
     calls = _calls(func.body)
     if not [c for c in calls if c not in VIEW_OPS]:
         return "no run-time computation"
@@ -147,6 +148,13 @@ def _inline_reason(func: relax.Function) -> str | None:
             continue
         if name == "<call>" or tvm.ir.Op.get(name).get_attr("FLegalize") is None:
             return f"{name} does not legalize to TIR"
+    for gvar, prim in mod.functions.items():
+        if (
+            isinstance(prim, tvm.tirx.PrimFunc)
+            and prim.attrs is not None
+            and prim.attrs.get("tirx.is_scheduled")
+        ):
+            return f"calls {gvar.name_hint}, a kernel its converter already scheduled"
     return None
 
 
@@ -195,8 +203,9 @@ def lower_unit(
             fbb.emit_func_output(result)
     finally:
         ctx.bb = main_bb
-    func = relax.transform.FoldConstant()(fbb.get())[unit.name]
-    reason = _inline_reason(func) if outputs else "no outputs"
+    folded = relax.transform.FoldConstant()(fbb.get())
+    func = folded[unit.name]
+    reason = _inline_reason(func, folded) if outputs else "no outputs"
     if reason is not None:
         logger.debug("unit %s stays inline: %s", unit.name, reason)
         return False
