@@ -15,6 +15,7 @@ from mlpc.passes.canonicalize import CanonicalizePass
 from mlpc.passes.fold_batchnorm import FoldBatchNormPass
 from mlpc.passes.fuse import FusePass
 from mlpc.passes.fuse_attention import FuseAttentionPass
+from mlpc.passes.layout import LayoutPass
 from mlpc.passes.lower_quant import LowerQuantPass
 from mlpc.passes.simplify import SimplifyPass
 
@@ -23,7 +24,8 @@ logger = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "mlpc.passes"
 
 # The built-in passes in pipeline order.
-BUILTIN_PASSES = [CanonicalizePass, SimplifyPass, FoldBatchNormPass, LowerQuantPass, FuseAttentionPass, FusePass]
+BUILTIN_PASSES = [CanonicalizePass, SimplifyPass, FoldBatchNormPass, LowerQuantPass, FuseAttentionPass, LayoutPass,
+                  FusePass]
 BUILTIN_ORDER = [p.name for p in BUILTIN_PASSES]
 # Passes of the pipeline that run again after `mlpc.compile(quantize=...)` lowered the graph to
 # integer ops (fusion groups must cover the requantization nodes quantization inserted).

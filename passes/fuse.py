@@ -42,6 +42,7 @@ ANCHORS = {
     ("", "MatMul"),
     ("", "Gemm"),
     ("mlpc", "IntegerConv"),
+    ("mlpc", "ConvNHWC"),
     ("mlpc", "IntegerMatMul"),
 }
 REDUCTION_ANCHORS = {

@@ -126,3 +126,23 @@ def _attention(ctx, node, inputs):
     shape = [int(d) for d in out.shape]
     logger.debug("attention %s: %s rows", node.name, math.prod(shape[:-1]))
     return [relax.call_tir(gvar, relax.Tuple(args), relax.TensorType(shape, dtype))]
+
+
+@converter("ConvNHWC", domain=MLPC_DOMAIN)
+def _conv_nhwc(ctx, node, inputs):
+    x, w = inputs[0], inputs[1]
+    attrs = node.attributes
+    # OIHW → HWIO: a transpose of a constant, folded at compile time (no run-time transpose).
+    y = relax.op.nn.conv2d(
+        x,
+        relax.op.permute_dims(w, [2, 3, 1, 0]),
+        strides=list(attrs.get_ints("strides", [1, 1])),
+        padding=list(attrs.get_ints("pads", [0, 0, 0, 0])),
+        dilation=list(attrs.get_ints("dilations", [1, 1])),
+        groups=attrs.get_int("group", 1),
+        data_layout="NHWC",
+        kernel_layout="HWIO",
+    )
+    if len(inputs) > 2 and inputs[2] is not None:
+        y = relax.op.add(y, inputs[2])  # [O] broadcasts over the last (channel) axis
+    return [y]

@@ -59,7 +59,7 @@ def test_kernels_are_the_groups(name, tmp_path):
     groups = fusion_groups(graph)
     assert groups, f"{name}: the fuse pass marked no group"
     patterns = {"+".join(n.op_type for n in nodes) for nodes in groups.values()}
-    expected = {"resnet": {"Conv+Relu", "Conv+Add+Relu"}, "transformer": {"MatMul+Add+Add"}}[name]
+    expected = {"resnet": {"ConvNHWC+Relu", "ConvNHWC+Add+Relu"}, "transformer": {"MatMul+Add+Add"}}[name]
     assert expected <= patterns, patterns
     mod = lower_graph(graph, 18)
     fused, calls = _kernel_calls(mod)
@@ -74,7 +74,13 @@ def test_kernels_are_the_groups(name, tmp_path):
             continue
         script = fused[kernel].script()
         for node in nodes:
-            marker = {"Conv": "conv", "MatMul": "matmul", "Relu": "T.max", "Add": "T_add"}.get(node.op_type)
+            marker = {
+                "Conv": "conv",
+                "ConvNHWC": "conv",
+                "MatMul": "matmul",
+                "Relu": "T.max",
+                "Add": "T_add",
+            }.get(node.op_type)
             assert marker is None or marker in script, f"{kernel} lacks {node.op_type}"
     x = zoo.example_inputs(name)[0].numpy()
     np.testing.assert_allclose(
@@ -87,14 +93,16 @@ def test_editing_groups_changes_kernels(tmp_path):
     graph = model.graph
     _, calls = _kernel_calls(lower_graph(graph, 18))
     gid, nodes = next(
-        (g, n) for g, n in fusion_groups(graph).items() if [x.op_type for x in n] == ["Conv", "Add", "Relu"]
+        (g, n)
+        for g, n in fusion_groups(graph).items()
+        if [x.op_type for x in n] == ["ConvNHWC", "Add", "Relu"]
     )
     relu = nodes[-1]
     del relu.metadata_props[GROUP_KEY]  # a custom pass decides: the ReLU gets its own kernel
     set_group(nodes[:-1], gid)
     fused, split_calls = _kernel_calls(lower_graph(graph, 18))
     assert len(split_calls) == len(calls) + 1
-    assert "T.max" not in fused[f"mlpc_group_{gid}_conv"].script()
+    assert "T.max" not in fused[f"mlpc_group_{gid}_convnhwc"].script()
     x = zoo.example_inputs("resnet")[0].numpy()
     np.testing.assert_allclose(
         run(build(lower_graph(graph, 18), get_target("host")), [x])[0],
