@@ -6,6 +6,7 @@ Matches what torch's exporters (dynamo and legacy) emit for `softmax(q @ k.T * s
 
 (the scale may also be absent) and writes `mlpc::Attention(Q, KT, V[, mask], scale=s)`
 (mlpc/ir/ops/attention.py), which the TVM backend lowers as one kernel with the softmax fused.
+CPU targets only: for CUDA the ops stay, as dlight schedules them and the fused kernel is a CPU one.
 Rules do not fire when the scale is not a constant scalar, the softmax is not over the last
 axis, the batch dims of Q, KT and V differ, or an intermediate (scores, probabilities) has
 another use.
@@ -19,6 +20,7 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter.pattern import MatchResult, RewriteRule
 
+from mlpc.pass_infra import PassContext, PassResult
 from mlpc.rewrite import RewritePass
 
 logger = logging.getLogger(__name__)
@@ -134,3 +136,11 @@ class FuseAttentionPass(RewritePass):
 
     def __init__(self) -> None:
         super().__init__(self.name, RULES, commute=True, description=self.description)
+
+    def run(self, graph: ir.Graph, ctx: PassContext) -> PassResult:
+        """Rewrite for CPU targets (or none given); CUDA builds keep the ops, which dlight schedules."""
+        target = ctx.target
+        if target is not None and getattr(target, "kind", "x86") not in ("x86", "arm"):
+            logger.debug("fuse-attention skipped: the %s backend has no fused attention kernel", target.kind)
+            return PassResult(graph, False)
+        return super().run(graph, ctx)

@@ -112,13 +112,13 @@ class _Rewriter:
 
     def replace_output(self, old: ir.Value, new: ir.Value) -> None:
         """Route every use of `old` (graph outputs included, keeping the output's name) to `new`."""
-        ir.convenience.replace_all_uses_with(old, new)
         for i, out in enumerate(self.graph.outputs):
             if out is old:
                 name = old.name
                 old.name = self._name(name)
                 new.name = name
                 self.graph.outputs[i] = new
+        ir.convenience.replace_all_uses_with(old, new)
 
     def constant(self, array: np.ndarray, like: ir.Value) -> ir.Value:
         value = ir.Value(
