@@ -220,3 +220,28 @@ def lower_unit(
         for i, value in enumerate(outputs):
             env[value] = main_bb.emit(relax.TupleGetItem(call, i))
     return True
+
+
+def kernel_calls(mod: tvm.IRModule, target: tvm.target.Target) -> list[str]:
+    """The kernels `mod`'s main runs, in call order: the PrimFunc of each call_tir after TVM's
+    CPU legalization and fusion (`cpu_schedule.fusion_passes`), reshape views left out.
+
+    >>> kernel_calls(lower_graph(graph, 18), get_target("host").tvm_target())  # doctest: +SKIP
+    ['mlpc_group_0_convnhwc', 'mlpc_group_1_convnhwc', ...]
+    """
+    from mlpc.backends.tvm.cpu_schedule import fusion_passes
+
+    with target:
+        fused = tvm.transform.Sequential(fusion_passes(target))(mod)
+    calls: list[str] = []
+
+    def visit(expr: relax.Expr) -> None:
+        if (
+            isinstance(expr, relax.Call)
+            and isinstance(expr.op, tvm.ir.Op)
+            and expr.op.name == "relax.call_tir"
+        ):
+            calls.append(expr.args[0].name_hint)
+
+    relax.analysis.post_order_visit(fused["main"].body, visit)
+    return [name for name in calls if not name.startswith("reshape")]

@@ -77,18 +77,20 @@ def schedule_attention(func: tirx.PrimFunc) -> tirx.PrimFunc:
     the key axis of the scores and the output width are vectorized."""
     sch = s_tir.Schedule(func)
     out = sch.get_sblock("out")
-    loops = sch.get_loops(out)
-    rows = sch.fuse(*loops[:-1])
-    extent = int(sch.get(rows).extent)
-    tile = next((t for t in (QUERY_TILE, 2) if extent % t == 0 and extent > t), 1)
-    outer, _ = sch.split(rows, [None, tile])
+    *batch, query, column = sch.get_loops(out)
+    queries = int(sch.get(query).extent)
+    tile = next((t for t in (QUERY_TILE, 2) if queries % t == 0 and queries > t), 1)
+    query_outer, _ = sch.split(query, [None, tile])
+    # compute_at on the unfused loops (fusing first makes TVM over-approximate the regions).
     for name in ("acc", "row_sum", "exp", "row_max", "logits", "scores"):
-        sch.compute_at(sch.get_sblock(name), outer)
+        sch.compute_at(sch.get_sblock(name), query_outer)
     sch.compute_inline(sch.get_sblock("logits"))
+    tiles = sch.fuse(*batch, query_outer) if batch else query_outer
+    extent = int(sch.get(tiles).extent)
     keys = int(sch.get(sch.get_loops(sch.get_sblock("row_sum"))[-1]).extent)
-    work = extent * keys * int(sch.get(loops[-1]).extent)
-    if work >= PARALLEL_MIN_WORK and extent // tile > 1:
-        sch.parallel(outer)
+    work = extent * tile * keys * int(sch.get(column).extent)
+    if work >= PARALLEL_MIN_WORK and extent > 1:
+        sch.parallel(tiles)
     for name in ("scores", "acc"):  # loops under the tile: row, column, reduction
         block = sch.get_sblock(name)
         row, column, reduction = sch.get_loops(block)[1:]

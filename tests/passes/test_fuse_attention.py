@@ -77,9 +77,17 @@ def _attention_model(scale_op="Div", mask=True, scale_const=True, shape=(2, 3, 1
     return model, feeds
 
 
-@pytest.mark.parametrize("scale_op,mask", [("Div", True), ("Mul", False), ("Mul", True)])
-def test_masked_and_scaled_forms_match_onnxruntime(scale_op, mask):
-    proto, feeds = _attention_model(scale_op, mask)
+@pytest.mark.parametrize(
+    "scale_op,mask,shape,keys",
+    [
+        ("Div", True, (2, 3, 12, 8), 10),
+        ("Mul", False, (2, 3, 12, 8), 10),
+        ("Mul", True, (2, 3, 12, 8), 10),
+        ("Div", True, (2, 4, 34, 8), 40),
+    ],  # big enough to run in parallel; 34 queries: tiles of 2
+)
+def test_masked_and_scaled_forms_match_onnxruntime(scale_op, mask, shape, keys):
+    proto, feeds = _attention_model(scale_op, mask, shape=shape, keys=keys)
     want = ort.InferenceSession(proto.SerializeToString()).run(None, feeds)[0]
     model = ir.serde.deserialize_model(proto)
     result = FuseAttentionPass()(model.graph)
