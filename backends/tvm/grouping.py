@@ -110,11 +110,13 @@ def lowering_units(graph: ir.Graph) -> list[Unit]:
 
 
 @mutator
-class _LiftConstants(PyExprMutator):
-    """Replace every constant of a function body by a new parameter."""
+class _Relink(PyExprMutator):
+    """Replace every constant of a function body by a new parameter, and the global vars of the
+    unit's builder (PrimFuncs a converter emitted with emit_te) by their copies in `main`'s module."""
 
-    def __init__(self) -> None:
+    def __init__(self, gvars: dict[str, relax.GlobalVar]) -> None:
         super().__init__()
+        self.gvars = gvars
         self.constants: list[relax.Expr] = []
         self.params: list[relax.Var] = []
 
@@ -126,6 +128,20 @@ class _LiftConstants(PyExprMutator):
         self.constants.append(op)
         self.params.append(param)
         return param
+
+    def visit_global_var_(self, op: relax.GlobalVar) -> relax.Expr:  # noqa: N802
+        return self.gvars.get(op.name_hint, op)
+
+
+def _referenced_gvars(expr: relax.Expr) -> list[relax.GlobalVar]:
+    found: list[relax.GlobalVar] = []
+
+    def visit(e: relax.Expr) -> None:
+        if isinstance(e, relax.GlobalVar) and not any(g.same_as(e) for g in found):
+            found.append(e)
+
+    relax.analysis.post_order_visit(expr, visit)
+    return found
 
 
 def _calls(expr: relax.Expr) -> list[str]:
@@ -209,7 +225,8 @@ def lower_unit(
     if reason is not None:
         logger.debug("unit %s stays inline: %s", unit.name, reason)
         return False
-    lift = _LiftConstants()
+    copies = {g.name_hint: main_bb.add_func(folded[g], g.name_hint) for g in _referenced_gvars(func.body)}
+    lift = _Relink(copies)
     body = lift.visit_expr(func.body)
     prim = relax.Function(list(func.params) + lift.params, body, func.ret_ty).with_attr("Primitive", True)
     gvar = main_bb.add_func(prim, unit.name)
