@@ -83,13 +83,15 @@ def _const_or_none(arr: np.ndarray) -> relax.Expr | None:
     return const(arr)
 
 
-def lower_graph(graph: ir.Graph, opset: int) -> tvm.IRModule:
+def lower_graph(graph: ir.Graph, opset: int, groups: bool = True) -> tvm.IRModule:
     """Return a Relax IRModule whose function "main" computes `graph` (ONNX default domain at `opset`).
 
     Parameters are graph.inputs in order (named after the sanitized value names); the result is
     always a relax Tuple of graph.outputs. When the graph carries fusion groups (the `fuse` pass),
     each group and each other computing node becomes one primitive function, i.e. one kernel
-    (see grouping.py), and the module is marked so that TVM's FuseOps does not regroup them.
+    (see grouping.py), and the module is marked so that TVM's FuseOps does not regroup them;
+    `groups=False` ignores the groups (CUDA builds: TVM's ToMixedPrecision and FuseOps work on
+    the plain module there).
     Raises UnsupportedOpError listing every unsupported node,
     LoweringError naming the node for any other failure.
     """
@@ -102,7 +104,7 @@ def lower_graph(graph: ir.Graph, opset: int) -> tvm.IRModule:
         var = relax.Var(relax_name(value.name), relax.TensorType(ctx.shape(value), ctx.dtype(value)))
         params.append(var)
         env[value] = var
-    grouped = has_groups(graph)
+    grouped = groups and has_groups(graph)
     graph_outputs = set(graph.outputs)
     with bb.function("main", params):
         with bb.dataflow():
