@@ -27,9 +27,10 @@ ENTRY_POINT_GROUP = "mlpc.passes"
 BUILTIN_PASSES = [CanonicalizePass, SimplifyPass, FoldBatchNormPass, LowerQuantPass, FuseAttentionPass, LayoutPass,
                   FusePass]
 BUILTIN_ORDER = [p.name for p in BUILTIN_PASSES]
-# Passes of the pipeline that run again after `mlpc.compile(quantize=...)` lowered the graph to
-# integer ops (fusion groups must cover the requantization nodes quantization inserted).
-POST_QUANT_PASSES = ("fuse",)
+# With `mlpc.compile(quantize=...)`, the pipeline from the first of these on runs after
+# quantization and lower-quant: the quantizer sees plain ONNX convs and matmuls, and the fusion
+# groups cover the requantization nodes it inserted.
+POST_QUANT_PASSES = ("fuse-attention", "layout", "fuse")
 
 for _pass in BUILTIN_PASSES:
     register_pass(_pass.name, opt_level=_pass.opt_level, builtin=True)(_pass)

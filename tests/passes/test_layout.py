@@ -195,3 +195,21 @@ def test_dump_ir_shows_the_layout_and_groups(tmp_path):
     assert layout.count("layout=NHWC") == 3 and "ConvNHWC" in layout
     fused = next(text for name, text in dumps.items() if name.endswith("-fuse.txt"))
     assert "fusion_group=" in fused and "fusion_pattern=ConvNHWC+Add" in fused
+
+
+def test_quantized_compile_runs_layout_and_fusion_after_quantization(tmp_path):
+    proto, x = _chain([("conv", 8), ("relu", 0), ("conv", 8), ("relu", 0)], 8)
+    calib = {"x": np.random.default_rng(5).standard_normal((8, 8, 6, 6)).astype(np.float32)}
+    art = mlpc.compile(
+        proto,
+        output_dir=tmp_path / "q",
+        quantize="w8a8",
+        calibration=calib,
+        verify=True,
+        input_shapes={"x": [1, 8, 6, 6]},
+    )
+    names = [p["name"] for p in art.manifest["passes"]]
+    assert names.index("quantize") < names.index("layout") < names.index("fuse")
+    ops = art.manifest["stats"]["ops"]
+    assert ops.get("mlpc::IntegerConv", 0) >= 1, ops  # the quantizer saw the convs (not ConvNHWC)
+    assert art.verification["passed"]
