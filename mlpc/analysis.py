@@ -1,4 +1,5 @@
 """Model statistics for `mlpc inspect`: ops, parameters, MACs and FLOPs, input/output shapes."""
+
 from __future__ import annotations
 
 import logging
@@ -30,13 +31,16 @@ def _numpy_dtype_name(dtype: ir.DataType | None) -> str | None:
 
 
 def node_macs(node: ir.Node) -> int:
-    """Multiply-accumulates of a Conv, ConvTranspose, Gemm or MatMul node (0 for other ops or unknown shapes)."""
+    """Multiply-accumulates of a Conv, ConvTranspose, Gemm, MatMul, mlpc::ConvNHWC or mlpc::Attention
+    node (0 for other ops or unknown shapes)."""
     out = node.outputs[0] if node.outputs else None
     shapes = [_static(v) for v in node.inputs]
     out_shape = _static(out) if out is not None else None
     op = node.op_type
-    if op == "Conv" and out_shape and shapes[1]:
+    if op in ("Conv", "ConvNHWC") and out_shape and shapes[1]:  # mlpc::ConvNHWC keeps Conv's weight
         return int(np.prod(out_shape)) * int(np.prod(shapes[1][1:]))
+    if op == "Attention" and out_shape and shapes[0] and shapes[1]:  # mlpc::Attention: Q·KT, then P·V
+        return int(np.prod(out_shape[:-1])) * shapes[1][-1] * (shapes[0][-1] + out_shape[-1])
     if op == "ConvTranspose" and shapes[0] and shapes[1]:
         # weight is (C_in, C_out/group, *kernel): each input element feeds C_out/group · |kernel| outputs
         return int(np.prod(shapes[0])) * int(np.prod(shapes[1][1:]))
@@ -48,8 +52,9 @@ def node_macs(node: ir.Node) -> int:
 
 def model_stats(graph: ir.Graph) -> dict[str, Any]:
     """Return counts of ops, parameters (elements and bytes), MACs/FLOPs and the input/output shapes."""
-    ops = Counter(node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
-                  for node in graph)
+    ops = Counter(
+        node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}" for node in graph
+    )
     params = 0
     param_bytes = 0
     for value in graph.initializers.values():

@@ -28,7 +28,7 @@ from mlpc.frontend import load_model
 from mlpc.instruments import DumpIRInstrument
 from mlpc.pass_infra import PassContext, PassManager
 from mlpc.pass_registry import get_pass
-from mlpc.pipeline import default_pipeline, load_entry_point_passes, load_plugin
+from mlpc.pipeline import POST_QUANT_PASSES, default_pipeline, load_entry_point_passes, load_plugin
 from mlpc.targets import get_target
 from mlpc.verify import DEFAULT_TOLERANCE
 from mlpc.verify import verify as run_verification
@@ -101,11 +101,16 @@ def compile(  # noqa: A001 - the public name users expect
     instruments = [DumpIRInstrument(dump_ir)] if dump_ir is not None else []
     ctx = PassContext(target=tgt, opt_level=opt_level, disabled_passes=set(disabled_passes),
                       instruments=instruments, verify_each=verify_each_pass)
-    pass_log = PassManager(pipeline).run(loaded.model, ctx)
+    # With quantization, the passes from the first of POST_QUANT_PASSES on run after it (the
+    # quantizer knows the ONNX convs and matmuls, not their channels-last / fused forms).
+    split = next((i for i, p in enumerate(pipeline) if p.name in POST_QUANT_PASSES), len(pipeline))
+    after_quant = pipeline[split:] if quantize is not None else []
+    pass_log = PassManager(pipeline[: len(pipeline) - len(after_quant)]).run(loaded.model, ctx)
     if quantize is not None:
         from mlpc.quant.api import quantize_loaded
 
         pass_log += quantize_loaded(loaded, ctx, quantize, calibration, quant_config)
+        pass_log += PassManager(after_quant).run(loaded.model, ctx)
     graph = loaded.model.graph
     backend = get_backend(tgt.backend)
     inputs = [value_info(v) for v in graph.inputs]

@@ -27,9 +27,22 @@ class TimingInstrument(PassInstrument):
         self.seconds[pass_.name] = self.seconds.get(pass_.name, 0.0) + time.perf_counter() - self._start
 
 
+def node_annotations(graph: ir.Graph) -> str:
+    """The `mlpc.*` node metadata (fusion groups, chosen layouts) as text, one node a line, since
+    onnx-ir's printout omits metadata; empty when no node carries any."""
+    lines = []
+    for index, node in enumerate(graph):
+        props = {k: v for k, v in node.metadata_props.items() if k.startswith("mlpc.")}
+        if props:
+            shown = " ".join(f"{k.removeprefix('mlpc.')}={v}" for k, v in sorted(props.items()))
+            lines.append(f"{index:4d} | {node.name or '<unnamed>'} ({node.op_type}): {shown}")
+    return "# mlpc node annotations\n" + "\n".join(lines) + "\n" if lines else ""
+
+
 class DumpIRInstrument(PassInstrument):
     """Writes the graph as text to `directory`: `00-input.txt` before the first pass, then
-    `NN-<pass>.txt` after every pass that changed it (so consecutive files diff cleanly)."""
+    `NN-<pass>.txt` after every pass that changed it (so consecutive files diff cleanly), each
+    followed by the nodes' mlpc annotations (fusion group, layout)."""
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
@@ -46,6 +59,6 @@ class DumpIRInstrument(PassInstrument):
 
     def _write(self, label: str, graph: ir.Graph) -> None:
         path = self.directory / f"{self._count:02d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', label)}.txt"
-        path.write_text(str(graph) + "\n")
+        path.write_text(str(graph) + "\n" + node_annotations(graph))
         self._count += 1
         logger.debug("dumped IR to %s", path)

@@ -13,6 +13,9 @@ from mlpc.pass_infra import Pass
 from mlpc.pass_registry import PassInfo, get_pass, list_passes, register_pass
 from mlpc.passes.canonicalize import CanonicalizePass
 from mlpc.passes.fold_batchnorm import FoldBatchNormPass
+from mlpc.passes.fuse import FusePass
+from mlpc.passes.fuse_attention import FuseAttentionPass
+from mlpc.passes.layout import LayoutPass
 from mlpc.passes.lower_quant import LowerQuantPass
 from mlpc.passes.simplify import SimplifyPass
 
@@ -21,8 +24,13 @@ logger = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "mlpc.passes"
 
 # The built-in passes in pipeline order.
-BUILTIN_PASSES = [CanonicalizePass, SimplifyPass, FoldBatchNormPass, LowerQuantPass]
+BUILTIN_PASSES = [CanonicalizePass, SimplifyPass, FoldBatchNormPass, LowerQuantPass, FuseAttentionPass, LayoutPass,
+                  FusePass]
 BUILTIN_ORDER = [p.name for p in BUILTIN_PASSES]
+# With `mlpc.compile(quantize=...)`, the pipeline from the first of these on runs after
+# quantization and lower-quant: the quantizer sees plain ONNX convs and matmuls, and the fusion
+# groups cover the requantization nodes it inserted.
+POST_QUANT_PASSES = ("fuse-attention", "layout", "fuse")
 
 for _pass in BUILTIN_PASSES:
     register_pass(_pass.name, opt_level=_pass.opt_level, builtin=True)(_pass)

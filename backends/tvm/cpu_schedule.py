@@ -159,10 +159,27 @@ def default_schedule_pass(lanes: int, avx2: bool = False) -> tvm.transform.Pass:
     return _apply
 
 
+def _fuse_ops_unless_grouped() -> tvm.transform.Pass:
+    """TVM's FuseOps, skipped for a module whose fusion mlpc decided (attribute "mlpc.fusion",
+    set by lower.py from the `fuse` pass's groups): there every kernel is already a primitive
+    function and ungrouped ops stay one kernel each."""
+    fuse_ops = tvm.relax.transform.FuseOps()
+
+    @tvm.transform.module_pass(opt_level=0, name="MlpcFuseOpsUnlessGrouped")
+    def _apply(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        if mod.attrs is not None and "mlpc.fusion" in mod.attrs:
+            return mod
+        return fuse_ops(mod)
+
+    return _apply
+
+
 def fusion_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     """TVM's CPU passes up to fused, legalized PrimFuncs: what scheduling (default or tuned) sees.
     Run them inside `with target:`."""
-    return cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
+    passes = cpu_generic.legalize_passes(target)
+    passes = [_fuse_ops_unless_grouped() if p.info.name == "FuseOps" else p for p in passes]
+    return cpu_generic.library_dispatch_passes(target) + passes
 
 
 def cpu_pipeline(target: tvm.target.Target, vector_bits: int,

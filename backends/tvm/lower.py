@@ -26,6 +26,7 @@ from mlpc.backends.tvm import (  # noqa: F401  (importing registers the converte
     ops_tensor,
 )
 from mlpc.backends.tvm.context import LowerContext, const, node_label, relax_name
+from mlpc.backends.tvm.grouping import FUSION_ATTR, has_groups, lower_unit, lowering_units
 from mlpc.backends.tvm.registry import lookup
 from mlpc.errors import LoweringError, MlpcError, UnsupportedOpError
 
@@ -117,11 +118,16 @@ def _const_or_none(arr: np.ndarray) -> relax.Expr | None:
     return const(arr)
 
 
-def lower_graph(graph: ir.Graph, opset: int) -> tvm.IRModule:
+def lower_graph(graph: ir.Graph, opset: int, groups: bool = True) -> tvm.IRModule:
     """Return a Relax IRModule whose function "main" computes `graph` (ONNX default domain at `opset`).
 
     Parameters are graph.inputs in order (named after the sanitized value names); the result is
-    always a relax Tuple of graph.outputs. Raises UnsupportedOpError listing every unsupported node,
+    always a relax Tuple of graph.outputs. When the graph carries fusion groups (the `fuse` pass),
+    each group and each other computing node becomes one primitive function, i.e. one kernel
+    (see grouping.py), and the module is marked so that TVM's FuseOps does not regroup them;
+    `groups=False` ignores the groups (CUDA builds: TVM's ToMixedPrecision and FuseOps work on
+    the plain module there).
+    Raises UnsupportedOpError listing every unsupported node,
     LoweringError naming the node for any other failure.
     """
     _raise_unsupported(graph, opset)
@@ -133,10 +139,18 @@ def lower_graph(graph: ir.Graph, opset: int) -> tvm.IRModule:
         var = relax.Var(relax_name(value.name), relax.TensorType(ctx.shape(value), ctx.dtype(value)))
         params.append(var)
         env[value] = var
+    grouped = groups and has_groups(graph)
+    graph_outputs = set(graph.outputs)
     with bb.function("main", params):
         with bb.dataflow():
-            for node in graph:
-                _lower_node(ctx, env, node)
+            if grouped:
+                for unit in lowering_units(graph):
+                    if not lower_unit(ctx, env, unit, graph_outputs, _lower_node):
+                        for node in unit.nodes:
+                            _lower_node(ctx, env, node)
+            else:
+                for node in graph:
+                    _lower_node(ctx, env, node)
             outs = []
             for value in graph.outputs:
                 if value not in env:
@@ -148,6 +162,8 @@ def lower_graph(graph: ir.Graph, opset: int) -> tvm.IRModule:
             result = bb.emit_output(relax.Tuple(outs))
         bb.emit_func_output(result)
     mod = bb.get()
+    if grouped:
+        mod = mod.with_attr(FUSION_ATTR, "groups")
     logger.debug("lowered %d nodes to Relax", len(graph))
     return mod
 

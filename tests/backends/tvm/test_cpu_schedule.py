@@ -33,7 +33,7 @@ def test_every_conv_and_matmul_kernel_is_scheduled(lowered):
         fused = tvm.transform.Sequential(cpu_generic.legalize_passes(target))(mod)
         scheduled = default_schedule_pass(8)(fused)
     kernels = [gv.name_hint for gv, f in scheduled.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
-    heavy = [k for k in kernels if "conv" in k or "matmul" in k]
+    heavy = [k for k in kernels if any(op in k for op in ("conv", "matmul", "gemm"))]
     assert heavy, f"{name}: no conv/matmul kernels found in {kernels}"
     unscheduled = [str(k) for k in scheduled.attrs["mlpc.unscheduled"]]
     assert not [k for k in heavy if k in unscheduled], f"{name}: unscheduled {unscheduled}"
