@@ -51,7 +51,10 @@ def _best_effort(sch: s_tir.Schedule, primitive: str, *args: object) -> None:
 
 def schedule_injective(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> None:
     """Flatten a block's loops, run them in parallel and vectorize the innermost `lanes`."""
-    fused = sch.fuse(*sch.get_loops(block))
+    loops = sch.get_loops(block)
+    if not loops:  # a 0-d result
+        return
+    fused = sch.fuse(*loops)
     extent = int(sch.get(fused).extent)
     outer = fused
     if extent >= 2 * lanes and extent % lanes == 0:

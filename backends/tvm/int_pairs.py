@@ -232,8 +232,9 @@ def _schedule_unpack(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, tile_l
     sch.vectorize(own[-2])
     sch.unroll(own[-1])
     if tile_loop is None and len(own) > 2:
+        work = math.prod(int(sch.get(loop).extent) for loop in own[:-2]) * 2 * LANES
         outer = sch.fuse(*own[:-2])
-        if math.prod(int(sch.get(loop).extent) for loop in own[:-2]) * 2 * LANES >= parallel_min_work:
+        if work >= parallel_min_work:
             sch.parallel(outer)
 
 

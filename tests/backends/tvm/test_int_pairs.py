@@ -54,6 +54,21 @@ def test_pair_conv_bit_exact(name, caplog):
     assert not _unscheduled(caplog)
 
 
+@pytest.mark.parametrize("bits", [4, 2])
+def test_packed_pair_conv_bit_exact_and_scheduled(bits, caplog):
+    rng = np.random.default_rng(bits)
+    x = rng.integers(0, 256, (1, 6, 7, 7), dtype=np.uint8)
+    w = rng.integers(-(2 ** (bits - 1)) + 1, 2 ** (bits - 1), (16, 6, 3, 3), dtype=np.int8)
+    inits = {"w": w, "xzp": np.array(11, np.uint8)}
+    node = helper.make_node("IntegerConv", ["x", "w", "xzp"], ["y"], domain="mlpc", pads=[1, 1, 1, 1])
+    qp = QuantParams(bits=bits, scale=np.ones(16), axis=0)
+    model = _integer_model([node], {"x": x}, inits, {"y": (TensorProto.INT32, [1, 16, 7, 7])}, {"w": qp})
+    assert any("pair_conv" in k for k in _kernels(model))
+    with caplog.at_level(logging.INFO, logger="mlpc.backends.tvm.cpu_schedule"):
+        _tvm_vs_reference(model, {"x": x})
+    assert not _unscheduled(caplog)
+
+
 @pytest.mark.parametrize(("a_shape", "n"), [((1, 37), 16), ((3, 5, 33), 24), ((8, 64), 8)])
 def test_pair_matmul_bit_exact(a_shape, n, caplog):
     rng = np.random.default_rng(n)
