@@ -22,6 +22,20 @@ class TrainedModel:
     y_test: np.ndarray
 
 
+def _fit(net, x: np.ndarray, y: np.ndarray, *, epochs: int, batch: int, seed: int, **adam: float) -> None:
+    """Train `net` in place: Adam (`adam` its options), cross-entropy, shuffled batches (seeded)."""
+    import torch
+
+    opt = torch.optim.Adam(net.parameters(), **adam)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(xt), generator=gen).split(batch):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
+            opt.step()
+
+
 def train_digits_cnn(seed: int = 0, epochs: int = 10, width: int = 32) -> TrainedModel:
     """Train Conv(1→w)→ReLU→MaxPool→Conv(w→2w)→ReLU→MaxPool→Flatten→Gemm(8w→64)→ReLU→Gemm(64→10)
     (w = `width`) on digits with torch (seeded) and write it as ONNX by hand (batch 1, opset 17)."""
@@ -38,14 +52,7 @@ def train_digits_cnn(seed: int = 0, epochs: int = 10, width: int = 32) -> Traine
         torch.nn.Conv2d(width, 2 * width, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
         torch.nn.Flatten(), torch.nn.Linear(8 * width, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10),
     )
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train).long()
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(xt), generator=gen).split(64):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
-            opt.step()
+    _fit(net, x_train, y_train, epochs=epochs, batch=64, seed=seed, lr=3e-3)
     p = {k: v.detach().numpy() for k, v in net.state_dict().items()}
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
@@ -95,14 +102,7 @@ def train_mnist1d_cnn(seed: int = 0, epochs: int = 15, width: int = 32, samples:
         torch.nn.Conv1d(width, 2 * width, 5), torch.nn.ReLU(), torch.nn.MaxPool1d(2),
         torch.nn.Flatten(), torch.nn.Linear(flat, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10),
     )
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3, weight_decay=1e-4)
-    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(xt), generator=gen).split(100):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
-            opt.step()
+    _fit(net, x_train, y_train, epochs=epochs, batch=100, seed=seed, lr=2e-3, weight_decay=1e-4)
     net.eval()
     import io
 

@@ -22,6 +22,7 @@ class TvmSession:
         try:
             module = tvm.runtime.load_module(str(library))
             self._device = tvm.cuda(0) if device == "cuda" else tvm.cpu()
+            self._on_cpu = device != "cuda"
             self._main = relax.VirtualMachine(module, self._device)["main"]
         except Exception as e:
             raise ArtifactError(f"{library}: cannot load the compiled library: {e}") from e
@@ -36,49 +37,42 @@ class TvmSession:
         tensors = [self._tensor(a) for a in arrays]
         result = self._main(*tensors)
         items = result if isinstance(result, (list, tuple)) or hasattr(result, "__len__") else [result]
-        return [_to_numpy(item) for item in items]
-
+        return [self._numpy(item) for item in items]
 
     def _tensor(self, a: np.ndarray):
         import tvm
 
-        if self._device.dlpack_device_type() == _DLPACK_CPU:
+        if self._on_cpu:
+            import tvm_ffi
+
             try:
-                return _tvm_ffi().from_dlpack(_aligned(a))
+                return tvm_ffi.from_dlpack(_aligned(a))
             except (BufferError, TypeError, ValueError):  # dtypes NumPy cannot export (bfloat16)
                 pass
         return tvm.runtime.tensor(a, self._device)
 
+    def _numpy(self, tensor) -> np.ndarray:
+        """A NumPy copy of a TVM tensor (through DLPack on the CPU)."""
+        if self._on_cpu:
+            try:
+                return np.array(np.from_dlpack(tensor), copy=True)
+            except (BufferError, TypeError, RuntimeError):
+                pass
+        return tensor.numpy()
 
-_DLPACK_CPU = 1
+
 _ALIGNMENT = 64
-
-
-def _tvm_ffi():
-    import tvm_ffi
-
-    return tvm_ffi
 
 
 def _aligned(a: np.ndarray) -> np.ndarray:
     """`a` itself when C-contiguous and 64-byte aligned, else an aligned contiguous copy."""
-    if a.flags.c_contiguous and a.ctypes.data % _ALIGNMENT == 0 and a.size:
+    if a.flags.c_contiguous and a.ctypes.data % _ALIGNMENT == 0:
         return a
     raw = np.empty(a.nbytes + _ALIGNMENT, np.uint8)
     offset = -raw.ctypes.data % _ALIGNMENT
     out = raw[offset:offset + a.nbytes].view(a.dtype).reshape(a.shape)
     out[...] = a
     return out
-
-
-def _to_numpy(tensor) -> np.ndarray:
-    """A NumPy copy of a TVM tensor (through DLPack on the CPU)."""
-    if tensor.device.dlpack_device_type() == _DLPACK_CPU:
-        try:
-            return np.array(np.from_dlpack(tensor), copy=True)
-        except (BufferError, TypeError, RuntimeError):
-            pass
-    return tensor.numpy()
 
 
 def load_session(path: Path, manifest: dict[str, Any]) -> TvmSession:

@@ -64,13 +64,20 @@ def schedule_injective(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lane
         sch.parallel(outer)
 
 
-def schedule_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> None:
-    """Tile a reduction block for registers and SIMD, parallelize its outer loops (see module doc)."""
+def fold_epilogue(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> list:
+    """Inline the blocks between a reduction `block` and the kernel's last block (bias, GELU,
+    residual...) into that last one; return the reduction's producer blocks."""
     producers = sch.get_producers(block)
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     position = next(i for i, b in enumerate(blocks) if sch.get(b).same_as(sch.get(block)))
-    for epilogue in blocks[position + 1:-1]:  # fold the epilogue (bias, GELU, residual...) into its last block
+    for epilogue in blocks[position + 1:-1]:
         sch.compute_inline(epilogue)
+    return producers
+
+
+def schedule_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> None:
+    """Tile a reduction block for registers and SIMD, parallelize its outer loops (see module doc)."""
+    producers = fold_epilogue(sch, block)
     kinds = [iv.iter_type for iv in sch.get(block).iter_vars]
     loops = sch.get_loops(block)
     spatial = [loop for loop, kind in zip(loops, kinds) if kind == _DATA_PAR]
@@ -123,7 +130,8 @@ def schedule_primfunc(func: tvm.tirx.PrimFunc, lanes: int, avx2: bool = False) -
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     reductions = [b for b in blocks if any(iv.iter_type == _REDUCE for iv in sch.get(b).iter_vars)]
     if len(reductions) == 1 and int_pairs.is_pair_block(sch, reductions[0]):
-        int_pairs.schedule_pair(sch, reductions[0], avx2=avx2, parallel_min_work=PARALLEL_MIN_WORK,
+        int_pairs.schedule_pair(sch, reductions[0], fold_epilogue(sch, reductions[0]), avx2=avx2,
+                                parallel_min_work=PARALLEL_MIN_WORK,
                                 schedule_injective=lambda s, b: schedule_injective(s, b, lanes))
     elif len(reductions) > 1:  # softmax, layer norm: rows in parallel, each stage in order
         for block in blocks:

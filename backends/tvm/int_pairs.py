@@ -238,16 +238,12 @@ def _schedule_unpack(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, tile_l
             sch.parallel(outer)
 
 
-def schedule_pair(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, *, avx2: bool, parallel_min_work: int,
-                  schedule_injective) -> None:
-    """Register-tile a pair reduction block (see the module doc), fold its fused epilogue into the
-    tile's write-back, run the tiles in parallel when the kernel is big enough, and tensorize the
-    8 × 2 update with vpmaddwd when `avx2`."""
-    producers = sch.get_producers(block)
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    position = next(i for i, b in enumerate(blocks) if sch.get(b).same_as(sch.get(block)))
-    for epilogue in blocks[position + 1:-1]:
-        sch.compute_inline(epilogue)
+def schedule_pair(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, producers: list, *, avx2: bool,
+                  parallel_min_work: int, schedule_injective) -> None:
+    """Register-tile a pair reduction block (see the module doc) whose fused epilogue is already
+    one block, compute that epilogue at the tile's write-back, run the tiles in parallel when the
+    kernel is big enough, and tensorize the 8 × 2 update with vpmaddwd when `avx2`. `producers`:
+    the block's producers (activation widening, weight unpacking)."""
     is_conv = sch.get(block).name_hint.endswith("conv")
     loops = sch.get_loops(block)
     kinds = [iv.iter_type for iv in sch.get(block).iter_vars]
