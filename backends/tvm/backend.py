@@ -36,7 +36,7 @@ def check_static_shapes(graph: ir.Graph) -> None:
             elif tensor_bytes(shape.dims, value.dtype.value) > MAX_TENSOR_BYTES:
                 raise LoweringError(
                     f"value {value.name!r} (output of node {node.name!r}, {node.op_type}) would take "
-                    f"{tensor_bytes(shape.dims, value.dtype.value) / 2**30:.0f} GiB; check the input shapes"
+                    f"{tensor_bytes(shape.dims, value.dtype.value) >> 30} GiB; check the input shapes"
                 )
     if bad:
         shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")

@@ -75,7 +75,7 @@ def resolve_input_shapes(
             if value.dtype is not None and tensor_bytes(given, value.dtype.value) > MAX_TENSOR_BYTES:
                 raise InputError(
                     f"--input-shape {value.name}: {'x'.join(map(str, given))} would take "
-                    f"{tensor_bytes(given, value.dtype.value) / 2**30:.0f} GiB; give a realistic shape"
+                    f"{tensor_bytes(given, value.dtype.value) >> 30} GiB; give a realistic shape"
                 )
             if shape is None or tuple(shape.dims) != given:
                 value.shape = ir.Shape(given)

@@ -163,7 +163,7 @@ def check_tensor_sizes(graph: onnx.GraphProto, source: str) -> None:
             continue  # strings and unknown types carry no fixed size
         if need > MAX_TENSOR_BYTES:
             raise ModelLoadError(
-                f"{source}: tensor {tensor.name!r} claims shape {list(tensor.dims)} ({need / 2**30:.0f} GiB); "
+                f"{source}: tensor {tensor.name!r} claims shape {list(tensor.dims)} ({need >> 30} GiB); "
                 "refusing a corrupt or hostile file"
             )
         if tensor.data_location != onnx.TensorProto.EXTERNAL and tensor.HasField("raw_data"):
@@ -180,7 +180,7 @@ def check_tensor_sizes(graph: onnx.GraphProto, source: str) -> None:
             continue
         if need > MAX_TENSOR_BYTES:
             raise ModelLoadError(
-                f"{source}: value {value.name!r} declares shape {dims} ({need / 2**30:.0f} GiB); "
+                f"{source}: value {value.name!r} declares shape {dims} ({need >> 30} GiB); "
                 "refusing a corrupt or hostile file"
             )
 

@@ -90,6 +90,27 @@ FUZZ_CRASHES = {
     # an external-data location that is not UTF-8: protobuf returns bytes, Path / bytes raised TypeError
     "non_utf8_external_location": "CAo6kwEKEQoBeAoBdxIBaCIGTWF0TXVsCgwKAWgSAXkiBFJlbHUSA21scCo/CAMIBBABQgF3ahcKCGxvY2F0aW"
     "9uEgt3ZY6Yl4uM0Z2WbmoLCgZvZmZzZXQSATBqDAoGbGVuZ3RoEgI0OHABWhQKAXgSDwoNCAESCQoDEgFOCgIIA2IUCgF5Eg8KDQgBEgkKAxIBTgoCCARCBAoAEBE=",
+    # a weight claiming ~1e300 bytes: the refusal message's GiB figure overflowed a float
+    "huge_dims_message": (
+    "CAo6twoKKwoBeAoBdwoBYhIBYxoEY29udiIEQ29udioRCgRwYWRzQAFAAUABQAGgAQcKEgoBYxIBchoEcmVsdSIEUmVsdQofCgFy"
+    "EgFwGgRwb29sIhFHbG9iYWxBdmVyYWdlUG9vbAoYCgFwEgFmGgdmbGF0dGVuIgdGbGF0dGVuCi0KAWYKAmZjCgNmY2ISBmxvZ2l0"
+    "cxoCZmMiBEdlbW0qDQoGdHJhbnNCGAGgAQISCHRpbnlfY25uKvAGCAgIAwgDCAMQAUIBdwrgBk9/Gj2ZVCK947xEPrnmAD3CjiS+"
+    "/SnePV9LyD6+eJE+/i9Yvmdewr5MeD++HiBLPPiPMr/0bIa9N1+/vtrzYL5GMie+t1XCvePn/D1MIaA+gvEdvYjj0T4LWUy+wvfX"
+    "PeXFij5tC+c8KmdkvriTjb4GnQy+s0mHPc4Tm755hIC93adDvdQlJj724oM9S1faPS3bSL7tRB+9WNZwPhpk5T55ZMG+6InoPvq5"
+    "zj7VBHA+RnuiPcvfwL21898+QIwWP5ZdCj/9/8k+FZPbPQaZub7GJK+6S6tJPm/kxb5Uw/I93A0EPgfTVT5q4bW+aUZLvqsSBr58"
+    "rrO+XZUFPwJYGL5zHso98t2evbA48z62zso+4ZBCPsQ6Kb+au388RgdSPmA1mj4w0j2+NO4rP3bRyr6vOEu+qp+PPv4ccTykyBk/"
+    "A6dnPWmEQr6b+ee9nZmnvm5AxL6VqUE+vYgyPiDYxj6d0Ge+NLkBPy6SsL1B1PE+qvMEvsPwYb7Yd5k9ZG6ePj3ZRT3d3zO+6ALO"
+    "vgVG176XbBo+GgWYPpziSb3ABaW+axmGPiSrxL71DVu+1sY+PpTPLL+vYu09Ga4yvmxIBj1JC7q8sVt4Peg/VT6g+Gi+SkPaPlcO"
+    "Xz7rmIE+UeyyPnbycT6GpoE+ZMe5PAkn276E8SW9GGVsvnyI2r4dy549jaguvpAtnr55NKC+XOqkPTle3D0lIcs+asmIu84GoD5N"
+    "Y9c+W6qwPsWnNb/Qubw+nKnQPb0uAj4HFeQ9fyrrPYQ/xD0vhNy9rAsSv53VBb0M6Ha+wemlPgxrsb0oJs083n+CvvzcHL7Ov2K7"
+    "VSfkvq69uD1zVwK9ZyC2vi4vOL8QnB0+7NW2vZDRIr7qF5G9X4ELPyDIdLwi4NQ8FmrkvgMI/T4Z7Yw+luGjPi5SajxVzIw+5ejj"
+    "PShfPD7FAzu9omPivjQInj7bmhS/x2qTvTdRe73uLqC+91k8Pkcqdr26NAa+BbIfPrRnEr7rWNU+G+/XPRG3Eb7PURW/877I7+3e"
+    "pj6nuni8uvOtvUln/D7TA8W+Aeozvs8tEb5xHzQ+iNZLviVxPL4Ljfa+Xw5gPmGldz7LVxK+TrZIPeuMxr7m8BC+PafTPjLJJj2Z"
+    "bzE/XNNxvm1DMj7RPHC9utEtPiopCAgQAUIBYkogngo9uuPdZb0bsLG9KPucPr1x/buNgU6+WtWEvc/cij0qjQEIOwgIEAFCAmZj"
+    "SoABjQCAvhojLj+WTgA/qf6bvUrGcb5SnQC/AjGzvvSPPL+oKRo/FZxLPyLJIL9jQRe/mV5ivye/9r45zsa/MjYSv1MBJj/9+zC+"
+    "CMbaPidaer6MXWE/zf/LPc6VQ77qWqM/LSEmvgxRHL9/wc49fRGfvFN9CD8z8Ou+7gHOPrlN2j4qGwgEEAFCA2ZjYkoQC76IvcC6"
+    "hTxUI6q98zVwPlobCgF4EhYKFAgBEhAKAggBCgYIAwoCGAgKAggIYhgKBmxvZ2l0cxIOCgwIARIICgIIAQoCCARCBAoAEBE="
+    ),
 }
 
 
