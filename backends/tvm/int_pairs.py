@@ -289,14 +289,14 @@ def schedule_pair(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, producers
             _schedule_unpack(sch, producer, parallel if not is_conv else None, parallel_min_work)
         else:
             schedule_injective(sch, producer)
+    if not avx2:  # before the reduction is decomposed: vectorize needs the block's init
+        sch.unroll(pair_axis)
+        sch.vectorize(lanes)
     sch.decompose_reduction(block, outer_reduce[0] if outer_reduce else pair_axis)
     for t in tile:
         sch.unroll(t)
     if avx2:
         sch.tensorize(lanes, PAIR_INTRINSIC)
-    else:
-        sch.unroll(pair_axis)
-        sch.vectorize(lanes)
     for stage in (write_back, *sch.get_consumers(write_back)):
         try:
             sch.vectorize(sch.get_loops(stage)[-1])

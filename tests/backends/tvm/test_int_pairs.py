@@ -37,6 +37,16 @@ def _conv_model(x_shape, cout, attrs, rng):
     return model, {"x": x}
 
 
+def _matmul_model(a_shape, n, rng):
+    a = rng.integers(0, 256, a_shape, dtype=np.uint8)
+    b = rng.integers(-128, 128, (a_shape[-1], n), dtype=np.int8)
+    inits = {"b": b, "azp": np.array(128, np.uint8), "bzp": rng.integers(-2, 3, n).astype(np.int8)}
+    node = helper.make_node("IntegerMatMul", ["a", "b", "azp", "bzp"], ["y"], domain="mlpc")
+    qp = QuantParams(bits=8, scale=np.ones(n), zero_point=inits["bzp"], axis=1)
+    model = _integer_model([node], {"a": a}, inits, {"y": (TensorProto.INT32, [*a_shape[:-1], n])}, {"b": qp})
+    return model, {"a": a}
+
+
 def _unscheduled(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if "left unscheduled" in r.getMessage()]
 
@@ -51,6 +61,20 @@ def test_pair_conv_bit_exact(name, caplog):
     assert any("pair_conv" in k for k in _kernels(model))
     with caplog.at_level(logging.INFO, logger="mlpc.backends.tvm.cpu_schedule"):
         _tvm_vs_reference(model, feeds)
+    assert not _unscheduled(caplog)
+
+
+@pytest.mark.parametrize("kind", ["conv", "matmul"])
+def test_pair_kernels_without_avx2_are_scheduled_and_bit_exact(kind, caplog):
+    """The portable x86 target (SSE4.2: no vpmaddwd; ARM takes the same path) vectorizes the
+    pair loops instead of tensorizing them; it must still schedule every kernel."""
+    rng = np.random.default_rng(7)
+    if kind == "conv":
+        model, feeds = _conv_model(*CONV_CASES["3x3-uint8-zp"], rng)
+    else:
+        model, feeds = _matmul_model((3, 40), 16, rng)
+    with caplog.at_level(logging.INFO, logger="mlpc.backends.tvm.cpu_schedule"):
+        _tvm_vs_reference(model, feeds, get_target("x86"))
     assert not _unscheduled(caplog)
 
 
@@ -71,16 +95,10 @@ def test_packed_pair_conv_bit_exact_and_scheduled(bits, caplog):
 
 @pytest.mark.parametrize(("a_shape", "n"), [((1, 37), 16), ((3, 5, 33), 24), ((8, 64), 8)])
 def test_pair_matmul_bit_exact(a_shape, n, caplog):
-    rng = np.random.default_rng(n)
-    a = rng.integers(0, 256, a_shape, dtype=np.uint8)
-    b = rng.integers(-128, 128, (a_shape[-1], n), dtype=np.int8)
-    inits = {"b": b, "azp": np.array(128, np.uint8), "bzp": rng.integers(-2, 3, n).astype(np.int8)}
-    node = helper.make_node("IntegerMatMul", ["a", "b", "azp", "bzp"], ["y"], domain="mlpc")
-    qp = QuantParams(bits=8, scale=np.ones(n), zero_point=inits["bzp"], axis=1)
-    model = _integer_model([node], {"a": a}, inits, {"y": (TensorProto.INT32, [*a_shape[:-1], n])}, {"b": qp})
+    model, feeds = _matmul_model(a_shape, n, np.random.default_rng(n))
     assert any("pair_matmul" in k for k in _kernels(model))
     with caplog.at_level(logging.INFO, logger="mlpc.backends.tvm.cpu_schedule"):
-        _tvm_vs_reference(model, {"a": a})
+        _tvm_vs_reference(model, feeds)
     assert not _unscheduled(caplog)
 
 

@@ -22,6 +22,7 @@ from mlpc.backends.tvm.build import build, run
 from mlpc.backends.tvm.lower import lower_graph
 from mlpc.backends.tvm.ops_integer import pack_rows, slot_bits
 from mlpc.ir import QuantParams, ReferenceEvaluator, set_quant, verify
+from mlpc.targets import Target
 from mlpc.passes.lower_quant import LowerQuantPass
 
 INTEGER_OPS = ("QuantizeLinear", "Clip", "Requantize", "IntegerAdd", "IntegerMatMul", "IntegerConv")
@@ -34,10 +35,10 @@ def _expose_integers(model: ir.Model) -> None:
             model.graph.outputs.append(node.outputs[0])
 
 
-def _tvm_vs_reference(model: ir.Model, feeds: dict[str, np.ndarray]) -> None:
+def _tvm_vs_reference(model: ir.Model, feeds: dict[str, np.ndarray], target: Target | None = None) -> None:
     verify(model)
     ref = ReferenceEvaluator(model).run(feeds)
-    got = run(build(lower_graph(model.graph, model.opset_imports.get("", 17)), host()),
+    got = run(build(lower_graph(model.graph, model.opset_imports.get("", 17)), target or host()),
               [feeds[v.name] for v in model.graph.inputs])
     for value, g in zip(model.graph.outputs, got):
         r = ref[value.name]
