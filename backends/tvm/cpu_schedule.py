@@ -31,6 +31,11 @@ REGISTER_ROWS = 4  # rows of the register tile (e.g. output channels of a conv)
 SMALL_REDUCTION = 16  # reductions this short (depthwise 3x3) get no register tile
 # Waking the thread pool costs more than kernels smaller than this (multiply-adds or elements) gain.
 PARALLEL_MIN_WORK = 1 << 16
+# Scope of the register tile's accumulator buffer. TVM 0.27 lowers every CPU allocation whose
+# scope is not "global" (so "local" too) to a heap workspace call — inside a parallel loop, one
+# per task — whose memory LLVM cannot keep in registers; a small "global" one stays a stack
+# slot that LLVM promotes to registers.
+ACCUMULATOR_SCOPE = "global"
 
 
 def _reduction_size(sch: s_tir.Schedule, loops: list) -> int:
@@ -75,6 +80,17 @@ def fold_epilogue(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> list:
     return producers
 
 
+def fold_write_back(sch: s_tir.Schedule, write_back: s_tir.schedule.SBlockRV, tile_loop) -> None:
+    """Compute the epilogue (bias, requantize, activation…) straight from the accumulator tile
+    as it is written back, so the reduction's full-size output is never stored and reloaded;
+    an epilogue that cannot be folded runs per tile under `tile_loop` instead."""
+    for epilogue in sch.get_consumers(write_back):
+        try:
+            sch.reverse_compute_inline(epilogue)
+        except s_tir.ScheduleError:
+            sch.reverse_compute_at(epilogue, tile_loop)
+
+
 def schedule_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> None:
     """Tile a reduction block for registers and SIMD, parallelize its outer loops (see module doc)."""
     producers = fold_epilogue(sch, block)
@@ -107,7 +123,7 @@ def schedule_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lane
     parallel = sch.fuse(*outer, last)
     if work >= PARALLEL_MIN_WORK:
         sch.parallel(parallel)
-    write_back = sch.cache_write(block, 0, "local")
+    write_back = sch.cache_write(block, 0, ACCUMULATOR_SCOPE)
     sch.reverse_compute_at(write_back, parallel)
     for epilogue in sch.get_consumers(write_back):
         sch.reverse_compute_at(epilogue, parallel)

@@ -41,7 +41,7 @@ BLOCK_PREFIX = "mlpc_pair_"
 def _pair_desc(
     A: T.Buffer((2,), "int16", offset_factor=1),
     B: T.Buffer((8, 2), "int16", offset_factor=1),
-    C: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
+    C: T.Buffer((8,), "int32", offset_factor=1),
 ) -> None:
     with T.sblock("root"):
         T.reads(C[0:8], A[0:2], B[0:8, 0:2])
@@ -57,15 +57,17 @@ def _pair_desc(
 def _pair_avx2(
     A: T.Buffer((2,), "int16", offset_factor=1),
     B: T.Buffer((8, 2), "int16", offset_factor=1),
-    C: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
+    C: T.Buffer((8,), "int32", offset_factor=1),
 ) -> None:
     with T.sblock("root"):
         T.reads(C[0:8], A[0:2], B[0:8, 0:2])
         T.writes(C[0:8])
-        pair = T.reinterpret(A.vload([0], "int16x2"), dtype="int32")
-        a16 = T.reinterpret(T.broadcast(pair, 8), dtype="int16x16")
+        # One expression: a named temporary would become a TIR allocation, which TVM lowers to a
+        # heap workspace call inside the parallel loop.
         C[T.ramp(T.int32(0), 1, 8)] += T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), a16, B.vload([0, 0], dtype="int16x16"),
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+            T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int16x2"), dtype="int32"), 8), dtype="int16x16"),
+            B.vload([0, 0], dtype="int16x16"),
             dtype="int32x8",
         )
 
@@ -244,6 +246,8 @@ def schedule_pair(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, producers
     one block, compute that epilogue at the tile's write-back, run the tiles in parallel when the
     kernel is big enough, and tensorize the 8 × 2 update with vpmaddwd when `avx2`. `producers`:
     the block's producers (activation widening, weight unpacking)."""
+    from mlpc.backends.tvm.cpu_schedule import ACCUMULATOR_SCOPE, fold_write_back  # (it imports this module)
+
     is_conv = sch.get(block).name_hint.endswith("conv")
     loops = sch.get_loops(block)
     kinds = [iv.iter_type for iv in sch.get(block).iter_vars]
@@ -275,15 +279,18 @@ def schedule_pair(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, producers
         outer = [*lead, row_loop, groups]
     inner = [lanes, pair_axis] if avx2 else [pair_axis, lanes]
     sch.reorder(*outer, *outer_reduce, *tile, *inner)
-    write_back = sch.cache_write(block, 0, "local")
+    if is_conv and len(outer_reduce) >= 2:
+        # One loop over (kernel column, channel pair): LLVM would otherwise fully unroll both
+        # and keep the shared row broadcasts alive across them — spilling half the tile.
+        outer_reduce = [*outer_reduce[:-2], sch.fuse(*outer_reduce[-2:])]
+    write_back = sch.cache_write(block, 0, ACCUMULATOR_SCOPE)
     if is_conv:  # the accumulator tile with the output channels innermost
         sch.transform_layout(block, ("write", 0), lambda n_, c_, *s_: (n_, *s_, c_))
     parallel = sch.fuse(*outer)
     if work >= parallel_min_work:
         sch.parallel(parallel)
     sch.reverse_compute_at(write_back, parallel)
-    for epilogue in sch.get_consumers(write_back):
-        sch.reverse_compute_at(epilogue, parallel)
+    fold_write_back(sch, write_back, parallel)
     for producer in producers:
         if sch.get(producer).name_hint.endswith("input_weight"):
             _schedule_unpack(sch, producer, parallel if not is_conv else None, parallel_min_work)

@@ -8,7 +8,7 @@ import math
 from tvm import relax, s_tir, te, tirx
 
 from mlpc.backends.tvm.context import dtype_of, shape_of
-from mlpc.backends.tvm.cpu_schedule import PARALLEL_MIN_WORK
+from mlpc.backends.tvm.cpu_schedule import ACCUMULATOR_SCOPE, PARALLEL_MIN_WORK
 from mlpc.backends.tvm.registry import converter
 from mlpc.ir.ops import MLPC_DOMAIN
 
@@ -98,7 +98,7 @@ def schedule_attention(func: tirx.PrimFunc) -> tirx.PrimFunc:
         lanes = next((v for v in (VECTOR, VECTOR // 2) if width % v == 0), width)
         chunk, lane = sch.split(column, [None, lanes])
         sch.reorder(chunk, reduction, row, lane)  # accumulators: tile rows × lanes, in registers
-        write_back = sch.cache_write(block, 0, "local")
+        write_back = sch.cache_write(block, 0, ACCUMULATOR_SCOPE)
         sch.reverse_compute_at(write_back, chunk)
         _best_effort(sch.vectorize, lane)
         _best_effort(sch.decompose_reduction, block, reduction)
