@@ -18,7 +18,7 @@ from mlpc.quant.stats import LayerStats
 
 logger = logging.getLogger(__name__)
 
-DAMPING = 0.01
+DAMPING = 0.01  # GPTQ's dampening of a well-sampled Hessian (a fraction of its mean diagonal)
 GPTQ_MAX_BITS = 4
 GPTQ_BLOCK = 64  # columns per lazy-batch block
 
@@ -43,10 +43,20 @@ def nearest(w_rows: np.ndarray, scale: np.ndarray, zp: np.ndarray, qp: QuantPara
     return _fake_quant(w_rows, scale[:, None], zp[:, None], qp)
 
 
-def gptq(w_rows: np.ndarray, hessian: np.ndarray, scale: np.ndarray, zp: np.ndarray, qp: QuantParams) -> np.ndarray:
-    """GPTQ rounding of an (rows, K) matrix given the inputs' (K, K) Hessian; returns the
-    dequantized matrix (every entry on its row's quantization grid). Columns go in order of
-    decreasing Hessian diagonal ("act order"); dead inputs (zero diagonal) are zeroed."""
+def damping(k: int, rows: int) -> float:
+    """The Hessian dampening (fraction of its mean diagonal) for K inputs estimated from `rows`
+    input rows: GPTQ's 1 % when rows ≫ K, growing as K/rows — a Gemm seeing one row per
+    calibration sample has a rank-deficient Hessian when there are fewer samples than inputs,
+    and GPTQ or a least-squares fit on it would learn the calibration set, not the layer."""
+    return DAMPING + k / max(rows, 1)
+
+
+def gptq(w_rows: np.ndarray, hessian: np.ndarray, scale: np.ndarray, zp: np.ndarray, qp: QuantParams,
+         damp: float = DAMPING) -> np.ndarray:
+    """GPTQ rounding of an (rows, K) matrix given the inputs' (K, K) Hessian, dampened by `damp`
+    times its mean diagonal; returns the dequantized matrix (every entry on its row's
+    quantization grid). Columns go in order of decreasing Hessian diagonal ("act order"); dead
+    inputs (zero diagonal) are zeroed."""
     w = w_rows.astype(np.float64).copy()
     h = hessian.astype(np.float64).copy()
     dead = np.diag(h) == 0
@@ -54,7 +64,7 @@ def gptq(w_rows: np.ndarray, hessian: np.ndarray, scale: np.ndarray, zp: np.ndar
     w[:, dead] = 0.0
     order = np.argsort(-np.diag(h), kind="stable")
     w, h = w[:, order], h[np.ix_(order, order)]
-    h[np.diag_indices_from(h)] += DAMPING * np.mean(np.diag(h))
+    h[np.diag_indices_from(h)] += damp * np.mean(np.diag(h))
     try:
         hinv = np.linalg.cholesky(np.linalg.inv(h)).T  # upper Cholesky factor of H⁻¹
     except np.linalg.LinAlgError:
@@ -94,10 +104,12 @@ def output_error(w_rows: np.ndarray, w_hat: np.ndarray, hessian: np.ndarray, cro
     return quad(w_rows, float_gram, w_rows) - 2 * quad(w_rows, cross, w_hat) + quad(w_hat, hessian, w_hat)
 
 
-def float_target(w_rows: np.ndarray, hessian: np.ndarray, cross: np.ndarray) -> np.ndarray:
-    """The unconstrained Ŵ minimising E‖W x_f − Ŵ x_q‖²: W C H⁻¹ (H damped as in GPTQ)."""
-    h = hessian + DAMPING * np.mean(np.diag(hessian)) * np.eye(len(hessian))
-    return np.linalg.solve(h, (w_rows @ cross).T).T
+def float_target(w_rows: np.ndarray, hessian: np.ndarray, cross: np.ndarray, damp: float = DAMPING) -> np.ndarray:
+    """The unconstrained Ŵ minimising E‖W x_f − Ŵ x_q‖² + λ‖Ŵ − W‖², λ = `damp` × mean diag H:
+    (W C + λW)(H + λI)⁻¹ — a ridge fit shrunk towards the float weight, not towards zero."""
+    lam = damp * np.mean(np.diag(hessian))
+    h = hessian + lam * np.eye(len(hessian))
+    return np.linalg.solve(h, (w_rows @ cross + lam * w_rows).T).T
 
 
 def round_weight(
@@ -108,37 +120,55 @@ def round_weight(
     `candidates` are the grids to consider (e.g. the observer's clipped range and wider ones);
     the first is the default. mode "nearest" rounds to nearest on the first; "gptq" uses GPTQ
     (per conv group) on the first; "auto" — for weights of ≤ 4 bits with calibration Hessians —
-    tries round-to-nearest and GPTQ on every grid and keeps the pair with the lowest output error
-    against the float model on the calibration data. When the layer's inputs already carry the
-    error of quantized layers before it, GPTQ quantizes the least-squares weight W C H⁻¹ that
-    best reproduces the float outputs from the quantized inputs.
+    tries round-to-nearest and GPTQ (lightly and strongly dampened, see `damping`) on every grid
+    and keeps the one with the lowest output error against the float model on held-out
+    calibration samples (fitted without them; the winner is then refitted on all samples), so a
+    fit that learned the calibration set loses to one that generalizes. When the layer's inputs
+    already carry the error of quantized layers before it, GPTQ quantizes the least-squares
+    weight that best reproduces the float outputs from the quantized inputs.
     """
     m = layer.weight_matrix(w.astype(np.float64))
     hessian = stats.hessian if stats is not None else None
-    best: tuple[float, np.ndarray, QuantParams, str] | None = None
+    first = candidates[0]
+    params = _row_params(layer, first, m.shape[0], w.ndim)
+    if params is None:
+        return _nearest_any_axis(w, first), first, "nearest"
+    if mode == "nearest" or hessian is None or (mode == "auto" and first.bits > GPTQ_MAX_BITS):
+        return layer.weight_from_matrix(nearest(m, *params, first), w.shape), first, "nearest"
+    strong = damping(m.shape[1], stats.rows)
+    if mode == "gptq":
+        return layer.weight_from_matrix(_gptq(m, stats, *params, first, strong), w.shape), first, "gptq"
+    folds = stats.folds()
+    fit, judge = folds if folds is not None else (stats, stats)
+    best: tuple[float, QuantParams, str, float] | None = None
     for qp in candidates:
-        params = _row_params(layer, qp, m.shape[0], w.ndim)
-        if params is None:
-            return _nearest_any_axis(w, qp), qp, "nearest"
-        scale, zp = params
-        plain = nearest(m, scale, zp, qp)
-        if mode == "nearest" or hessian is None or (mode == "auto" and qp.bits > GPTQ_MAX_BITS):
-            return layer.weight_from_matrix(plain, w.shape), qp, "nearest"
-        tuned = _per_group(m, stats, lambda rows, g: gptq(_target(m[rows], stats, g), hessian[g], scale[rows], zp[rows], qp))
-        if mode == "gptq":
-            return layer.weight_from_matrix(tuned, w.shape), qp, "gptq"
-        for method, w_hat in (("nearest", plain), ("gptq", tuned)):
-            err = sum(_per_group_error(m, w_hat, stats))
-            logger.debug("layer %s: %s on grid %d: output error %.4g", layer.name, method, candidates.index(qp), err)
+        scale, zp = _row_params(layer, qp, m.shape[0], w.ndim)
+        fits = [("nearest", 0.0, nearest(m, scale, zp, qp))]
+        fits += [("gptq", d, _gptq(m, fit, scale, zp, qp, d)) for d in dict.fromkeys((DAMPING, strong))]
+        for method, damp, w_hat in fits:
+            err = sum(_per_group_error(m, w_hat, judge))
+            logger.debug("layer %s: %s (damping %.3g) on grid %d: held-out output error %.4g", layer.name, method,
+                         damp, candidates.index(qp), err)
             if best is None or err < best[0]:
-                best = (err, w_hat, qp, method)
+                best = (err, qp, method, damp)
     assert best is not None
-    return layer.weight_from_matrix(best[1], w.shape), best[2], best[3]
+    _err, qp, method, damp = best
+    scale, zp = _row_params(layer, qp, m.shape[0], w.ndim)
+    w_hat = nearest(m, scale, zp, qp) if method == "nearest" else _gptq(m, stats, scale, zp, qp, damp)
+    return layer.weight_from_matrix(w_hat, w.shape), qp, method
 
 
-def _target(w_rows: np.ndarray, stats: LayerStats, g: int) -> np.ndarray:
+def _gptq(m: np.ndarray, stats: LayerStats, scale: np.ndarray, zp: np.ndarray, qp: QuantParams,
+          damp: float) -> np.ndarray:
+    """GPTQ of the weight matrix `m` per conv group on `stats`, towards the float target."""
+    h = stats.hessian
+    return _per_group(m, stats, lambda rows, g: gptq(_target(m[rows], stats, g, damp), h[g], scale[rows], zp[rows],
+                                                     qp, damp))
+
+
+def _target(w_rows: np.ndarray, stats: LayerStats, g: int, damp: float) -> np.ndarray:
     cross = stats.cross
-    return w_rows if cross is None else float_target(w_rows, stats.hessian[g], cross[g])
+    return w_rows if cross is None else float_target(w_rows, stats.hessian[g], cross[g], damp)
 
 
 def _per_group(m: np.ndarray, stats: LayerStats, fn) -> np.ndarray:
