@@ -184,7 +184,7 @@ def train(module: Any, x: Any, y: Any, *, epochs: int = 5, lr: float = 1e-3, bat
             loss = torch.nn.functional.cross_entropy(module(xt[idx]), yt[idx])
             loss.backward()
             opt.step()
-            total, count = total + float(loss) * len(idx), count + len(idx)
+            total, count = total + loss.item() * len(idx), count + len(idx)
         sched.step()
         row = {"epoch": epoch + 1, "loss": total / count}
         if x_val is not None:
