@@ -201,7 +201,6 @@ def _mixed_config(loaded: Any, tgt: Any, calibration: Any, quant_config: Any, si
 
     from mlpc.errors import InputError
     from mlpc.mixed.api import mixed_precision
-    from mlpc.mixed.layers import DEFAULT_BITS
 
     if quant_config is not None:
         raise InputError("--quantize mixed writes its own per-layer config: drop --quant-config")
@@ -211,7 +210,7 @@ def _mixed_config(loaded: Any, tgt: Any, calibration: Any, quant_config: Any, si
     if calibration is None:
         raise InputError("--quantize mixed needs calibration data: --calib FILE.npz")
     copy = ir.serde.deserialize_model(ir.serde.serialize_model(loaded.model))
-    return mixed_precision(copy, calibration, target=tgt, bits=bits or DEFAULT_BITS, size_budget=size_budget,
+    return mixed_precision(copy, calibration, target=tgt, bits=bits, size_budget=size_budget,
                            latency_budget=latency_budget, bops_budget=bops_budget, sensitivity=sensitivity,
                            report=report)
 

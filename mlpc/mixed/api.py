@@ -151,7 +151,7 @@ def mixed_precision(
     calibration: Any = None,
     *,
     target: Any = "host",
-    bits: Any = DEFAULT_BITS,
+    bits: Any = None,
     size_budget: Any = None,
     bops_budget: Any = None,
     latency_budget: Any = None,
@@ -170,7 +170,7 @@ def mixed_precision(
 
     `size_budget`: fraction of the fp32 size (≤ 1), bytes, or "40KiB"; `bops_budget`: fraction of
     the w8a8 BOPs or a count; `latency_budget`: "2ms" etc. (x86: per-layer latencies measured
-    here; ARM/CUDA: analytic). `bits`: candidate widths. `method` "data" (output perturbation on
+    here; ARM/CUDA: analytic). `bits`: candidate widths (default: 2/3/4/8, or those of `sensitivity`). `method` "data" (output perturbation on
     `calibration`, `metric` "mse"/"kl") or "hessian" (Hutchinson trace; `labels` optional, the
     float model's predictions otherwise); or pass a precomputed `sensitivity` (a Sensitivity or
     a JSON file from `mlpc sensitivity`). `report` writes an HTML report with the Pareto frontier.
@@ -182,6 +182,10 @@ def mixed_precision(
     from mlpc.targets import get_target
 
     tgt = get_target(target)
+    if isinstance(sensitivity, (str, Path)):
+        sensitivity = Sensitivity.load(sensitivity)
+    if bits is None:
+        bits = sensitivity.bits if sensitivity is not None else DEFAULT_BITS
     candidates = check_bits(bits)
     if sensitivity is None:
         if calibration is None:
@@ -189,8 +193,6 @@ def mixed_precision(
         sensitivity = compute_sensitivity(model, calibration, method=method, metric=metric, bits=candidates,
                                           labels=labels, samples=samples, input_shapes=input_shapes,
                                           example_inputs=example_inputs)
-    elif not isinstance(sensitivity, Sensitivity):
-        sensitivity = Sensitivity.load(sensitivity)
     fp32 = fp32_bytes(sensitivity.layers, sensitivity.other_params)
     w8a8 = sum(layer.bops(8, act_bits) for layer in sensitivity.layers)
     budgets = {"size": parse_size_budget(size_budget, fp32), "bops": parse_bops_budget(bops_budget, w8a8),
