@@ -1,6 +1,8 @@
 """The `mlpc` command line.
 
     mlpc compile model.onnx --target host -o out/ --verify [--tuning-db tuning-db]
+    mlpc compile model.onnx --quantize mixed --calib c.npz --size-budget 0.15 [--latency-budget 2ms] -o out/
+    mlpc sensitivity model.onnx --calib c.npz -o sens.json [--method hessian]
     mlpc tune model.onnx --target host --trials 64 [--time 10m] --db tuning-db
     mlpc run out/ --inputs in.npz -o out.npz
     mlpc inspect model.onnx | out/ [--json]
