@@ -41,11 +41,15 @@ def _bits_for(bits: Any, names: list[str]) -> dict[str, int]:
     else:
         rules = dict(getattr(bits, "bits", bits))
         if not isinstance(rules, dict):
-            raise InputError(f"qat.prepare: bits must be an int, a dict or a mixed-precision result, got {bits!r}")
+            raise InputError(
+                f"qat.prepare: bits must be an int, a dict or a mixed-precision result, got {bits!r}"
+            )
         table = {}
         for name in names:
             matched = [v for k, v in rules.items() if k == name or fnmatch.fnmatchcase(name, k)]
-            table[name] = int(rules[name]) if name in rules else (int(matched[-1]) if matched else DEFAULT_BITS)
+            table[name] = (
+                int(rules[name]) if name in rules else (int(matched[-1]) if matched else DEFAULT_BITS)
+            )
         unknown = [k for k in rules if not any(k == n or fnmatch.fnmatchcase(n, k) for n in names)]
         if unknown:
             raise InputError(f"qat.prepare: {unknown} match no Conv/Linear layer; layers: {names}")
@@ -67,8 +71,12 @@ def _quant_layer(layer: Any, bits: int) -> Any:
     import torch
     from brevitas.quant import Int8WeightPerChannelFloat
 
-    common = {"weight_bit_width": bits, "weight_quant": Int8WeightPerChannelFloat, "weight_narrow_range": True,
-              "bias": layer.bias is not None}
+    common = {
+        "weight_bit_width": bits,
+        "weight_quant": Int8WeightPerChannelFloat,
+        "weight_narrow_range": True,
+        "bias": layer.bias is not None,
+    }
     if isinstance(layer, torch.nn.Linear):
         new = qnn.QuantLinear(layer.in_features, layer.out_features, **common)
     else:
@@ -76,9 +84,19 @@ def _quant_layer(layer: Any, bits: int) -> Any:
         if cls is None:
             raise QuantizationError(f"qat.prepare: {type(layer).__name__} has no Brevitas counterpart here")
         if isinstance(layer.padding, str):
-            raise QuantizationError(f"qat.prepare: {type(layer).__name__} with padding={layer.padding!r} is not supported")
-        new = cls(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-                  padding=layer.padding, dilation=layer.dilation, groups=layer.groups, **common)
+            raise QuantizationError(
+                f"qat.prepare: {type(layer).__name__} with padding={layer.padding!r} is not supported"
+            )
+        new = cls(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            **common,
+        )
     with torch.no_grad():
         new.weight.copy_(layer.weight)
         if layer.bias is not None:
@@ -133,8 +151,11 @@ def prepare(module: Any, bits: Any = 8, act_bits: int = 8, *, inplace: bool = Fa
     elif hasattr(module, "onnx_names"):
         names_map = dict(module.onnx_names)
     net = module if inplace else copy.deepcopy(module)
-    layers = {name: m for name, m in net.named_modules()
-              if type(m) in (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)}
+    layers = {
+        name: m
+        for name, m in net.named_modules()
+        if type(m) in (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)
+    }
     if not layers:
         raise QuantizationError("qat.prepare: the module has no Conv1d/Conv2d/Linear layer")
     public = {name: names_map.get(name, name) for name in layers}
@@ -153,13 +174,28 @@ def prepare(module: Any, bits: Any = 8, act_bits: int = 8, *, inplace: bool = Fa
     if isinstance(net, torch.fx.GraphModule):
         net.recompile()
     wrapped = _wrapper_class()(net, act_bits, table)
-    logger.info("qat.prepare: %d layers at bits %s, activations %d-bit", len(table), sorted(set(table.values())),
-                act_bits)
+    logger.info(
+        "qat.prepare: %d layers at bits %s, activations %d-bit",
+        len(table),
+        sorted(set(table.values())),
+        act_bits,
+    )
     return wrapped
 
 
-def train(module: Any, x: Any, y: Any, *, epochs: int = 5, lr: float = 1e-3, batch: int = 64, seed: int = 0,
-          weight_decay: float = 0.0, x_val: Any = None, y_val: Any = None) -> list[dict[str, float]]:
+def train(
+    module: Any,
+    x: Any,
+    y: Any,
+    *,
+    epochs: int = 5,
+    lr: float = 1e-3,
+    batch: int = 64,
+    seed: int = 0,
+    weight_decay: float = 0.0,
+    x_val: Any = None,
+    y_val: Any = None,
+) -> list[dict[str, float]]:
     """Fine-tune `module` (a prepared model) in place: Adam, cross-entropy, shuffled mini-batches
     (seeded), a cosine learning-rate decay over `epochs`. Returns per epoch the mean training
     loss and, with `x_val`/`y_val`, the validation accuracy (%).
@@ -218,14 +254,23 @@ def export(module: Any, path: str | Path, example_input: Any) -> Path:
     try:
         from brevitas.export import export_qonnx
     except ImportError as e:
-        raise ExportError(f"QONNX export needs brevitas and onnxoptimizer (pip install -r requirements.txt): {e}") from e
+        raise ExportError(
+            f"QONNX export needs brevitas and onnxoptimizer (pip install -r requirements.txt): {e}"
+        ) from e
     x = torch.as_tensor(np.asarray(example_input, np.float32))[:1]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module.eval()
     try:
-        export_qonnx(module, args=x, export_path=str(path), dynamo=False, input_names=["x"],
-                     output_names=["logits"], opset_version=13)
+        export_qonnx(
+            module,
+            args=x,
+            export_path=str(path),
+            dynamo=False,
+            input_names=["x"],
+            output_names=["logits"],
+            opset_version=13,
+        )
     except Exception as e:
         raise ExportError(f"QONNX export of the QAT model to {path} failed: {e}") from e
     logger.info("exported the QAT model to %s (QONNX)", path)

@@ -27,14 +27,42 @@ from mlpc.errors import UnsupportedOpError
 logger = logging.getLogger(__name__)
 
 SUPPORTED_OPS = (
-    "Conv", "Gemm", "MatMul", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Softmax", "MaxPool", "AveragePool",
-    "GlobalAveragePool", "Flatten", "Reshape", "Add", "Sub", "Mul", "Div", "BatchNormalization", "Identity",
-    "Dropout", "Transpose", "Concat", "Clip", "Squeeze", "Unsqueeze", "Erf", "Sqrt", "Pow", "ReduceMean",
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "Tanh",
+    "Softmax",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Flatten",
+    "Reshape",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "BatchNormalization",
+    "Identity",
+    "Dropout",
+    "Transpose",
+    "Concat",
+    "Clip",
+    "Squeeze",
+    "Unsqueeze",
+    "Erf",
+    "Sqrt",
+    "Pow",
+    "ReduceMean",
 )
 
 
 def _onnx_flatten(x: Any, axis: int) -> Any:
-    axis %= max(1, x.dim()) if axis < 0 else x.dim() + 1
+    """ONNX Flatten: a 2-D view, the dimensions before `axis` in the first."""
+    if axis < 0:
+        axis += x.dim()
     lead = 1
     for d in x.shape[:axis]:
         lead *= d
@@ -42,10 +70,11 @@ def _onnx_flatten(x: Any, axis: int) -> Any:
 
 
 def _onnx_reshape(x: Any, shape: tuple[int, ...], allowzero: int = 0) -> Any:
+    """ONNX Reshape to a constant shape (0 copies the input dimension unless `allowzero`). A
+    leading 1 in the target shape follows the input's batch: batch-1 exports (Reshape to
+    [1, -1]) then run on batches, which Hessian sensitivity and QAT need."""
     dims = [x.shape[i] if (d == 0 and not allowzero) else d for i, d in enumerate(shape)]
-    if len(dims) >= 1 and x.shape[0] != 1 and dims[0] == 1 and -1 not in dims:
-        dims[0] = x.shape[0]  # a batch-1 export run on a batch: keep the batch dimension
-    elif len(dims) >= 1 and x.shape[0] != 1 and dims[0] == 1 and -1 in dims[1:]:
+    if dims and dims[0] == 1 and x.dim() > 0 and x.shape[0] != 1:
         dims[0] = x.shape[0]
     return x.reshape(dims)
 
@@ -123,12 +152,16 @@ class _Converter:
     def convert(self) -> Any:
         import torch.fx as fx
 
-        bad = [f"{n.name or '?'} ({n.domain + '::' if n.domain not in ('', 'ai.onnx') else ''}{n.op_type})"
-               for n in self.graph if n.op_type not in SUPPORTED_OPS or n.domain not in ("", "ai.onnx")]
+        bad = [
+            f"{n.name or '?'} ({n.domain + '::' if n.domain not in ('', 'ai.onnx') else ''}{n.op_type})"
+            for n in self.graph
+            if n.op_type not in SUPPORTED_OPS or n.domain not in ("", "ai.onnx")
+        ]
         if bad:
             raise UnsupportedOpError(
                 f"cannot convert to torch.fx: {len(bad)} node(s) use unsupported ops: {', '.join(bad[:20])}"
-                f"{' ...' if len(bad) > 20 else ''}; supported: {', '.join(SUPPORTED_OPS)}")
+                f"{' ...' if len(bad) > 20 else ''}; supported: {', '.join(SUPPORTED_OPS)}"
+            )
         for v in self.graph.inputs:
             if v.const_value is None:
                 self.env[v.name] = self.fx.placeholder(_name(v.name, self.taken))
@@ -151,7 +184,9 @@ class _Converter:
         nn = self.torch.nn
         w = _const(node.inputs[1])
         if w is None:
-            raise UnsupportedOpError(f"node {node.name!r}: Conv with a non-constant weight cannot be converted")
+            raise UnsupportedOpError(
+                f"node {node.name!r}: Conv with a non-constant weight cannot be converted"
+            )
         n = w.ndim - 2
         if n not in (1, 2, 3):
             raise UnsupportedOpError(f"node {node.name!r}: {n}-D Conv is not supported")
@@ -168,8 +203,16 @@ class _Converter:
         if extra is not None:
             x = self.call(self.torch.nn.functional.pad, x, extra)
         cls = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[n - 1]
-        mod = cls(w.shape[1] * group, w.shape[0], tuple(w.shape[2:]), stride=tuple(strides), padding=tuple(padding),
-                  dilation=tuple(dilations), groups=group, bias=b is not None)
+        mod = cls(
+            w.shape[1] * group,
+            w.shape[0],
+            tuple(w.shape[2:]),
+            stride=tuple(strides),
+            padding=tuple(padding),
+            dilation=tuple(dilations),
+            groups=group,
+            bias=b is not None,
+        )
         with self.torch.no_grad():
             mod.weight.copy_(self._tensor(w))
             if b is not None:
@@ -191,9 +234,17 @@ class _Converter:
         w = _const(node.inputs[1])
         c = node.inputs[2] if len(node.inputs) > 2 else None
         cb = _const(c)
-        if w is not None and alpha == 1.0 and beta == 1.0 and not trans_a and (c is None or (cb is not None and cb.ndim <= 1)):
+        if (
+            w is not None
+            and alpha == 1.0
+            and beta == 1.0
+            and not trans_a
+            and (c is None or (cb is not None and cb.ndim <= 1))
+        ):
             x = self.value(node.inputs[0])
-            bias = None if cb is None else np.broadcast_to(cb, (w.shape[0] if trans_b else w.shape[1],)).copy()
+            bias = (
+                None if cb is None else np.broadcast_to(cb, (w.shape[0] if trans_b else w.shape[1],)).copy()
+            )
             return self._linear(node, x, w if trans_b else w.T, bias)
         x, y = self.value(node.inputs[0]), self.value(node.inputs[1])
         if trans_a:
@@ -221,12 +272,24 @@ class _Converter:
         if any(t is None for t in (scale, bias, mean, var)):
             raise UnsupportedOpError(f"node {node.name!r}: BatchNormalization with non-constant statistics")
         rank = len(node.inputs[0].shape) if node.inputs[0].shape is not None else 4
-        cls = {2: self.torch.nn.BatchNorm1d, 3: self.torch.nn.BatchNorm1d, 4: self.torch.nn.BatchNorm2d,
-               5: self.torch.nn.BatchNorm3d}.get(rank, self.torch.nn.BatchNorm2d)
-        mod = cls(scale.shape[0], eps=node.attributes.get_float("epsilon", 1e-5),
-                  momentum=1.0 - node.attributes.get_float("momentum", 0.9))
+        cls = {
+            2: self.torch.nn.BatchNorm1d,
+            3: self.torch.nn.BatchNorm1d,
+            4: self.torch.nn.BatchNorm2d,
+            5: self.torch.nn.BatchNorm3d,
+        }.get(rank, self.torch.nn.BatchNorm2d)
+        mod = cls(
+            scale.shape[0],
+            eps=node.attributes.get_float("epsilon", 1e-5),
+            momentum=1.0 - node.attributes.get_float("momentum", 0.9),
+        )
         with self.torch.no_grad():
-            for t, arr in ((mod.weight, scale), (mod.bias, bias), (mod.running_mean, mean), (mod.running_var, var)):
+            for t, arr in (
+                (mod.weight, scale),
+                (mod.bias, bias),
+                (mod.running_mean, mean),
+                (mod.running_var, var),
+            ):
                 t.copy_(self._tensor(arr))
         return self.module(node, mod.eval(), [self.value(node.inputs[0])])
 
@@ -239,10 +302,14 @@ class _Converter:
         n = len(kernel)
         pads = _ints(node, "pads", [0] * (2 * n))
         if node.attributes.get_string("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-            raise UnsupportedOpError(f"node {node.name!r}: {node.op_type} with auto_pad SAME is not supported")
+            raise UnsupportedOpError(
+                f"node {node.name!r}: {node.op_type} with auto_pad SAME is not supported"
+            )
         padding, extra = _symmetric_pads(pads, n)
         if extra is not None:
-            raise UnsupportedOpError(f"node {node.name!r}: {node.op_type} with asymmetric pads is not supported")
+            raise UnsupportedOpError(
+                f"node {node.name!r}: {node.op_type} with asymmetric pads is not supported"
+            )
         strides = _ints(node, "strides", [1] * n)
         ceil = bool(node.attributes.get_int("ceil_mode", 0))
         if kind == "max":
@@ -250,8 +317,13 @@ class _Converter:
             mod = cls(kernel, strides, padding, dilation=_ints(node, "dilations", [1] * n), ceil_mode=ceil)
         else:
             cls = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)[n - 1]
-            mod = cls(kernel, strides, padding, ceil_mode=ceil,
-                      count_include_pad=bool(node.attributes.get_int("count_include_pad", 0)))
+            mod = cls(
+                kernel,
+                strides,
+                padding,
+                ceil_mode=ceil,
+                count_include_pad=bool(node.attributes.get_int("count_include_pad", 0)),
+            )
         return self.module(node, mod, [self.value(node.inputs[0])])
 
     def op_MaxPool(self, node: ir.Node) -> Any:
@@ -273,9 +345,15 @@ class _Converter:
     def op_Reshape(self, node: ir.Node) -> Any:
         shape = _const(node.inputs[1])
         if shape is None:
-            raise UnsupportedOpError(f"node {node.name!r}: Reshape to a shape computed at run time (give static input shapes)")
-        return self.call(_onnx_reshape, self.value(node.inputs[0]), tuple(int(d) for d in shape),
-                         node.attributes.get_int("allowzero", 0))
+            raise UnsupportedOpError(
+                f"node {node.name!r}: Reshape to a shape computed at run time (give static input shapes)"
+            )
+        return self.call(
+            _onnx_reshape,
+            self.value(node.inputs[0]),
+            tuple(int(d) for d in shape),
+            node.attributes.get_int("allowzero", 0),
+        )
 
     def _binary(self, node: ir.Node, fn: Any) -> Any:
         return self.call(fn, self.value(node.inputs[0]), self.value(node.inputs[1]))
@@ -308,8 +386,11 @@ class _Converter:
         return self.call(self.torch.tanh, self.value(node.inputs[0]))
 
     def op_LeakyRelu(self, node: ir.Node) -> Any:
-        return self.call(self.torch.nn.functional.leaky_relu, self.value(node.inputs[0]),
-                         node.attributes.get_float("alpha", 0.01))
+        return self.call(
+            self.torch.nn.functional.leaky_relu,
+            self.value(node.inputs[0]),
+            node.attributes.get_float("alpha", 0.01),
+        )
 
     def op_Softmax(self, node: ir.Node) -> Any:
         return self.call(self.torch.softmax, self.value(node.inputs[0]), node.attributes.get_int("axis", -1))
@@ -328,13 +409,19 @@ class _Converter:
         return self.call(self.torch.permute, self.value(node.inputs[0]), tuple(perm))
 
     def op_Concat(self, node: ir.Node) -> Any:
-        return self.call(self.torch.cat, [self.value(v) for v in node.inputs], node.attributes.get_int("axis", 0))
+        return self.call(
+            self.torch.cat, [self.value(v) for v in node.inputs], node.attributes.get_int("axis", 0)
+        )
 
     def op_Clip(self, node: ir.Node) -> Any:
         lo = _const(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
         hi = _const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
-        return self.call(self.torch.clamp, self.value(node.inputs[0]), None if lo is None else float(lo),
-                         None if hi is None else float(hi))
+        return self.call(
+            self.torch.clamp,
+            self.value(node.inputs[0]),
+            None if lo is None else float(lo),
+            None if hi is None else float(hi),
+        )
 
     def _axes(self, node: ir.Node) -> list[int] | None:
         if len(node.inputs) > 1 and node.inputs[1] is not None:

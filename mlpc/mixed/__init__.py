@@ -10,13 +10,29 @@ frontier, and an HTML report.
 
 from __future__ import annotations
 
-from mlpc.mixed.api import MixedPrecisionResult, build_problem, compute_sensitivity, layer_config, mixed_precision
+from mlpc.mixed.api import (
+    MixedPrecisionResult,
+    build_problem,
+    compute_sensitivity,
+    layer_config,
+    mixed_precision,
+)
 from mlpc.mixed.ilp import Allocation, Problem, pareto, solve
 from mlpc.mixed.layers import LayerInfo, fake_quant_weight
 from mlpc.mixed.sensitivity import Sensitivity, data_sensitivity
 
 __all__ = [
-    "Allocation", "LayerInfo", "MixedPrecisionResult", "Problem", "Sensitivity", "build_problem",
-    "compute_sensitivity", "data_sensitivity", "fake_quant_weight", "layer_config", "mixed_precision",
-    "pareto", "solve",
+    "Allocation",
+    "LayerInfo",
+    "MixedPrecisionResult",
+    "Problem",
+    "Sensitivity",
+    "build_problem",
+    "compute_sensitivity",
+    "data_sensitivity",
+    "fake_quant_weight",
+    "layer_config",
+    "mixed_precision",
+    "pareto",
+    "solve",
 ]

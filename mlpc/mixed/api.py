@@ -1,10 +1,10 @@
 """`mlpc.mixed_precision`: sensitivity → costs on the target → the ILP → a per-layer config.
 
-    >>> import mlpc
-    >>> result = mlpc.mixed_precision("model.onnx", "calib.npz", target="x86", size_budget=0.15)  # doctest: +SKIP
-    >>> result.bits                       # {"conv1": 8, "conv2": 4, "fc1": 2, "fc2": 4}  # doctest: +SKIP
-    >>> mlpc.compile("model.onnx", quantize="w8a8", calibration="calib.npz",
-    ...              quant_config=result.config())  # doctest: +SKIP
+>>> import mlpc
+>>> result = mlpc.mixed_precision("model.onnx", "calib.npz", target="x86", size_budget=0.15)  # doctest: +SKIP
+>>> result.bits                       # {"conv1": 8, "conv2": 4, "fc1": 2, "fc2": 4}  # doctest: +SKIP
+>>> mlpc.compile("model.onnx", quantize="w8a8", calibration="calib.npz",
+...              quant_config=result.config())  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -44,8 +44,10 @@ def parse_size_budget(value: Any, fp32_size: int) -> float | None:
     except ValueError:
         number = float("nan")
     if m is None or not number > 0 or (m.group(2) and m.group(2) not in _UNITS):
-        raise InputError(f"--size-budget {value!r}: give a fraction of the fp32 size (e.g. 0.15), bytes, "
-                         "or a size with a unit (e.g. 40KiB, 1.5MB)")
+        raise InputError(
+            f"--size-budget {value!r}: give a fraction of the fp32 size (e.g. 0.15), bytes, "
+            "or a size with a unit (e.g. 40KiB, 1.5MB)"
+        )
     if not m.group(2) and number <= 1.0:
         return number * fp32_size
     return number * _UNITS.get(m.group(2), 1)
@@ -54,8 +56,8 @@ def parse_size_budget(value: Any, fp32_size: int) -> float | None:
 def parse_latency_budget(value: Any) -> float | None:
     """Seconds from a latency budget: "2ms", "500us", "0.01s" or a number of milliseconds.
 
-        >>> parse_latency_budget("2ms"), parse_latency_budget(0.5)
-        (0.002, 0.0005)
+    >>> parse_latency_budget("2ms"), parse_latency_budget(0.5)
+    (0.002, 0.0005)
     """
     if value is None:
         return None
@@ -77,7 +79,9 @@ def parse_bops_budget(value: Any, w8a8_bops: int) -> float | None:
     try:
         number = float(value)
     except (TypeError, ValueError) as e:
-        raise InputError(f"--bops-budget {value!r}: give a fraction of the w8a8 BOPs (e.g. 0.5) or a count") from e
+        raise InputError(
+            f"--bops-budget {value!r}: give a fraction of the w8a8 BOPs (e.g. 0.5) or a count"
+        ) from e
     if not number > 0:
         raise InputError(f"--bops-budget {value!r} must be positive")
     return number * w8a8_bops if number <= 1.0 else number
@@ -90,8 +94,10 @@ def layer_config(bits: dict[str, int], act_bits: int = 8) -> dict[str, Any]:
         >>> layer_config({"fc1": 4})
         {'scheme': 'w8a8', 'layers': {'fc1': {'weight': {'bits': 4}}}}
     """
-    return {"scheme": f"w8a{act_bits}",
-            "layers": {glob.escape(name): {"weight": {"bits": int(b)}} for name, b in bits.items()}}
+    return {
+        "scheme": f"w8a{act_bits}",
+        "layers": {glob.escape(name): {"weight": {"bits": int(b)}} for name, b in bits.items()},
+    }
 
 
 @dataclass
@@ -120,13 +126,19 @@ class MixedPrecisionResult:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary (stored in a mixed-precision artifact's manifest)."""
-        return {"target": self.target, "budgets": self.budgets, "fp32_bytes": self.fp32_bytes,
-                "method": self.sensitivity.method, "metric": self.sensitivity.metric,
-                "candidate_bits": list(self.sensitivity.bits), "allocation": self.allocation.to_json(),
-                "size_fraction": self.allocation.costs["size"] / self.fp32_bytes,
-                "uniform": {str(b): v for b, v in self.uniform.items()},
-                "pareto_size": [a.to_json() for a in self.pareto_size],
-                "pareto_latency": [a.to_json() for a in self.pareto_latency]}
+        return {
+            "target": self.target,
+            "budgets": self.budgets,
+            "fp32_bytes": self.fp32_bytes,
+            "method": self.sensitivity.method,
+            "metric": self.sensitivity.metric,
+            "candidate_bits": list(self.sensitivity.bits),
+            "allocation": self.allocation.to_json(),
+            "size_fraction": self.allocation.costs["size"] / self.fp32_bytes,
+            "uniform": {str(b): v for b, v in self.uniform.items()},
+            "pareto_size": [a.to_json() for a in self.pareto_size],
+            "pareto_latency": [a.to_json() for a in self.pareto_latency],
+        }
 
 
 def build_problem(sens: Sensitivity, latency: Any = None, act_bits: int = 8, bits: Any = None) -> Problem:
@@ -137,13 +149,20 @@ def build_problem(sens: Sensitivity, latency: Any = None, act_bits: int = 8, bit
     if missing:
         raise QuantizationError(f"no sensitivity measured at bits {missing}; measured: {list(sens.bits)}")
     layers = sens.layers
-    costs = {"size": [[layer.size_bytes(b) for b in candidates] for layer in layers],
-             "bops": [[layer.bops(b, act_bits) for b in candidates] for layer in layers]}
+    costs = {
+        "size": [[layer.size_bytes(b) for b in candidates] for layer in layers],
+        "bops": [[layer.bops(b, act_bits) for b in candidates] for layer in layers],
+    }
     if latency is not None:
         costs["latency"] = [[latency(layer, b) for b in candidates] for layer in layers]
     omega = [[sens.omega[layer.name][b] for b in candidates] for layer in layers]
-    return Problem([layer.name for layer in layers], candidates, omega, costs,
-                   {"size": 4.0 * sens.other_params, "bops": 0.0, "latency": 0.0})
+    return Problem(
+        [layer.name for layer in layers],
+        candidates,
+        omega,
+        costs,
+        {"size": 4.0 * sens.other_params, "bops": 0.0, "latency": 0.0},
+    )
 
 
 def mixed_precision(
@@ -189,14 +208,27 @@ def mixed_precision(
     candidates = check_bits(bits)
     if sensitivity is None:
         if calibration is None:
-            raise InputError("mixed precision needs calibration data (--calib FILE.npz) or a sensitivity file")
-        sensitivity = compute_sensitivity(model, calibration, method=method, metric=metric, bits=candidates,
-                                          labels=labels, samples=samples, input_shapes=input_shapes,
-                                          example_inputs=example_inputs)
+            raise InputError(
+                "mixed precision needs calibration data (--calib FILE.npz) or a sensitivity file"
+            )
+        sensitivity = compute_sensitivity(
+            model,
+            calibration,
+            method=method,
+            metric=metric,
+            bits=candidates,
+            labels=labels,
+            samples=samples,
+            input_shapes=input_shapes,
+            example_inputs=example_inputs,
+        )
     fp32 = fp32_bytes(sensitivity.layers, sensitivity.other_params)
     w8a8 = sum(layer.bops(8, act_bits) for layer in sensitivity.layers)
-    budgets = {"size": parse_size_budget(size_budget, fp32), "bops": parse_bops_budget(bops_budget, w8a8),
-               "latency": parse_latency_budget(latency_budget)}
+    budgets = {
+        "size": parse_size_budget(size_budget, fp32),
+        "bops": parse_bops_budget(bops_budget, w8a8),
+        "latency": parse_latency_budget(latency_budget),
+    }
     budgets = {k: v for k, v in budgets.items() if v is not None}
     latency = None
     if "latency" in budgets or (report is not None and tgt.kind in ("arm", "cuda")):
@@ -206,12 +238,24 @@ def mixed_precision(
     problem = build_problem(sensitivity, latency, act_bits, candidates)
     allocation = solve(problem, budgets)
     uniform = {b: problem.totals([j] * len(problem.layers)) for j, b in enumerate(problem.bits)}
-    result = MixedPrecisionResult(allocation, sensitivity, budgets, fp32, tgt.name, act_bits,
-                                  pareto(problem, "size", pareto_points, budgets),
-                                  pareto(problem, "latency", pareto_points, budgets) if latency else [],
-                                  uniform)
-    logger.info("mixed precision for %s: %s (%.1f%% of fp32, Ω=%.3g)", tgt.name, allocation.bits,
-                100.0 * allocation.costs["size"] / fp32, allocation.omega)
+    result = MixedPrecisionResult(
+        allocation,
+        sensitivity,
+        budgets,
+        fp32,
+        tgt.name,
+        act_bits,
+        pareto(problem, "size", pareto_points, budgets),
+        pareto(problem, "latency", pareto_points, budgets) if latency else [],
+        uniform,
+    )
+    logger.info(
+        "mixed precision for %s: %s (%.1f%% of fp32, Ω=%.3g)",
+        tgt.name,
+        allocation.bits,
+        100.0 * allocation.costs["size"] / fp32,
+        allocation.omega,
+    )
     if report is not None:
         from mlpc.mixed.report import write_report
 
@@ -219,18 +263,41 @@ def mixed_precision(
     return result
 
 
-def compute_sensitivity(model: Any, calibration: Any, *, method: str = "data", metric: str = "mse",
-                        bits: Any = DEFAULT_BITS, labels: Any = None, samples: int | None = 64,
-                        input_shapes: Any = None, example_inputs: Any = None) -> Sensitivity:
+def compute_sensitivity(
+    model: Any,
+    calibration: Any,
+    *,
+    method: str = "data",
+    metric: str = "mse",
+    bits: Any = DEFAULT_BITS,
+    labels: Any = None,
+    samples: int | None = 64,
+    input_shapes: Any = None,
+    example_inputs: Any = None,
+) -> Sensitivity:
     """Per-layer sensitivity of `model` by `method` ("data" or "hessian"); see mlpc.mixed.sensitivity."""
     if method == "data":
         from mlpc.mixed.sensitivity import data_sensitivity
 
-        return data_sensitivity(model, calibration, bits=bits, metric=metric, samples=samples,
-                                input_shapes=input_shapes, example_inputs=example_inputs)
+        return data_sensitivity(
+            model,
+            calibration,
+            bits=bits,
+            metric=metric,
+            samples=samples,
+            input_shapes=input_shapes,
+            example_inputs=example_inputs,
+        )
     if method == "hessian":
         from mlpc.mixed.hessian import hessian_sensitivity
 
-        return hessian_sensitivity(model, calibration, labels=labels, bits=bits, samples=samples,
-                                   input_shapes=input_shapes, example_inputs=example_inputs)
+        return hessian_sensitivity(
+            model,
+            calibration,
+            labels=labels,
+            bits=bits,
+            samples=samples,
+            input_shapes=input_shapes,
+            example_inputs=example_inputs,
+        )
     raise InputError(f"sensitivity method {method!r} is not one of {', '.join(METHODS)}")

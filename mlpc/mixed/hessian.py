@@ -45,8 +45,10 @@ def _macs(module: Any, layers: dict[str, Any], x: Any) -> dict[str, int]:
     macs: dict[str, int] = {}
     hooks = []
     for name, layer in layers.items():
+
         def hook(mod: Any, args: Any, out: Any, name: str = name) -> None:
             macs[name] = int(out[0].numel() * mod.weight[0].numel())  # outputs × MACs per output
+
         hooks.append(layer.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -57,8 +59,16 @@ def _macs(module: Any, layers: dict[str, Any], x: Any) -> dict[str, int]:
     return macs
 
 
-def hutchinson_traces(module: Any, layers: dict[str, Any], x: Any, targets: Any, loss: str,
-                      iters: int = DEFAULT_ITERS, seed: int = 0, batch: int = BATCH) -> dict[str, float]:
+def hutchinson_traces(
+    module: Any,
+    layers: dict[str, Any],
+    x: Any,
+    targets: Any,
+    loss: str,
+    iters: int = DEFAULT_ITERS,
+    seed: int = 0,
+    batch: int = BATCH,
+) -> dict[str, float]:
     """Tr(H_i) / n_i for each layer's weight: the mean of vᵀHv over `iters` Rademacher vectors,
     H the Hessian of the mean `loss` ("ce" against integer `targets`, "mse" against float
     `targets`) over the samples `x`, accumulated in mini-batches of `batch`."""
@@ -136,7 +146,9 @@ def hessian_sensitivity(
         names = {name: name for name in layers}
         in_layers = {id(p) for m in layers.values() for p in m.parameters(recurse=False)}
         other = sum(p.numel() for p in module.parameters() if id(p) not in in_layers)
-        other += sum(b.numel() for n, b in module.named_buffers() if b.is_floating_point() and "running" not in n)
+        other += sum(
+            b.numel() for n, b in module.named_buffers() if b.is_floating_point() and "running" not in n
+        )
     else:
         from mlpc.ir.to_torch import to_torch
         from mlpc.mixed.layers import onnx_layers
@@ -148,8 +160,12 @@ def hessian_sensitivity(
         module = to_torch(ir_model)
         data = CalibrationSet.load(calibration, ir_model.graph, limit=samples)
         if len(module.input_names) != 1:
-            raise QuantizationError("Hessian sensitivity of an ONNX model supports one input; use --method data")
-        x = torch.from_numpy(np.concatenate([s[module.input_names[0]] for s in data.samples]).astype(np.float32))
+            raise QuantizationError(
+                "Hessian sensitivity of an ONNX model supports one input; use --method data"
+            )
+        x = torch.from_numpy(
+            np.concatenate([s[module.input_names[0]] for s in data.samples]).astype(np.float32)
+        )
         by_node = {v: k for k, v in module.onnx_names.items()}
         layers = {i.name: module.get_submodule(by_node[i.name]) for i in infos}
         names = {i.name: i.name for i in infos}
@@ -174,14 +190,38 @@ def hessian_sensitivity(
         for name, layer in layers.items():
             kind = "linear" if isinstance(layer, torch.nn.Linear) else "conv"
             sig = {"op": type(layer).__name__, "input_shape": None, "weight_shape": list(layer.weight.shape)}
-            infos.append(LayerInfo(name, kind, layer.weight.numel(), 0 if layer.bias is None else layer.bias.numel(),
-                                   macs.get(name, 0), sig))
+            infos.append(
+                LayerInfo(
+                    name,
+                    kind,
+                    layer.weight.numel(),
+                    0 if layer.bias is None else layer.bias.numel(),
+                    macs.get(name, 0),
+                    sig,
+                )
+            )
     omega: dict[str, dict[int, float]] = {}
     for info in infos:
         w = layers[names[info.name]].weight.detach().double().numpy()
-        omega[info.name] = {b: max(traces[info.name], 0.0) * float(np.sum((fake_quant_weight(w, b, 0) - w) ** 2))
-                            for b in candidates}
-    logger.info("Hessian sensitivity of %d layers (%d Hutchinson iterations, %d samples, %s loss)", len(infos),
-                iters, len(x), loss)
-    return Sensitivity("hessian", f"trace/n·‖ΔW‖² ({loss})", candidates, infos, omega, int(other), len(x),
-                       trace={i.name: traces[i.name] for i in infos}, extra={"iterations": iters})
+        omega[info.name] = {
+            b: max(traces[info.name], 0.0) * float(np.sum((fake_quant_weight(w, b, 0) - w) ** 2))
+            for b in candidates
+        }
+    logger.info(
+        "Hessian sensitivity of %d layers (%d Hutchinson iterations, %d samples, %s loss)",
+        len(infos),
+        iters,
+        len(x),
+        loss,
+    )
+    return Sensitivity(
+        "hessian",
+        f"trace/n·‖ΔW‖² ({loss})",
+        candidates,
+        infos,
+        omega,
+        int(other),
+        len(x),
+        trace={i.name: traces[i.name] for i in infos},
+        extra={"iterations": iters},
+    )

@@ -75,14 +75,16 @@ class Allocation:
         return {"bits": dict(self.bits), "omega": self.omega, **self.costs}
 
 
-def _milp(c: np.ndarray, problem: Problem, upper: dict[str, float], extra: list[tuple[np.ndarray, float]] = ()):
+def _milp(
+    c: np.ndarray, problem: Problem, upper: dict[str, float], extra: list[tuple[np.ndarray, float]] = ()
+):
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     n_layers, n_bits = problem.omega.shape
     n = n_layers * n_bits
     one_hot = np.zeros((n_layers, n))
     for i in range(n_layers):
-        one_hot[i, i * n_bits:(i + 1) * n_bits] = 1.0
+        one_hot[i, i * n_bits : (i + 1) * n_bits] = 1.0
     constraints = [LinearConstraint(one_hot, 1.0, 1.0)]
     for kind, budget in upper.items():
         row = problem.costs[kind].reshape(1, n)
@@ -92,7 +94,7 @@ def _milp(c: np.ndarray, problem: Problem, upper: dict[str, float], extra: list[
     result = milp(c.reshape(n), constraints=constraints, integrality=np.ones(n), bounds=Bounds(0, 1))
     if result.status != 0 or result.x is None:
         return None
-    return [int(np.argmax(result.x[i * n_bits:(i + 1) * n_bits])) for i in range(n_layers)]
+    return [int(np.argmax(result.x[i * n_bits : (i + 1) * n_bits])) for i in range(n_layers)]
 
 
 def minimum(problem: Problem, kind: str, budgets: dict[str, float]) -> float | None:
@@ -139,17 +141,24 @@ def _infeasible_message(problem: Problem, budgets: dict[str, float]) -> str:
         alone = float(problem.costs[kind].min(axis=1).sum() + problem.fixed.get(kind, 0.0))
         if smallest is None or smallest > budget:
             floor = alone if smallest is None else smallest
-            parts.append(f"--{kind}-budget {_fmt(kind, budget)} cannot be met: the smallest feasible value is "
-                         f"{_fmt(kind, floor)}" + ("" if smallest is not None else " (with the other budgets dropped)")
-                         + f" (every layer at {min(problem.bits)} bits gives {_fmt(kind, alone)})")
+            parts.append(
+                f"--{kind}-budget {_fmt(kind, budget)} cannot be met: the smallest feasible value is "
+                f"{_fmt(kind, floor)}"
+                + ("" if smallest is not None else " (with the other budgets dropped)")
+                + f" (every layer at {min(problem.bits)} bits gives {_fmt(kind, alone)})"
+            )
     if not parts:
-        parts.append("the budgets " + ", ".join(f"{k}={_fmt(k, v)}" for k, v in budgets.items()) +
-                     " cannot be met together; relax one")
+        parts.append(
+            "the budgets "
+            + ", ".join(f"{k}={_fmt(k, v)}" for k, v in budgets.items())
+            + " cannot be met together; relax one"
+        )
     return "mixed precision: " + "; ".join(parts)
 
 
-def pareto(problem: Problem, kind: str = "size", points: int = 16, budgets: dict[str, float] | None = None
-           ) -> list[Allocation]:
+def pareto(
+    problem: Problem, kind: str = "size", points: int = 16, budgets: dict[str, float] | None = None
+) -> list[Allocation]:
     """The Pareto frontier of Ω against `kind`: the ILP solved for `points` budgets of `kind`
     evenly spaced from the smallest to the largest achievable (other `budgets` held), duplicates
     dropped, sorted by cost."""

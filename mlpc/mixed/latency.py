@@ -85,7 +85,10 @@ def arm_latency(target: Any) -> Callable[[LayerInfo, int], float]:
     rate = part.clock_ghz * 1e9 * part.int8_macs_per_cycle * cores
 
     def latency(layer: LayerInfo, bits: int) -> float:
-        return max(layer.macs / rate, _layer_bytes(layer, bits) / (part.memory_gbps * 1e9)) + part.overhead_us * 1e-6
+        return (
+            max(layer.macs / rate, _layer_bytes(layer, bits) / (part.memory_gbps * 1e9))
+            + part.overhead_us * 1e-6
+        )
 
     return latency
 
@@ -114,8 +117,17 @@ def _cache_path() -> Path:
 def _cache_key(target: Any, layer: LayerInfo, bits: int, act_bits: int) -> str:
     import mlpc
 
-    blob = json.dumps({"target": target.to_json(), "signature": layer.signature, "bits": bits,
-                       "act_bits": act_bits, "mlpc": mlpc.__version__}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {
+            "target": target.to_json(),
+            "signature": layer.signature,
+            "bits": bits,
+            "act_bits": act_bits,
+            "mlpc": mlpc.__version__,
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -128,7 +140,9 @@ def single_layer_model(layer: LayerInfo, seed: int = 0) -> Any:
     sig = layer.signature
     shape = sig.get("input_shape")
     if not shape or any(not isinstance(d, int) for d in shape):
-        raise QuantizationError(f"layer {layer.name!r}: no static input shape; give --input-shape to measure its latency")
+        raise QuantizationError(
+            f"layer {layer.name!r}: no static input shape; give --input-shape to measure its latency"
+        )
     rng = np.random.default_rng(seed)
     w = (rng.standard_normal(sig["weight_shape"]) * 0.1).astype(np.float32)
     inits = [numpy_helper.from_array(w, "w")]
@@ -138,8 +152,13 @@ def single_layer_model(layer: LayerInfo, seed: int = 0) -> Any:
         inits.append(numpy_helper.from_array((rng.standard_normal(n) * 0.1).astype(np.float32), "b"))
         inputs.append("b")
     node = helper.make_node(sig["op"], inputs, ["y"], name=layer.name or "layer", **sig.get("attributes", {}))
-    graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    graph = helper.make_graph(
+        [node],
+        "layer",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
     return onnx.shape_inference.infer_shapes(model)
 
@@ -155,8 +174,13 @@ def measure_layer(target: Any, layer: LayerInfo, bits: int, act_bits: int = 8, r
     if shape[0] != 1:
         calib = {"x": calib["x"][None]}
     with tempfile.TemporaryDirectory(prefix="mlpc-lat-") as tmp:
-        art = compile_model(model, target=target, output_dir=Path(tmp) / "a", quantize=f"w{bits}a{act_bits}",
-                            calibration=calib)
+        art = compile_model(
+            model,
+            target=target,
+            output_dir=Path(tmp) / "a",
+            quantize=f"w{bits}a{act_bits}",
+            calibration=calib,
+        )
         x = {"x": np.abs(rng.standard_normal(shape)).astype(np.float32)}
         for _ in range(3):
             art.run(x)
@@ -168,8 +192,9 @@ def measure_layer(target: Any, layer: LayerInfo, bits: int, act_bits: int = 8, r
     return float(np.median(times))
 
 
-def measured_latency(target: Any, act_bits: int = 8, repeat: int = 30, cache: bool = True
-                     ) -> Callable[[LayerInfo, int], float]:
+def measured_latency(
+    target: Any, act_bits: int = 8, repeat: int = 30, cache: bool = True
+) -> Callable[[LayerInfo, int], float]:
     """Latency (s) of a layer at a weight width measured on this host (see the module doc), cached."""
     path = _cache_path()
     try:
@@ -181,8 +206,14 @@ def measured_latency(target: Any, act_bits: int = 8, repeat: int = 30, cache: bo
         key = _cache_key(target, layer, bits, act_bits)
         if key not in table:
             table[key] = measure_layer(target, layer, bits, act_bits, repeat)
-            logger.info("latency of %s at w%da%d on %s: %.4g ms", layer.name, bits, act_bits, target.name,
-                        table[key] * 1e3)
+            logger.info(
+                "latency of %s at w%da%d on %s: %.4g ms",
+                layer.name,
+                bits,
+                act_bits,
+                target.name,
+                table[key] * 1e3,
+            )
             if cache:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -205,5 +236,7 @@ def latency_model(target: Any, act_bits: int = 8, repeat: int = 30) -> Callable[
         return arm_latency(target)
     if target.kind == "cuda":
         return cuda_latency(target)
-    raise QuantizationError(f"no latency model for target kind {target.kind!r} ({target.name}); "
-                            "drop --latency-budget or pick an x86, arm or cuda target")
+    raise QuantizationError(
+        f"no latency model for target kind {target.kind!r} ({target.name}); "
+        "drop --latency-budget or pick an x86, arm or cuda target"
+    )

@@ -113,16 +113,34 @@ def onnx_layers(graph: Any) -> tuple[list[LayerInfo], int]:
         for name, attr in node.attributes.items():
             value = attr.value
             attrs[name] = list(value) if isinstance(value, (list, tuple)) else value
-        signature = {"op": node.op_type, "attributes": attrs, "input_shape": x_shape,
-                     "weight_shape": list(w.shape), "bias": b is not None}
-        layers.append(LayerInfo(layer.name, layer.kind, int(w.size), 0 if b is None else int(b.size),
-                                node_macs(node), signature))
+        signature = {
+            "op": node.op_type,
+            "attributes": attrs,
+            "input_shape": x_shape,
+            "weight_shape": list(w.shape),
+            "bias": b is not None,
+        }
+        layers.append(
+            LayerInfo(
+                layer.name,
+                layer.kind,
+                int(w.size),
+                0 if b is None else int(b.size),
+                node_macs(node),
+                signature,
+            )
+        )
         used.add(layer.weight.name)
         if layer.bias is not None:
             used.add(layer.bias.name)
     other = 0
     for name, value in graph.initializers.items():
-        if name not in used and value.const_value is not None and value.dtype is not None and value.dtype.is_floating_point():
+        if (
+            name not in used
+            and value.const_value is not None
+            and value.dtype is not None
+            and value.dtype.is_floating_point()
+        ):
             other += int(np.prod(value.const_value.shape.numpy()))
     return layers, other
 

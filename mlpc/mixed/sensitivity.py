@@ -64,10 +64,19 @@ class Sensitivity:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (what `mlpc sensitivity -o sens.json` writes)."""
         return {
-            "method": self.method, "metric": self.metric, "bits": list(self.bits), "samples": self.samples,
+            "method": self.method,
+            "metric": self.metric,
+            "bits": list(self.bits),
+            "samples": self.samples,
             "other_params": self.other_params,
-            "layers": [{**layer.to_json(), "omega": {str(b): self.omega[layer.name][b] for b in self.bits},
-                        **({"trace": self.trace[layer.name]} if self.trace else {})} for layer in self.layers],
+            "layers": [
+                {
+                    **layer.to_json(),
+                    "omega": {str(b): self.omega[layer.name][b] for b in self.bits},
+                    **({"trace": self.trace[layer.name]} if self.trace else {}),
+                }
+                for layer in self.layers
+            ],
             **self.extra,
         }
 
@@ -84,8 +93,16 @@ class Sensitivity:
                     trace[row["name"]] = float(row.pop("trace"))
                 layers.append(LayerInfo.from_json(row))
                 omega[row["name"]] = {b: float(om[str(b)]) for b in bits}
-            return cls(data["method"], data["metric"], bits, layers, omega, int(data.get("other_params", 0)),
-                       int(data.get("samples", 0)), trace or None)
+            return cls(
+                data["method"],
+                data["metric"],
+                bits,
+                layers,
+                omega,
+                int(data.get("other_params", 0)),
+                int(data.get("samples", 0)),
+                trace or None,
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"{source}: not a sensitivity file written by `mlpc sensitivity` ({e!r})") from e
 
@@ -158,7 +175,9 @@ class _OrtRunner:
         options.intra_op_num_threads = 1
         # graph optimizations would fold the (now overridable) weights into constants of fused nodes
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        self.session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def run(self, sample: dict[str, np.ndarray], overrides: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -219,7 +238,9 @@ def data_sensitivity(
     graph = ir_model.graph
     infos, other = onnx_layers(graph)
     if not infos:
-        raise QuantizationError("the model has no Conv/Gemm/MatMul layer with a constant weight: nothing to allocate bits to")
+        raise QuantizationError(
+            "the model has no Conv/Gemm/MatMul layer with a constant weight: nothing to allocate bits to"
+        )
     data = CalibrationSet.load(calibration, graph, limit=samples)
     weights = {layer.name: layer for layer in find_layers(graph) if layer.weight is not None}
     names = [weights[i.name].weight.name for i in infos]
@@ -243,6 +264,12 @@ def data_sensitivity(
                 err, norm = err + e, norm + n
             omega[info.name][b] = err / norm if norm > 0 else (0.0 if err == 0 else math.inf)
         logger.debug("sensitivity %s: %s", info.name, omega[info.name])
-    logger.info("data sensitivity (%s, %s) of %d layers at bits %s on %d samples", metric, engine, len(infos),
-                list(candidates), len(data))
+    logger.info(
+        "data sensitivity (%s, %s) of %d layers at bits %s on %d samples",
+        metric,
+        engine,
+        len(infos),
+        list(candidates),
+        len(data),
+    )
     return Sensitivity("data", metric, candidates, infos, omega, other, len(data), extra={"engine": engine})

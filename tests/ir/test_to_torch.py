@@ -1,4 +1,5 @@
 """mlpc.ir.to_torch: ONNX graphs as torch.fx modules with the numbers onnxruntime gives."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,9 +27,17 @@ def _bn_cnn() -> onnx.ModelProto:
     def init(name, *shape, scale=0.3):
         return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
 
-    inits = [init("w1", 4, 3, 3, 3), init("b1", 4), init("g", 4), init("be", 4), init("m", 4),
-             numpy_helper.from_array(rng.uniform(0.5, 1.5, 4).astype(np.float32), "v"), init("w2", 4, 2, 3, 3),
-             init("wm", 4, 5), numpy_helper.from_array(np.array([1, 4], np.int64), "shape")]
+    inits = [
+        init("w1", 4, 3, 3, 3),
+        init("b1", 4),
+        init("g", 4),
+        init("be", 4),
+        init("m", 4),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, 4).astype(np.float32), "v"),
+        init("w2", 4, 2, 3, 3),
+        init("wm", 4, 5),
+        numpy_helper.from_array(np.array([1, 4], np.int64), "shape"),
+    ]
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[0, 1, 1, 2]),
         helper.make_node("BatchNormalization", ["c1", "g", "be", "m", "v"], ["bn"], name="bn1"),
@@ -41,8 +50,13 @@ def _bn_cnn() -> onnx.ModelProto:
         helper.make_node("MatMul", ["flat", "wm"], ["mm"], name="head"),
         helper.make_node("Softmax", ["mm"], ["y"], name="softmax", axis=-1),
     ]
-    graph = helper.make_graph(nodes, "bn_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 9, 9])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], initializer=inits)
+    graph = helper.make_graph(
+        nodes,
+        "bn_cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 9, 9])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+        initializer=inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
 
 
@@ -63,18 +77,25 @@ def test_matches_onnxruntime_on_the_benchmark_cnns():
     trained = train_digits_cnn(epochs=1, width=8)
     gm = to_torch(prepare_graph(trained.model))
     x = trained.x_test[:1]
-    np.testing.assert_allclose(gm(torch.from_numpy(x)).detach().numpy(), _ort(trained.model, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        gm(torch.from_numpy(x)).detach().numpy(), _ort(trained.model, x), rtol=1e-5, atol=1e-5
+    )
     # batch-1 graphs run on a batch (what Hessian sensitivity and QAT need)
     assert gm(torch.from_numpy(trained.x_test[:7])).shape == (7, 10)
 
 
 def test_unsupported_ops_are_all_named():
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["a"], name="ok"), helper.make_node("Hardmax", ["a"], ["b"], name="hm"),
-         helper.make_node("TopK", ["b", "k"], ["y", "i"], name="topk")],
-        "bad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [
+            helper.make_node("Relu", ["x"], ["a"], name="ok"),
+            helper.make_node("Hardmax", ["a"], ["b"], name="hm"),
+            helper.make_node("TopK", ["b", "k"], ["y", "i"], name="topk"),
+        ],
+        "bad",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
-        initializer=[numpy_helper.from_array(np.array([2], np.int64), "k")])
+        initializer=[numpy_helper.from_array(np.array([2], np.int64), "k")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
     import onnx_ir as ir
 

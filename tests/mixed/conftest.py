@@ -1,5 +1,6 @@
 """Fixtures for the mixed-precision and QAT tests: an MLP trained on scikit-learn's digits, as a
 torch module and as ONNX (Gemm nodes fc1, fc2, fc3), and a copy whose fc2 is made fragile."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,12 +29,20 @@ def mlp_onnx(weights: list[tuple[np.ndarray, np.ndarray]]) -> onnx.ModelProto:
     for i, (w, b) in enumerate(weights, 1):
         out = "logits" if i == len(weights) else f"h{i}"
         nodes.append(helper.make_node("Gemm", [x, f"w{i}", f"b{i}"], [out], name=f"fc{i}", transB=1))
-        inits += [numpy_helper.from_array(w.astype(np.float32), f"w{i}"), numpy_helper.from_array(b.astype(np.float32), f"b{i}")]
+        inits += [
+            numpy_helper.from_array(w.astype(np.float32), f"w{i}"),
+            numpy_helper.from_array(b.astype(np.float32), f"b{i}"),
+        ]
         if i < len(weights):
             nodes.append(helper.make_node("Relu", [out], [f"r{i}"], name=f"relu{i}"))
             x = f"r{i}"
-    graph = helper.make_graph(nodes, "digits_mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], initializer=inits)
+    graph = helper.make_graph(
+        nodes,
+        "digits_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+        initializer=inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
 
 
@@ -41,8 +50,11 @@ def layer_weights(net) -> list[tuple[np.ndarray, np.ndarray]]:
     """(weight, bias) of each Linear of a Sequential MLP as NumPy arrays."""
     import torch
 
-    return [(m.weight.detach().numpy().copy(), m.bias.detach().numpy().copy())
-            for m in net if isinstance(m, torch.nn.Linear)]
+    return [
+        (m.weight.detach().numpy().copy(), m.bias.detach().numpy().copy())
+        for m in net
+        if isinstance(m, torch.nn.Linear)
+    ]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -69,8 +81,13 @@ def digits_mlp() -> DigitsMLP:
     x = (digits.images / 16.0).astype(np.float32).reshape(-1, 64)
     x_train, x_test, y_train, y_test = train_test_split(x, digits.target, test_size=0.25, random_state=0)
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
-                              torch.nn.Linear(64, 10))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(64, 64),
+        torch.nn.ReLU(),
+        torch.nn.Linear(64, 64),
+        torch.nn.ReLU(),
+        torch.nn.Linear(64, 10),
+    )
     _fit(net, x_train, y_train, epochs=30, batch=64, seed=0, lr=3e-3)
     net.eval()
     return DigitsMLP(net, mlp_onnx(layer_weights(net)), x_train, y_train, x_test, y_test)

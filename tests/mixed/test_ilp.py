@@ -1,5 +1,6 @@
 """The ILP (scipy milp): optimal against brute force, every budget respected, monotone in the
 size budget, infeasible budgets named with the smallest feasible value."""
+
 from __future__ import annotations
 
 import itertools
@@ -18,12 +19,17 @@ def random_problem(seed: int, layers: int = 5) -> Problem:
     params = rng.integers(100, 5000, layers)
     macs = params * rng.integers(1, 50, layers)
     # sensitivity falls about 4x per extra bit, with a layer-specific scale
-    omega = rng.uniform(0.1, 10, (layers, 1)) * np.array([4.0 ** -b for b in BITS])[None]
+    omega = rng.uniform(0.1, 10, (layers, 1)) * np.array([4.0**-b for b in BITS])[None]
     size = np.array([[-(-p * b // 8) for b in BITS] for p in params], float)
     bops = np.array([[m * b * 8 for b in BITS] for m in macs], float)
     latency = np.array([[1e-6 * (m / 1e4) * (0.5 + b / 8) for b in BITS] for m in macs])
-    return Problem([f"l{i}" for i in range(layers)], BITS, omega, {"size": size, "bops": bops, "latency": latency},
-                   {"size": 400.0})
+    return Problem(
+        [f"l{i}" for i in range(layers)],
+        BITS,
+        omega,
+        {"size": size, "bops": bops, "latency": latency},
+        {"size": 400.0},
+    )
 
 
 def brute_force(problem: Problem, budgets: dict[str, float]) -> float:
@@ -39,7 +45,11 @@ def brute_force(problem: Problem, budgets: dict[str, float]) -> float:
 def test_optimal_and_within_every_budget(seed):
     problem = random_problem(seed)
     uniform4 = problem.totals([BITS.index(4)] * 5)
-    budgets = {"size": uniform4["size"], "bops": 0.9 * uniform4["bops"] * 2, "latency": 1.05 * uniform4["latency"]}
+    budgets = {
+        "size": uniform4["size"],
+        "bops": 0.9 * uniform4["bops"] * 2,
+        "latency": 1.05 * uniform4["latency"],
+    }
     alloc = solve(problem, budgets)
     for kind, budget in budgets.items():
         assert alloc.costs[kind] <= budget * (1 + 1e-9)

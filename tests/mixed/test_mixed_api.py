@@ -1,4 +1,5 @@
 """mlpc.mixed_precision, `mlpc compile --quantize mixed`, `mlpc sensitivity`, budgets, the report."""
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,9 @@ def test_arm_latency_budget_uses_the_analytic_model(files, tmp_path):
     layer = sens.layers[0]
     assert latency(layer, 2) < latency(layer, 4) < latency(layer, 8)  # weight traffic dominates these layers
     budget = sum(latency(layer, 4) for layer in sens.layers)
-    result = mlpc.mixed_precision(model, sensitivity=sens, target=target, latency_budget=f"{budget * 1e3}ms",
-                                  report=tmp_path / "r.html")
+    result = mlpc.mixed_precision(
+        model, sensitivity=sens, target=target, latency_budget=f"{budget * 1e3}ms", report=tmp_path / "r.html"
+    )
     assert result.allocation.costs["latency"] <= budget * (1 + 1e-9)
     page = (tmp_path / "r.html").read_text()
     assert page.count("data:image/png;base64,") == 2  # Pareto vs size and vs latency
@@ -57,14 +59,49 @@ def test_arm_latency_budget_uses_the_analytic_model(files, tmp_path):
 def test_cli_sensitivity_and_compile_mixed(files, tmp_path, digits_mlp):
     model, calib = files
     sens_path = tmp_path / "sens.json"
-    assert main(["sensitivity", str(model), "--calib", str(calib), "-o", str(sens_path), "--bits", "2,4,8",
-                 "--samples", "16"]) == 0
+    assert (
+        main(
+            [
+                "sensitivity",
+                str(model),
+                "--calib",
+                str(calib),
+                "-o",
+                str(sens_path),
+                "--bits",
+                "2,4,8",
+                "--samples",
+                "16",
+            ]
+        )
+        == 0
+    )
     sens = json.loads(sens_path.read_text())
     assert [row["name"] for row in sens["layers"]] == ["fc1", "fc2", "fc3"] and sens["bits"] == [2, 4, 8]
     out = tmp_path / "out"
-    assert main(["compile", str(model), "--target", "x86", "--quantize", "mixed", "--calib", str(calib),
-                 "--size-budget", "0.12", "--sensitivity", str(sens_path), "-o", str(out),
-                 "--mixed-report", str(tmp_path / "mixed.html")]) == 0
+    assert (
+        main(
+            [
+                "compile",
+                str(model),
+                "--target",
+                "x86",
+                "--quantize",
+                "mixed",
+                "--calib",
+                str(calib),
+                "--size-budget",
+                "0.12",
+                "--sensitivity",
+                str(sens_path),
+                "-o",
+                str(out),
+                "--mixed-report",
+                str(tmp_path / "mixed.html"),
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     chosen = manifest["mixed_precision"]["allocation"]["bits"]
     assert manifest["quantization"]["scheme"] == "mixed"
@@ -73,18 +110,36 @@ def test_cli_sensitivity_and_compile_mixed(files, tmp_path, digits_mlp):
     assert len(set(chosen.values())) > 1  # a real mix at this budget
     art = mlpc.load(out)
     x = digits_mlp.x_test[:100]
-    acc = np.mean([np.argmax(art.run({"x": x[i:i + 1]})["logits"]) == digits_mlp.y_test[i] for i in range(len(x))])
+    acc = np.mean(
+        [np.argmax(art.run({"x": x[i : i + 1]})["logits"]) == digits_mlp.y_test[i] for i in range(len(x))]
+    )
     assert acc > 0.85
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--quantize", "mixed"], "needs a budget"),
-    (["--quantize", "w8a8", "--size-budget", "0.2"], "apply to --quantize mixed"),
-    (["--quantize", "mixed", "--size-budget", "lots"], "--size-budget 'lots'"),
-    (["--quantize", "mixed", "--size-budget", "0.01"], "smallest feasible value"),
-    (["--quantize", "mixed", "--size-budget", "0.2", "--latency-budget", "1ms", "--target", "cuda/sm_80",
-      "--bits", "2,9"], "candidate bits"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--quantize", "mixed"], "needs a budget"),
+        (["--quantize", "w8a8", "--size-budget", "0.2"], "apply to --quantize mixed"),
+        (["--quantize", "mixed", "--size-budget", "lots"], "--size-budget 'lots'"),
+        (["--quantize", "mixed", "--size-budget", "0.01"], "smallest feasible value"),
+        (
+            [
+                "--quantize",
+                "mixed",
+                "--size-budget",
+                "0.2",
+                "--latency-budget",
+                "1ms",
+                "--target",
+                "cuda/sm_80",
+                "--bits",
+                "2,9",
+            ],
+            "candidate bits",
+        ),
+    ],
+)
 def test_cli_mixed_bad_input_exits_2(files, tmp_path, capsys, args, message):
     model, calib = files
     assert main(["compile", str(model), "--calib", str(calib), "-o", str(tmp_path / "o"), *args]) == 2

@@ -1,5 +1,6 @@
 """QAT with Brevitas: 2-bit weights recover to within 2 points of fp32 in a bounded number of
 epochs; the QONNX export compiles for x86 and gives the QAT model's predictions."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,7 +32,9 @@ def test_qat_2bit_recovers_within_2_points_and_exports_to_x86(digits_mlp, tmp_pa
     assert any(op.startswith("mlpc::Integer") for op in ops), ops
     name = art.inputs[0]["name"]
     x = digits_mlp.x_test[:200]
-    compiled = np.array([np.argmax(art.run({name: x[i:i + 1]})[art.outputs[0]["name"]]) for i in range(len(x))])
+    compiled = np.array(
+        [np.argmax(art.run({name: x[i : i + 1]})[art.outputs[0]["name"]]) for i in range(len(x))]
+    )
     import torch
 
     with torch.no_grad():

@@ -1,5 +1,6 @@
 """Per-layer sensitivity: a deliberately fragile layer ranks first (data-driven and Hessian), the
 measures grow as bits shrink, and the JSON round trip."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,10 @@ from mlpc.mixed.hessian import hessian_sensitivity
 def fragile(digits_mlp):
     model = mlp_onnx(make_fragile(layer_weights(digits_mlp.net)))
     # the edit keeps the function: same logits as the trained model
-    runs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-            for m in (digits_mlp.model, model)]
+    runs = [
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        for m in (digits_mlp.model, model)
+    ]
     x = digits_mlp.x_test[:1]
     a, b = (s.run(None, {"x": x})[0] for s in runs)
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
@@ -41,8 +44,9 @@ def test_hessian_sensitivity_ranks_the_fragile_layer_first(digits_mlp, fragile):
     for b in (4, 8):
         assert sens.ranking(b)[0] == "fc2"
     # the torch module path gives traces of the same layers (named by module path)
-    torch_sens = hessian_sensitivity(digits_mlp.net, digits_mlp.x_train[:32], labels=digits_mlp.y_train[:32],
-                                     bits=(4,), iters=8)
+    torch_sens = hessian_sensitivity(
+        digits_mlp.net, digits_mlp.x_train[:32], labels=digits_mlp.y_train[:32], bits=(4,), iters=8
+    )
     assert [layer.name for layer in torch_sens.layers] == ["0", "2", "4"]
     assert all(t > 0 for t in torch_sens.trace.values())
     assert [layer.macs for layer in torch_sens.layers] == [64 * 64, 64 * 64, 64 * 10]
