@@ -156,12 +156,13 @@ def build_problem(sens: Sensitivity, latency: Any = None, act_bits: int = 8, bit
     if latency is not None:
         costs["latency"] = [[latency(layer, b) for b in candidates] for layer in layers]
     omega = [[sens.omega[layer.name][b] for b in candidates] for layer in layers]
+    fixed_latency = latency.fixed(layers) if hasattr(latency, "fixed") else 0.0
     return Problem(
         [layer.name for layer in layers],
         candidates,
         omega,
         costs,
-        {"size": 4.0 * sens.other_params, "bops": 0.0, "latency": 0.0},
+        {"size": 4.0 * sens.other_params, "bops": 0.0, "latency": fixed_latency},
     )
 
 

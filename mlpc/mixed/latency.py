@@ -3,7 +3,8 @@
 - x86 (and the host): measured. Each layer becomes a one-node ONNX graph (its op, attributes,
   input and weight shapes; random weights), compiled through mlpc's TVM backend quantized at
   w<b>a8 (integer kernels, packed sub-byte weights), and timed on this machine (median of
-  `repeat` calls). Results are cached per user (`$MLPC_CACHE_DIR` or ~/.cache/mlpc,
+  `repeat` calls), minus the call overhead of a trivial build with the same input (counted once
+  per model instead). Results are cached per user (`$MLPC_CACHE_DIR` or ~/.cache/mlpc,
   `mixed-latency.json`) keyed by the target, the layer's signature and the bits.
 - ARM and CUDA: an analytic roofline. Compute runs at the int8 rate (mlpc's sub-byte kernels
   unpack weights to int8 inside the reduction), memory traffic is the packed weights plus int8
@@ -114,23 +115,6 @@ def _cache_path() -> Path:
     return Path(base) / CACHE_FILE
 
 
-def _cache_key(target: Any, layer: LayerInfo, bits: int, act_bits: int) -> str:
-    import mlpc
-
-    blob = json.dumps(
-        {
-            "target": target.to_json(),
-            "signature": layer.signature,
-            "bits": bits,
-            "act_bits": act_bits,
-            "mlpc": mlpc.__version__,
-        },
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
 def single_layer_model(layer: LayerInfo, seed: int = 0) -> Any:
     """A one-node ONNX model ("x" → layer → "y") with the layer's op, attributes and shapes and
     random weights; QuantizationError when the layer has no static signature."""
@@ -163,23 +147,16 @@ def single_layer_model(layer: LayerInfo, seed: int = 0) -> Any:
     return onnx.shape_inference.infer_shapes(model)
 
 
-def measure_layer(target: Any, layer: LayerInfo, bits: int, act_bits: int = 8, repeat: int = 30) -> float:
-    """Compile `layer` alone at w<bits>a<act_bits> for `target` and return its median latency (s) here."""
+def _time_model(target: Any, model: Any, shape: list[int], quantize: str | None, repeat: int) -> float:
+    """Compile `model` (input "x" of `shape`) for `target`, quantized as `quantize` (None: float,
+    calibrated on 4 random non-negative samples), and return its median latency (s) here."""
     from mlpc.driver import compile as compile_model
 
-    model = single_layer_model(layer)
-    shape = layer.signature["input_shape"]
     rng = np.random.default_rng(1)
-    calib = {"x": np.abs(rng.standard_normal([4, *shape[1:]] if shape[0] == 1 else shape)).astype(np.float32)}
-    if shape[0] != 1:
-        calib = {"x": calib["x"][None]}
+    calib = {"x": np.abs(rng.standard_normal([4, *shape])).astype(np.float32)} if quantize else None
     with tempfile.TemporaryDirectory(prefix="mlpc-lat-") as tmp:
         art = compile_model(
-            model,
-            target=target,
-            output_dir=Path(tmp) / "a",
-            quantize=f"w{bits}a{act_bits}",
-            calibration=calib,
+            model, target=target, output_dir=Path(tmp) / "a", quantize=quantize, calibration=calib
         )
         x = {"x": np.abs(rng.standard_normal(shape)).astype(np.float32)}
         for _ in range(3):
@@ -192,36 +169,87 @@ def measure_layer(target: Any, layer: LayerInfo, bits: int, act_bits: int = 8, r
     return float(np.median(times))
 
 
-def measured_latency(
-    target: Any, act_bits: int = 8, repeat: int = 30, cache: bool = True
-) -> Callable[[LayerInfo, int], float]:
-    """Latency (s) of a layer at a weight width measured on this host (see the module doc), cached."""
-    path = _cache_path()
-    try:
-        table: dict[str, float] = json.loads(path.read_text()) if cache and path.exists() else {}
-    except (OSError, ValueError):
-        table = {}
+def measure_layer(target: Any, layer: LayerInfo, bits: int, act_bits: int = 8, repeat: int = 30) -> float:
+    """Compile `layer` alone at w<bits>a<act_bits> for `target` and return its median latency (s)
+    here, one call of the compiled model (the call overhead included; see `measure_overhead`)."""
+    model = single_layer_model(layer)
+    return _time_model(target, model, list(layer.signature["input_shape"]), f"w{bits}a{act_bits}", repeat)
 
-    def latency(layer: LayerInfo, bits: int) -> float:
-        key = _cache_key(target, layer, bits, act_bits)
-        if key not in table:
-            table[key] = measure_layer(target, layer, bits, act_bits, repeat)
-            logger.info(
-                "latency of %s at w%da%d on %s: %.4g ms",
-                layer.name,
-                bits,
-                act_bits,
-                target.name,
-                table[key] * 1e3,
+
+def measure_overhead(target: Any, shape: list[int], repeat: int = 30) -> float:
+    """The median latency (s) of a compiled one-Relu model with input `shape`: what one call of a
+    compiled model costs besides its layers (runtime dispatch, argument passing)."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"], name="relu")],
+        "overhead",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    return _time_model(target, model, shape, None, repeat)
+
+
+class MeasuredLatency:
+    """Per-layer latency (s) measured on this host (see the module doc), cached per user: a
+    layer's latency is its single-layer build's time minus the call overhead of a trivial build of
+    the same input shape; `fixed(layers)` is that overhead once (one call of the whole model)."""
+
+    def __init__(self, target: Any, act_bits: int = 8, repeat: int = 30, cache: bool = True) -> None:
+        self.target, self.act_bits, self.repeat, self.cache = target, act_bits, repeat, cache
+        self.path = _cache_path()
+        try:
+            self.table: dict[str, float] = (
+                json.loads(self.path.read_text()) if cache and self.path.exists() else {}
             )
-            if cache:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(table))
-                tmp.replace(path)
-        return table[key]
+        except (OSError, ValueError):
+            self.table = {}
 
-    return latency
+    def _cached(self, key_data: Any, measure: Callable[[], float], what: str) -> float:
+        import mlpc
+
+        blob = json.dumps(
+            {"target": self.target.to_json(), "what": key_data, "mlpc": mlpc.__version__},
+            sort_keys=True,
+            default=str,
+        )
+        key = hashlib.sha256(blob.encode()).hexdigest()
+        if key not in self.table:
+            self.table[key] = measure()
+            logger.info("latency of %s on %s: %.4g ms", what, self.target.name, self.table[key] * 1e3)
+            if self.cache:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(self.table))
+                tmp.replace(self.path)
+        return self.table[key]
+
+    def overhead(self, shape: list[int]) -> float:
+        """The call overhead for an input of `shape` (see `measure_overhead`)."""
+        return self._cached(
+            {"overhead": list(shape)},
+            lambda: measure_overhead(self.target, shape, self.repeat),
+            f"an empty build {shape}",
+        )
+
+    def __call__(self, layer: LayerInfo, bits: int) -> float:
+        shape = layer.signature.get("input_shape")
+        if not shape or any(not isinstance(d, int) for d in shape):
+            raise QuantizationError(
+                f"layer {layer.name!r}: no static input shape; give --input-shape to measure its latency"
+            )
+        total = self._cached(
+            {"signature": layer.signature, "bits": bits, "act_bits": self.act_bits},
+            lambda: measure_layer(self.target, layer, bits, self.act_bits, self.repeat),
+            f"{layer.name} at w{bits}a{self.act_bits}",
+        )
+        return max(total - self.overhead(shape), 1e-7)
+
+    def fixed(self, layers: list[LayerInfo]) -> float:
+        """One call's overhead, with the first layer's input shape."""
+        shape = layers[0].signature.get("input_shape") if layers else None
+        return self.overhead(shape) if shape else 0.0
 
 
 def latency_model(target: Any, act_bits: int = 8, repeat: int = 30) -> Callable[[LayerInfo, int], float]:
@@ -231,7 +259,7 @@ def latency_model(target: Any, act_bits: int = 8, repeat: int = 30) -> Callable[
         missing = target.missing_on_host()
         if missing:
             raise QuantizationError(f"cannot measure latencies for {target.name} here: {'; '.join(missing)}")
-        return measured_latency(target, act_bits, repeat)
+        return MeasuredLatency(target, act_bits, repeat)
     if target.kind == "arm":
         return arm_latency(target)
     if target.kind == "cuda":

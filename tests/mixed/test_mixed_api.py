@@ -157,6 +157,7 @@ def test_budget_parsing():
         parse_latency_budget("-2ms")
 
 
+@pytest.mark.slow  # three TVM builds (layer at 4 and 8 bits, overhead): 10-90 s depending on load
 def test_x86_latency_is_measured_and_cached(files, tmp_path, monkeypatch):
     from mlpc.mixed import latency as lat
 
@@ -166,6 +167,10 @@ def test_x86_latency_is_measured_and_cached(files, tmp_path, monkeypatch):
     fn = lat.latency_model(get_target("host"))
     first = {b: fn(sens.layers[0], b) for b in (4, 8)}
     assert all(0 < t < 0.1 for t in first.values())
+    assert 0 < fn.fixed(sens.layers) < 0.1  # the call overhead, counted once per model
     monkeypatch.setattr(lat, "measure_layer", lambda *a, **k: pytest.fail("cached latency was re-measured"))
+    monkeypatch.setattr(
+        lat, "measure_overhead", lambda *a, **k: pytest.fail("cached overhead was re-measured")
+    )
     again = lat.latency_model(get_target("host"))
     assert {b: again(sens.layers[0], b) for b in (4, 8)} == first
