@@ -7,14 +7,16 @@
 For each model (trained here, `benchmarks/quant_models.py`): the data-driven sensitivity (relative
 output noise of each layer alone at 2/3/4/8 bits, 64 calibration samples) and, for comparison,
 the Hessian-trace sensitivity (HAWQ-V2, Hutchinson); the ILP's allocation at exactly the model
-size of the uniform 4-bit and 3-bit builds and of the usual hand-made low-bit recipe (2-bit with
-the first and last layer at 8 bits), plus a few more Pareto points. Every variant is compiled by
+size of the uniform 4-bit build and of the usual hand-made low-bit recipe (2-bit with the first
+and last layer at 8 bits), midway between uniform 2- and 4-bit, and at 20 % of fp32. Every variant is compiled by
 `mlpc.compile` to the integer build for this host (activations 8-bit, same 256 calibration
 samples, same quantize pass: GPTQ rounding, bias correction) and its accuracy measured on every
-test sample. "size" is the ILP's model size: packed weights plus float32 biases and other
-parameters, as a fraction of the fp32 model. Writes benchmarks/results/mixed.json and the
+test sample. "size" is the ILP's model size: weights as mlpc stores them (2-bit packed four to a
+byte, 3- and 4-bit two to a byte, 8-bit one) plus float32 biases and other parameters, as a
+fraction of the fp32 model; uniform 3-bit is therefore the size of uniform 4-bit. Writes benchmarks/results/mixed.json and the
 `mixed` section of benchmarks/README.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +40,7 @@ logger = logging.getLogger("benchmarks.mixed")
 MODELS = ("digits", "mnist1d")
 CALIBRATION_SAMPLES = 256
 SENSITIVITY_SAMPLES = 64
-EXTRA_FRACTIONS = (0.09, 0.2)
+EXTRA_FRACTIONS = (0.2,)
 
 
 def _trained(name: str):
@@ -49,7 +51,7 @@ def _trained(name: str):
 
 def _accuracy(art, x: np.ndarray, y: np.ndarray) -> float:
     name, out = art.inputs[0]["name"], art.outputs[0]["name"]
-    hits = sum(int(np.argmax(art.run({name: x[i:i + 1]})[out]) == y[i]) for i in range(len(x)))
+    hits = sum(int(np.argmax(art.run({name: x[i : i + 1]})[out]) == y[i]) for i in range(len(x)))
     return 100.0 * hits / len(x)
 
 
@@ -83,14 +85,30 @@ def bench_model(name: str, work: Path) -> dict[str, Any]:
 
     variants: dict[str, Any] = {}
 
-    def build(label: str, scheme: str | None, config: dict[str, Any] | None, bits: dict[str, int] | None,
-              extra: dict[str, Any] | None = None) -> None:
+    def build(
+        label: str,
+        scheme: str | None,
+        config: dict[str, Any] | None,
+        bits: dict[str, int] | None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         start = time.perf_counter()
-        art = mlpc.compile(model_path, target="host", output_dir=work / f"{name}-{len(variants)}", quantize=scheme,
-                           calibration=calib if scheme else None, quant_config=config)
+        art = mlpc.compile(
+            model_path,
+            target="host",
+            output_dir=work / f"{name}-{len(variants)}",
+            quantize=scheme,
+            calibration=calib if scheme else None,
+            quant_config=config,
+        )
         elapsed = time.perf_counter() - start
-        row = {"accuracy": _accuracy(art, trained.x_test, trained.y_test), "bits": bits,
-               "size_bytes": size_of(bits) if bits else float(fp32), "compile_s": round(elapsed, 1), **(extra or {})}
+        row = {
+            "accuracy": _accuracy(art, trained.x_test, trained.y_test),
+            "bits": bits,
+            "size_bytes": size_of(bits) if bits else float(fp32),
+            "compile_s": round(elapsed, 1),
+            **(extra or {}),
+        }
         row["size_fraction"] = row["size_bytes"] / fp32
         if bits:
             row["omega"] = problems["data"].totals([bits_index[bits[n]] for n in names])["omega"]
@@ -102,38 +120,75 @@ def bench_model(name: str, work: Path) -> dict[str, Any]:
         build(f"uniform {b}-bit", f"w{b}a8", None, dict.fromkeys(names, b))
     edge8 = {n: (8 if n in (names[0], names[-1]) else 2) for n in names}
     build("2-bit, first/last 8-bit (hand-made)", "w8a8", layer_config(edge8), edge8)
-    budgets = {"uniform 4-bit": size_of(dict.fromkeys(names, 4)), "uniform 3-bit": size_of(dict.fromkeys(names, 3)),
-               "2-bit, first/last 8-bit": size_of(edge8)}
+    two, four = size_of(dict.fromkeys(names, 2)), size_of(dict.fromkeys(names, 4))
+    budgets = {
+        "uniform 4-bit": four,
+        "2-bit, first/last 8-bit": size_of(edge8),
+        "midway between uniform 2- and 4-bit": (two + four) / 2,
+    }
     budgets.update({f"{f:.0%} of fp32": f * fp32 for f in EXTRA_FRACTIONS})
     for label, budget in budgets.items():
         for method in ("data", "hessian") if label == "uniform 4-bit" else ("data",):
             alloc = solve(problems[method], {"size": budget})
-            tag = f"mixed ({method}) at the size of {label}"
-            build(tag, "w8a8", layer_config(alloc.bits), alloc.bits, {"budget_bytes": budget, "method": method})
-    return {"fp32_bytes": fp32, "layers": [layer.to_json() for layer in sens.layers],
-            "sensitivity": {"data": sens.to_json(), "hessian": hess.to_json(), "data_s": round(sens_s, 1),
-                            "hessian_s": round(hess_s, 1)},
-            "test_samples": len(trained.x_test), "variants": variants}
+            tag = (
+                f"mixed ({method}) at the size of {label}"
+                if "fp32" not in label
+                else f"mixed ({method}) at {label}"
+            )
+            build(
+                tag, "w8a8", layer_config(alloc.bits), alloc.bits, {"budget_bytes": budget, "method": method}
+            )
+    return {
+        "fp32_bytes": fp32,
+        "layers": [layer.to_json() for layer in sens.layers],
+        "sensitivity": {
+            "data": sens.to_json(),
+            "hessian": hess.to_json(),
+            "data_s": round(sens_s, 1),
+            "hessian_s": round(hess_s, 1),
+        },
+        "test_samples": len(trained.x_test),
+        "variants": variants,
+    }
 
 
 def render(data: dict[str, Any]) -> str:
     """The README section for a results dict."""
-    lines = [common.machine_line(data["machine"]), "",
-             f"{data['calibration_samples']} calibration samples, sensitivity on {data['sensitivity_samples']}; "
-             "activations 8-bit everywhere; accuracy of the compiled integer build on every test sample; "
-             "size = packed weights + fp32 biases as a fraction of the fp32 model; Σ Ω = the ILP's objective "
-             "(data-driven sensitivity, lower is better).", ""]
+    lines = [
+        common.machine_line(data["machine"]),
+        "",
+        f"{data['calibration_samples']} calibration samples, sensitivity on {data['sensitivity_samples']}; "
+        "activations 8-bit everywhere; accuracy of the compiled integer build on every test sample; "
+        "size = packed weights + fp32 biases as a fraction of the fp32 model; Σ Ω = the ILP's objective "
+        "(data-driven sensitivity, lower is better).",
+        "",
+    ]
     for model, result in data["models"].items():
-        lines += [f"**{model}** ({result['test_samples']} test samples; layers "
-                  + ", ".join(f"{layer['name']} {layer['params']}" for layer in result["layers"]) + " weights)", ""]
+        lines += [
+            f"**{model}** ({result['test_samples']} test samples; layers "
+            + ", ".join(f"{layer['name']} {layer['params']}" for layer in result["layers"])
+            + " weights)",
+            "",
+        ]
         rows = []
         for label, r in result["variants"].items():
             bits = "—" if not r["bits"] else "/".join(str(b) for b in r["bits"].values())
             omega = "—" if "omega" not in r else f"{r['omega']:.3g}"
-            rows.append([label, bits, f"{100 * r['size_fraction']:.2f}", f"{r['size_bytes'] / 1024:.1f}", omega,
-                         f"{r['accuracy']:.2f}"])
-        lines.append(common.markdown_table(["variant", "weight bits per layer", "size % fp32", "size KiB", "Σ Ω",
-                                            "accuracy %"], rows))
+            rows.append(
+                [
+                    label,
+                    bits,
+                    f"{100 * r['size_fraction']:.2f}",
+                    f"{r['size_bytes'] / 1024:.1f}",
+                    omega,
+                    f"{r['accuracy']:.2f}",
+                ]
+            )
+        lines.append(
+            common.markdown_table(
+                ["variant", "weight bits per layer", "size % fp32", "size KiB", "Σ Ω", "accuracy %"], rows
+            )
+        )
         lines.append("")
     return "\n".join(lines)
 
@@ -154,8 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
-    data: dict[str, Any] = {"machine": common.machine_info(), "calibration_samples": CALIBRATION_SAMPLES,
-                            "sensitivity_samples": SENSITIVITY_SAMPLES, "models": {}}
+    data: dict[str, Any] = {
+        "machine": common.machine_info(),
+        "calibration_samples": CALIBRATION_SAMPLES,
+        "sensitivity_samples": SENSITIVITY_SAMPLES,
+        "models": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
             data["models"][name] = bench_model(name, Path(tmp))

@@ -18,7 +18,7 @@ from typing import Any
 
 from mlpc.errors import InputError, QuantizationError
 from mlpc.mixed.ilp import Allocation, Problem, pareto, solve
-from mlpc.mixed.layers import DEFAULT_BITS, check_bits, fp32_bytes
+from mlpc.mixed.layers import DEFAULT_BITS, STORAGE_SLOTS, check_bits, fp32_bytes
 from mlpc.mixed.sensitivity import Sensitivity
 
 logger = logging.getLogger(__name__)
@@ -141,16 +141,23 @@ class MixedPrecisionResult:
         }
 
 
-def build_problem(sens: Sensitivity, latency: Any = None, act_bits: int = 8, bits: Any = None) -> Problem:
+def build_problem(
+    sens: Sensitivity, latency: Any = None, act_bits: int = 8, bits: Any = None, ideal_size: bool = False
+) -> Problem:
     """The ILP of a sensitivity result: size, BOPs and (with a `latency(layer, bits)` function)
-    latency per (layer, bits); `bits` restricts the candidates (default: the sensitivity's)."""
+    latency per (layer, bits); `bits` restricts the candidates (default: the sensitivity's).
+    Sizes count weights as mlpc stores them (3-bit in 4-bit slots), or at exactly b bits with
+    `ideal_size` (HAWQ's convention)."""
     candidates = check_bits(bits) if bits is not None else sens.bits
     missing = sorted(set(candidates) - set(sens.bits))
     if missing:
         raise QuantizationError(f"no sensitivity measured at bits {missing}; measured: {list(sens.bits)}")
     layers = sens.layers
     costs = {
-        "size": [[layer.size_bytes(b) for b in candidates] for layer in layers],
+        "size": [
+            [layer.size_bytes(b, None if ideal_size else STORAGE_SLOTS) for b in candidates]
+            for layer in layers
+        ],
         "bops": [[layer.bops(b, act_bits) for b in candidates] for layer in layers],
     }
     if latency is not None:
@@ -185,6 +192,7 @@ def mixed_precision(
     example_inputs: Any = None,
     report: str | Path | None = None,
     pareto_points: int = 16,
+    ideal_size: bool = False,
 ) -> MixedPrecisionResult:
     """Choose weight bits per layer of `model` for `target` under the budgets (HAWQ-V3's ILP).
 
@@ -193,7 +201,8 @@ def mixed_precision(
     here; ARM/CUDA: analytic). `bits`: candidate widths (default: 2/3/4/8, or those of `sensitivity`). `method` "data" (output perturbation on
     `calibration`, `metric` "mse"/"kl") or "hessian" (Hutchinson trace; `labels` optional, the
     float model's predictions otherwise); or pass a precomputed `sensitivity` (a Sensitivity or
-    a JSON file from `mlpc sensitivity`). `report` writes an HTML report with the Pareto frontier.
+    a JSON file from `mlpc sensitivity`). Sizes count weights as stored (3-bit ones in 4-bit
+    slots), at exactly b bits with `ideal_size`. `report` writes an HTML report with the Pareto frontier.
     Raises QuantizationError for an infeasible budget, naming the smallest feasible value.
 
         >>> r = mixed_precision("m.onnx", {"x": x}, target="x86", size_budget=0.15)  # doctest: +SKIP
@@ -236,7 +245,7 @@ def mixed_precision(
         from mlpc.mixed.latency import latency_model
 
         latency = latency_model(tgt, act_bits)
-    problem = build_problem(sensitivity, latency, act_bits, candidates)
+    problem = build_problem(sensitivity, latency, act_bits, candidates, ideal_size)
     allocation = solve(problem, budgets)
     uniform = {b: problem.totals([j] * len(problem.layers)) for j, b in enumerate(problem.bits)}
     result = MixedPrecisionResult(

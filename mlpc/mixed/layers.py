@@ -2,12 +2,15 @@
 
 A `LayerInfo` is one Conv/Gemm/MatMul with a constant weight (an ONNX node, or a torch
 Conv/Linear module): its weight elements, bias elements, multiply-accumulates per inference and
-the shapes a single-layer latency measurement needs. Sizes and BOPs follow HAWQ-V3:
-size_i(b) = ⌈n_i·b/8⌉ + 4·bias_i bytes, BOPs_i(b) = MACs_i · b · a (a = activation bits).
+the shapes a single-layer latency measurement needs. Sizes and BOPs follow HAWQ-V3, with the
+weights counted as mlpc stores them: size_i(b) = ⌈n_i·s(b)/8⌉ + 4·bias_i bytes, s(b) the storage
+slot of a b-bit weight (2 → 2, 3 and 4 → 4, 5–8 → 8: four 2-bit or two 4-bit values per byte, as
+backends/tvm/packing.py packs them; `slots=None` gives HAWQ's ideal s(b) = b), and
+BOPs_i(b) = MACs_i · b · a (a = activation bits).
 
     >>> info = LayerInfo("fc1", "gemm", params=4096, bias=64, macs=4096)
-    >>> info.size_bytes(4), info.bops(4, 8)
-    (2304, 131072)
+    >>> info.size_bytes(4), info.size_bytes(3), info.size_bytes(3, slots=None), info.bops(4, 8)
+    (2304, 2304, 1792, 131072)
 """
 
 from __future__ import annotations
@@ -23,6 +26,20 @@ from mlpc.errors import QuantizationError
 logger = logging.getLogger(__name__)
 
 DEFAULT_BITS = (2, 3, 4, 8)
+# The slot widths mlpc's integer kernels store weights in (backends/tvm/packing.py, ops_integer.py).
+STORAGE_SLOTS = (2, 4, 8)
+
+
+def storage_bits(bits: int, slots: tuple[int, ...] | None = STORAGE_SLOTS) -> int:
+    """Bits a `bits`-bit weight occupies when stored: the smallest slot that holds it (`bits`
+    itself when `slots` is None).
+
+    >>> storage_bits(3), storage_bits(5), storage_bits(3, None)
+    (4, 8, 3)
+    """
+    if slots is None:
+        return bits
+    return min(s for s in slots if s >= bits)
 
 
 @dataclass(frozen=True)
@@ -39,9 +56,9 @@ class LayerInfo:
     macs: int = 0
     signature: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
-    def size_bytes(self, bits: int) -> int:
-        """Bytes of this layer's weights at `bits` (packed) plus its float32 bias."""
-        return -(-self.params * bits // 8) + 4 * self.bias
+    def size_bytes(self, bits: int, slots: tuple[int, ...] | None = STORAGE_SLOTS) -> int:
+        """Bytes of this layer's weights at `bits` as stored (see `storage_bits`) plus its float32 bias."""
+        return -(-self.params * storage_bits(bits, slots) // 8) + 4 * self.bias
 
     def bops(self, bits: int, act_bits: int = 8) -> int:
         """Bit operations per inference: MACs × weight bits × activation bits."""

@@ -167,7 +167,7 @@ class _OrtRunner:
         if proto.ir_version < 4:
             proto.ir_version = 4
         inits = {t.name: t for t in proto.graph.initializer}
-        for name in weight_names:
+        for name in dict.fromkeys(weight_names):  # a weight shared by two layers is one input
             t = inits[name]
             proto.graph.input.append(onnx.helper.make_tensor_value_info(name, t.data_type, list(t.dims)))
         options = ort.SessionOptions()

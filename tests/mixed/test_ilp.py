@@ -89,3 +89,12 @@ def test_pareto_frontier_is_monotone():
     omegas = [a.omega for a in frontier]
     assert sizes == sorted(sizes)
     assert all(a >= b * (1 - 1e-9) for a, b in zip(omegas, omegas[1:]))
+
+
+def test_storage_slots_match_the_backend_packing():
+    from mlpc.backends.tvm.packing import slot_bits
+    from mlpc.mixed.layers import storage_bits
+
+    for bits in (2, 3, 4):
+        assert storage_bits(bits) == slot_bits(bits)
+    assert [storage_bits(b) for b in (5, 8)] == [8, 8]
