@@ -15,7 +15,9 @@ EPOCHS = 8
 
 def test_qat_2bit_recovers_within_2_points_and_exports_to_x86(digits_mlp, tmp_path):
     fp32 = qat.accuracy(digits_mlp.net, digits_mlp.x_test, digits_mlp.y_test)
-    qnet = qat.prepare(digits_mlp.net, bits=2)
+    calibrated8 = qat.prepare(digits_mlp.net, bits=8, calibration=digits_mlp.x_train[:256])
+    assert qat.accuracy(calibrated8, digits_mlp.x_test, digits_mlp.y_test) >= fp32 - 1.0
+    qnet = qat.prepare(digits_mlp.net, bits=2, calibration=digits_mlp.x_train[:256])
     assert qnet.layer_bits == {"0": 2, "2": 2, "4": 2}
     before = qat.accuracy(qnet, digits_mlp.x_test, digits_mlp.y_test)
     history = qat.train(qnet, digits_mlp.x_train, digits_mlp.y_train, epochs=EPOCHS, lr=2e-3)
