@@ -6,12 +6,14 @@
 
 For each model (trained here, `benchmarks/quant_models.py`): the data-driven sensitivity (relative
 output noise of each layer alone at 2/3/4/8 bits, 64 calibration samples) and, for comparison,
-the Hessian-trace sensitivity (HAWQ-V2, Hutchinson); the ILP's allocation at exactly the model
+the same with the quantize pass's own weights ("data, pass": GPTQ rounding and bias correction,
+as the build will have them) and the Hessian-trace sensitivity (HAWQ-V2, Hutchinson); the ILP's
+allocation at exactly the model
 size of the uniform 4-bit build and of the usual hand-made low-bit recipe (2-bit with the first
 and last layer at 8 bits), midway between uniform 2- and 4-bit, and at 20 % of fp32. Every variant is compiled by
 `mlpc.compile` to the integer build for this host (activations 8-bit, same 256 calibration
 samples, same quantize pass: GPTQ rounding, bias correction) and its accuracy measured on every
-test sample. "size" is the ILP's model size: weights as mlpc stores them (2-bit packed four to a
+test sample (an allocation already built is not built again). "size" is the ILP's model size: weights as mlpc stores them (2-bit packed four to a
 byte, 3- and 4-bit two to a byte, 8-bit one) plus float32 biases and other parameters, as a
 fraction of the fp32 model; uniform 3-bit is therefore the size of uniform 4-bit. Writes benchmarks/results/mixed.json and the
 `mixed` section of benchmarks/README.md.
@@ -73,10 +75,17 @@ def bench_model(name: str, work: Path) -> dict[str, Any]:
     sens = data_sensitivity(model_path, calib, samples=SENSITIVITY_SAMPLES)
     sens_s = time.perf_counter() - start
     start = time.perf_counter()
+    sens_pass = data_sensitivity(model_path, calib, samples=SENSITIVITY_SAMPLES, rounding="pass")
+    pass_s = time.perf_counter() - start
+    start = time.perf_counter()
     hess = hessian_sensitivity(model_path, calib, samples=SENSITIVITY_SAMPLES, iters=32)
     hess_s = time.perf_counter() - start
     fp32 = fp32_bytes(sens.layers, sens.other_params)
-    problems = {"data": build_problem(sens), "hessian": build_problem(hess)}
+    problems = {
+        "data": build_problem(sens),
+        "data, pass": build_problem(sens_pass),
+        "hessian": build_problem(hess),
+    }
     names = [layer.name for layer in sens.layers]
     bits_index = {b: j for j, b in enumerate(sens.bits)}
 
@@ -84,6 +93,7 @@ def bench_model(name: str, work: Path) -> dict[str, Any]:
         return problems["data"].totals([bits_index[bits[n]] for n in names])["size"]
 
     variants: dict[str, Any] = {}
+    built: dict[Any, dict[str, Any]] = {}
 
     def build(
         label: str,
@@ -92,6 +102,15 @@ def bench_model(name: str, work: Path) -> dict[str, Any]:
         bits: dict[str, int] | None,
         extra: dict[str, Any] | None = None,
     ) -> None:
+        key = tuple(bits.values()) if bits else None
+        if key in built:  # the same weight bits as a row already measured: the same build
+            variants[label] = {
+                **built[key],
+                **(extra or {}),
+                "same_build_as": built[key]["label"],
+                "compile_s": None,
+            }
+            return
         start = time.perf_counter()
         art = mlpc.compile(
             model_path,
@@ -113,6 +132,7 @@ def bench_model(name: str, work: Path) -> dict[str, Any]:
         if bits:
             row["omega"] = problems["data"].totals([bits_index[bits[n]] for n in names])["omega"]
         variants[label] = row
+        built[key] = {**row, "label": label}
         logger.info("%s %s: %s", name, label, row)
 
     build("fp32", None, None, None)
@@ -128,7 +148,8 @@ def bench_model(name: str, work: Path) -> dict[str, Any]:
     }
     budgets.update({f"{f:.0%} of fp32": f * fp32 for f in EXTRA_FRACTIONS})
     for label, budget in budgets.items():
-        for method in ("data", "hessian") if label == "uniform 4-bit" else ("data",):
+        methods = {"uniform 4-bit": ("data", "data, pass", "hessian")}.get(label, ("data", "data, pass"))
+        for method in methods if "fp32" not in label else ("data, pass",):
             alloc = solve(problems[method], {"size": budget})
             tag = (
                 f"mixed ({method}) at the size of {label}"
@@ -143,8 +164,10 @@ def bench_model(name: str, work: Path) -> dict[str, Any]:
         "layers": [layer.to_json() for layer in sens.layers],
         "sensitivity": {
             "data": sens.to_json(),
+            "data, pass": sens_pass.to_json(),
             "hessian": hess.to_json(),
             "data_s": round(sens_s, 1),
+            "data_pass_s": round(pass_s, 1),
             "hessian_s": round(hess_s, 1),
         },
         "test_samples": len(trained.x_test),
@@ -159,8 +182,14 @@ def render(data: dict[str, Any]) -> str:
         "",
         f"{data['calibration_samples']} calibration samples, sensitivity on {data['sensitivity_samples']}; "
         "activations 8-bit everywhere; accuracy of the compiled integer build on every test sample; "
-        "size = packed weights + fp32 biases as a fraction of the fp32 model; Σ Ω = the ILP's objective "
-        "(data-driven sensitivity, lower is better).",
+        "size = weights as stored + fp32 biases as a fraction of the fp32 model; Σ Ω = the ILP's objective "
+        "with the data-driven (nearest rounding) sensitivity, lower is better; sensitivity took "
+        + ", ".join(
+            f"{m}: data {r['sensitivity']['data_s']} s, data+pass {r['sensitivity']['data_pass_s']} s, "
+            f"hessian {r['sensitivity']['hessian_s']} s"
+            for m, r in data["models"].items()
+        )
+        + ".",
         "",
     ]
     for model, result in data["models"].items():

@@ -133,6 +133,8 @@ def sensitivity_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="The sensitivity JSON file to write."),
     method: str = typer.Option("data", "--method", help="data (output perturbation) or hessian (Hutchinson trace)."),
     metric: str = typer.Option("mse", "--metric", help="data method: mse (relative output noise) or kl (logits)."),
+    rounding: str = typer.Option(
+        "nearest", "--rounding", help="data method: nearest, or pass (the quantize pass's GPTQ/bias-corrected weights)."),
     bits: str = typer.Option("2,3,4,8", "--bits", help="Candidate weight bits."),
     samples: int = typer.Option(64, "--samples", help="Calibration samples to use."),
     labels: Optional[Path] = typer.Option(
@@ -152,7 +154,8 @@ def sensitivity_cmd(
             label_array = np.load(labels, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise InputError(f"--labels {labels}: not a readable .npy ({e})") from e
-    sens = compute_sensitivity(model, calib, method=method, metric=metric, bits=_bits(bits), labels=label_array,
+    sens = compute_sensitivity(model, calib, method=method, metric=metric, rounding=rounding, bits=_bits(bits),
+                               labels=label_array,
                                samples=samples, input_shapes=shapes)
     sens.save(output)
     table = Table(title=f"sensitivity Ω ({sens.method}, {sens.metric}, {sens.samples} samples)")

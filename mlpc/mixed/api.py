@@ -184,6 +184,7 @@ def mixed_precision(
     latency_budget: Any = None,
     method: str = "data",
     metric: str = "mse",
+    rounding: str = "nearest",
     sensitivity: Sensitivity | str | Path | None = None,
     labels: Any = None,
     samples: int | None = 64,
@@ -199,7 +200,8 @@ def mixed_precision(
     `size_budget`: fraction of the fp32 size (≤ 1), bytes, or "40KiB"; `bops_budget`: fraction of
     the w8a8 BOPs or a count; `latency_budget`: "2ms" etc. (x86: per-layer latencies measured
     here; ARM/CUDA: analytic). `bits`: candidate widths (default: 2/3/4/8, or those of `sensitivity`). `method` "data" (output perturbation on
-    `calibration`, `metric` "mse"/"kl") or "hessian" (Hutchinson trace; `labels` optional, the
+    `calibration`, `metric` "mse"/"kl", `rounding` "nearest" or "pass": the quantize pass's own
+    GPTQ/bias-corrected weights, slower) or "hessian" (Hutchinson trace; `labels` optional, the
     float model's predictions otherwise); or pass a precomputed `sensitivity` (a Sensitivity or
     a JSON file from `mlpc sensitivity`). Sizes count weights as stored (3-bit ones in 4-bit
     slots), at exactly b bits with `ideal_size`. `report` writes an HTML report with the Pareto frontier.
@@ -226,6 +228,7 @@ def mixed_precision(
             calibration,
             method=method,
             metric=metric,
+            rounding=rounding,
             bits=candidates,
             labels=labels,
             samples=samples,
@@ -279,13 +282,15 @@ def compute_sensitivity(
     *,
     method: str = "data",
     metric: str = "mse",
+    rounding: str = "nearest",
     bits: Any = DEFAULT_BITS,
     labels: Any = None,
     samples: int | None = 64,
     input_shapes: Any = None,
     example_inputs: Any = None,
 ) -> Sensitivity:
-    """Per-layer sensitivity of `model` by `method` ("data" or "hessian"); see mlpc.mixed.sensitivity."""
+    """Per-layer sensitivity of `model` by `method` ("data", with `metric` and `rounding`, or
+    "hessian"); see mlpc.mixed.sensitivity and mlpc.mixed.hessian."""
     if method == "data":
         from mlpc.mixed.sensitivity import data_sensitivity
 
@@ -294,6 +299,7 @@ def compute_sensitivity(
             calibration,
             bits=bits,
             metric=metric,
+            rounding=rounding,
             samples=samples,
             input_shapes=input_shapes,
             example_inputs=example_inputs,

@@ -35,6 +35,7 @@ from mlpc.mixed.layers import DEFAULT_BITS, LayerInfo, check_bits, fake_quant_we
 logger = logging.getLogger(__name__)
 
 METRICS = ("mse", "kl")
+ROUNDINGS = ("nearest", "pass")
 DEFAULT_SAMPLES = 64
 
 
@@ -220,11 +221,16 @@ def data_sensitivity(
     samples: int | None = DEFAULT_SAMPLES,
     input_shapes: Any = None,
     example_inputs: Any = None,
+    rounding: str = "nearest",
 ) -> Sensitivity:
     """Data-driven sensitivity of every weight layer of `model` (an .onnx path, ModelProto,
     onnx_ir.Model or torch module with `example_inputs`) on the first `samples` samples of
     `calibration` (.npz, directory of .npy, dict of arrays): Ω_i(b) is the output perturbation
     (`metric` "mse" or "kl", see the module doc) with layer i alone quantized to b bits.
+    `rounding` "nearest" quantizes the weight with round-to-nearest (`fake_quant_weight`, fast);
+    "pass" runs mlpc's quantize pass on that layer alone (its GPTQ rounding, clipping search and
+    bias correction, calibrated on the same samples) and takes the weight and bias it chose —
+    the error the compiled model will actually have, at one calibration run per (layer, bits).
 
         >>> sens = data_sensitivity("m.onnx", {"x": x_calib}, bits=(2, 4, 8), metric="kl")  # doctest: +SKIP
     """
@@ -233,6 +239,8 @@ def data_sensitivity(
 
     if metric not in METRICS:
         raise QuantizationError(f"sensitivity metric {metric!r} is not one of {', '.join(METRICS)}")
+    if rounding not in ROUNDINGS:
+        raise QuantizationError(f"sensitivity rounding {rounding!r} is not one of {', '.join(ROUNDINGS)}")
     candidates = check_bits(bits)
     ir_model = prepare_graph(model, input_shapes, example_inputs)
     graph = ir_model.graph
@@ -244,6 +252,7 @@ def data_sensitivity(
     data = CalibrationSet.load(calibration, graph, limit=samples)
     weights = {layer.name: layer for layer in find_layers(graph) if layer.weight is not None}
     names = [weights[i.name].weight.name for i in infos]
+    names += [weights[i.name].bias.name for i in infos if weights[i.name].bias is not None]
     try:
         runner: Any = _OrtRunner(ir_model, names)
         engine = "onnxruntime"
@@ -257,10 +266,13 @@ def data_sensitivity(
         w = const_array(layer.weight).astype(np.float64)
         omega[info.name] = {}
         for b in candidates:
-            wq = fake_quant_weight(w, b, layer.channel_axis)
+            if rounding == "pass":
+                overrides = _pass_weights(ir_model, layer, b, data)
+            else:
+                overrides = {layer.weight.name: fake_quant_weight(w, b, layer.channel_axis)}
             err = norm = 0.0
             for sample, ref in zip(data.samples, reference):
-                e, n = output_error(metric, ref, runner.run(sample, {layer.weight.name: wq}))
+                e, n = output_error(metric, ref, runner.run(sample, overrides))
                 err, norm = err + e, norm + n
             omega[info.name][b] = err / norm if norm > 0 else (0.0 if err == 0 else math.inf)
         logger.debug("sensitivity %s: %s", info.name, omega[info.name])
@@ -272,4 +284,40 @@ def data_sensitivity(
         list(candidates),
         len(data),
     )
-    return Sensitivity("data", metric, candidates, infos, omega, other, len(data), extra={"engine": engine})
+    return Sensitivity(
+        "data",
+        metric,
+        candidates,
+        infos,
+        omega,
+        other,
+        len(data),
+        extra={"engine": engine, "rounding": rounding},
+    )
+
+
+def _pass_weights(model: Any, layer: Any, bits: int, data: Any) -> dict[str, np.ndarray]:
+    """{weight name: dequantized weight, bias name: bias} that mlpc's quantize pass gives `layer`
+    at w<bits>a8 when it quantizes that layer alone (calibrated on `data`, reference engine)."""
+    import glob
+
+    import onnx_ir as ir
+
+    from mlpc.ir import get_quant
+    from mlpc.pass_infra import PassContext
+    from mlpc.passes.quantize import QuantizePass
+    from mlpc.quant.layers import const_array, find_layers
+    from mlpc.quant.scheme import config_from_dict
+
+    copy = ir.serde.deserialize_model(ir.serde.serialize_model(model))
+    others = [other.name for other in find_layers(copy.graph) if other.name != layer.name]
+    config = config_from_dict({"scheme": f"w{bits}a8", "skip": [glob.escape(n) for n in others]})
+    QuantizePass(config, data, engine="reference")(copy.graph, PassContext())
+    node = next(n for n in copy.graph if n.name == layer.name)
+    quant = node.inputs[1].producer()
+    qp = get_quant(node.inputs[1])
+    w_hat = const_array(quant.inputs[0]).astype(np.float64)
+    out = {layer.weight.name: qp.dequantize(qp.quantize(w_hat), np.float64)}
+    if layer.bias is not None and len(node.inputs) > 2 and node.inputs[2] is not None:
+        out[layer.bias.name] = const_array(node.inputs[2]).astype(np.float64)
+    return out
