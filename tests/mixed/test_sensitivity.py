@@ -58,3 +58,14 @@ def test_sensitivity_json_round_trip(tmp_path, digits_mlp):
     sens.save(path)
     again = Sensitivity.load(path)
     assert again.omega == sens.omega and again.layers == sens.layers and again.bits == (3, 8)
+
+
+def test_pass_rounding_measures_the_quantize_pass_weights(digits_mlp):
+    """rounding="pass" takes the weights (GPTQ, bias correction) mlpc's quantize pass chooses:
+    at 2 bits their output error is below round-to-nearest's."""
+    calib = {"x": digits_mlp.x_train[:32]}
+    nearest = data_sensitivity(digits_mlp.model, calib, bits=(2, 8), samples=32)
+    passed = data_sensitivity(digits_mlp.model, calib, bits=(2, 8), samples=32, rounding="pass")
+    assert passed.extra["rounding"] == "pass"
+    assert sum(passed.omega[n][2] for n in passed.omega) < sum(nearest.omega[n][2] for n in nearest.omega)
+    assert all(passed.omega[n][8] < passed.omega[n][2] for n in passed.omega)
