@@ -31,6 +31,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "compile": ("mlpc.driver", "compile"),
     "quantize": ("mlpc.quant.api", "quantize"),
+    "mixed_precision": ("mlpc.mixed.api", "mixed_precision"),
     "load": ("mlpc.artifact", "load"),
     "Artifact": ("mlpc.artifact", "Artifact"),
     "load_model": ("mlpc.frontend", "load_model"),
@@ -48,7 +49,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from mlpc.driver import compile  # noqa: F401
 
 
+_SUBMODULES = ("qat", "mixed")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"mlpc.{name}")
     if name in _LAZY:
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module(module), attr)

@@ -1,6 +1,8 @@
 """The `mlpc` command line.
 
     mlpc compile model.onnx --target host -o out/ --verify [--tuning-db tuning-db]
+    mlpc compile model.onnx --quantize mixed --calib c.npz --size-budget 0.15 [--latency-budget 2ms] -o out/
+    mlpc sensitivity model.onnx --calib c.npz -o sens.json [--method hessian]
     mlpc tune model.onnx --target host --trials 64 [--time 10m] --db tuning-db
     mlpc run out/ --inputs in.npz -o out.npz
     mlpc inspect model.onnx | out/ [--json]
@@ -69,6 +71,17 @@ def compile_cmd(
     quantize: Optional[str] = typer.Option(None, "--quantize", help="Quantization scheme, e.g. w8a8, w4a8, w2a8."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration data: .npz keyed by input name or a directory of .npy."),
     quant_config: Optional[Path] = typer.Option(None, "--quant-config", help="Per-layer quantization config (YAML or JSON)."),
+    size_budget: Optional[str] = typer.Option(
+        None, "--size-budget", help="--quantize mixed: model size, a fraction of fp32 (0.15), bytes or 40KiB."),
+    latency_budget: Optional[str] = typer.Option(
+        None, "--latency-budget", help="--quantize mixed: latency, e.g. 2ms (x86: measured here; arm/cuda: analytic)."),
+    bops_budget: Optional[str] = typer.Option(
+        None, "--bops-budget", help="--quantize mixed: bit operations, a fraction of w8a8's or a count."),
+    bits: Optional[str] = typer.Option(None, "--bits", help="--quantize mixed: candidate weight bits (default 2,3,4,8)."),
+    sensitivity: Optional[Path] = typer.Option(
+        None, "--sensitivity", help="--quantize mixed: a sensitivity JSON from `mlpc sensitivity` (else measured)."),
+    mixed_report: Optional[Path] = typer.Option(
+        None, "--mixed-report", help="--quantize mixed: write an HTML report with the Pareto frontier."),
 ) -> None:
     """Compile MODEL for TARGET into an artifact directory."""
     from mlpc.driver import compile as compile_model
@@ -82,6 +95,8 @@ def compile_cmd(
                 tolerance=tolerance, passes=_split(passes), disabled_passes=disable_pass,
                 pass_plugins=pass_plugin, dump_ir=dump_ir, bundle=bundle, dtype=dtype, tuning_db=tuning_db,
                 **_quant_args(quantize, calib, quant_config),
+                size_budget=size_budget, latency_budget=latency_budget, bops_budget=bops_budget,
+                mixed_bits=_bits(bits), sensitivity=sensitivity, mixed_report=mixed_report,
             )
     except MlpcError as e:
         if type(e).__name__ == "VerificationError" and (output / "manifest.json").exists():
@@ -90,10 +105,68 @@ def compile_cmd(
     m = artifact.manifest
     out.print(f"[green]compiled[/] {model} → {artifact.path} ({m['target']['name']}, "
               f"{m['stats']['nodes']} nodes, {m['compile_seconds']:.1f}s)")
+    if "mixed_precision" in m:
+        mp = m["mixed_precision"]
+        alloc = mp["allocation"]
+        out.print("mixed precision: " + ", ".join(f"{k}={v}" for k, v in alloc["bits"].items()) +
+                  f" (weights {100 * mp['size_fraction']:.1f}% of fp32, {alloc['size'] / 1024:.1f} KiB"
+                  + (f", latency {alloc['latency'] * 1e3:.3g} ms" if "latency" in alloc else "") + ")")
     if verify:
         _print_verification(artifact.verification)
     if bundle is not None:
         out.print(f"[green]bundled[/] → {bundle} ({bundle.stat().st_size / 1e6:.1f} MB)")
+
+
+def _bits(text: Optional[str]) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        return [int(b) for b in text.split(",") if b.strip()]
+    except ValueError as e:
+        raise InputError(f"--bits {text!r}: give comma-separated integers, e.g. 2,4,8") from e
+
+
+@app.command("sensitivity")
+def sensitivity_cmd(
+    model: Path = typer.Argument(..., help="The float model: an .onnx file."),
+    calib: Path = typer.Option(..., "--calib", help="Calibration data: .npz keyed by input name or a directory of .npy."),
+    output: Path = typer.Option(..., "--output", "-o", help="The sensitivity JSON file to write."),
+    method: str = typer.Option("data", "--method", help="data (output perturbation) or hessian (Hutchinson trace)."),
+    metric: str = typer.Option("mse", "--metric", help="data method: mse (relative output noise) or kl (logits)."),
+    rounding: str = typer.Option(
+        "nearest", "--rounding", help="data method: nearest, or pass (the quantize pass's GPTQ/bias-corrected weights)."),
+    bits: str = typer.Option("2,3,4,8", "--bits", help="Candidate weight bits."),
+    samples: int = typer.Option(64, "--samples", help="Calibration samples to use."),
+    labels: Optional[Path] = typer.Option(
+        None, "--labels", help="hessian: .npy of integer labels (default: the float model's predictions)."),
+    input_shape: list[str] = typer.Option([], "--input-shape", help="NAME=DIMS, e.g. x=1x3x224x224 (repeatable)."),
+) -> None:
+    """Measure each layer's sensitivity to weight quantization at each candidate width."""
+    import numpy as np
+
+    from mlpc.frontend import parse_input_shape
+    from mlpc.mixed.api import compute_sensitivity
+
+    shapes = dict(parse_input_shape(s) for s in input_shape)
+    label_array = None
+    if labels is not None:
+        try:
+            label_array = np.load(labels, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise InputError(f"--labels {labels}: not a readable .npy ({e})") from e
+    sens = compute_sensitivity(model, calib, method=method, metric=metric, rounding=rounding, bits=_bits(bits),
+                               labels=label_array,
+                               samples=samples, input_shapes=shapes)
+    sens.save(output)
+    table = Table(title=f"sensitivity Ω ({sens.method}, {sens.metric}, {sens.samples} samples)")
+    table.add_column("layer")
+    table.add_column("params", justify="right")
+    for b in sens.bits:
+        table.add_column(f"{b}-bit", justify="right")
+    for layer in sens.layers:
+        table.add_row(layer.name, str(layer.params), *(f"{sens.omega[layer.name][b]:.3g}" for b in sens.bits))
+    out.print(table)
+    out.print(f"[green]wrote[/] {output}")
 
 
 def _quant_args(scheme: Optional[str], calib: Optional[Path], config: Optional[Path]) -> dict[str, Any]:

@@ -58,6 +58,12 @@ def compile(  # noqa: A001 - the public name users expect
     quantize: Any = None,
     calibration: Any = None,
     quant_config: Any = None,
+    size_budget: Any = None,
+    latency_budget: Any = None,
+    bops_budget: Any = None,
+    mixed_bits: Any = None,
+    sensitivity: Any = None,
+    mixed_report: str | Path | None = None,
 ) -> Artifact:
     """Compile a model for a target and return the Artifact written to `output_dir`.
 
@@ -80,6 +86,11 @@ def compile(  # noqa: A001 - the public name users expect
     `quantize` (a scheme such as "w8a8"/"w4a8" or a QuantConfig) with `calibration` data and an
     optional `quant_config` file runs post-training quantization after the pipeline (see
     `mlpc.quantize`); `verify` then compares against the fake-quant model.
+    `quantize="mixed"` chooses weight bits per layer first (`mlpc.mixed_precision`: sensitivity on
+    `calibration`, or a precomputed `sensitivity` file, and HAWQ-V3's ILP under `size_budget`
+    (fraction of fp32 or bytes), `latency_budget` ("2ms", measured on this host for x86, analytic
+    for ARM/CUDA) and `bops_budget`; candidate `mixed_bits`, default 2/3/4/8), then quantizes with
+    that per-layer config (activations 8-bit); `mixed_report` writes the HTML report.
     """
     start = time.perf_counter()
     if verify_each_pass is None:
@@ -106,6 +117,15 @@ def compile(  # noqa: A001 - the public name users expect
     split = next((i for i, p in enumerate(pipeline) if p.name in POST_QUANT_PASSES), len(pipeline))
     after_quant = pipeline[split:] if quantize is not None else []
     pass_log = PassManager(pipeline[: len(pipeline) - len(after_quant)]).run(loaded.model, ctx)
+    mixed = None
+    if quantize == "mixed":
+        mixed = _mixed_config(loaded, tgt, calibration, quant_config, size_budget, latency_budget, bops_budget,
+                              mixed_bits, sensitivity, mixed_report)
+        quantize, quant_config = "w8a8", mixed.config()
+    elif any(v is not None for v in (size_budget, latency_budget, bops_budget, sensitivity, mixed_report)):
+        from mlpc.errors import InputError
+
+        raise InputError("--size-budget/--latency-budget/--bops-budget/--sensitivity apply to --quantize mixed")
     if quantize is not None:
         from mlpc.quant.api import quantize_loaded
 
@@ -126,7 +146,10 @@ def compile(  # noqa: A001 - the public name users expect
         "stats": model_stats(graph),
     }
     if "quantization_layers" in ctx.options:
-        manifest["quantization"] = {"scheme": _scheme_name(quantize), **ctx.options["quantization_layers"]}
+        scheme = "mixed" if mixed is not None else _scheme_name(quantize)
+        manifest["quantization"] = {"scheme": scheme, **ctx.options["quantization_layers"]}
+    if mixed is not None:
+        manifest["mixed_precision"] = mixed.to_json()
 
     def write_files(tmp: Path) -> None:
         options: dict[str, Any] = {} if dtype in ("fp32", "float32") else {"dtype": dtype}
@@ -169,6 +192,27 @@ def _runner(tmp: Path, manifest: dict[str, Any]) -> Iterator[Callable[[Any], dic
     (tmp / MANIFEST).write_text(json.dumps(manifest))  # rewritten, with the verification, afterwards
     with open_bundle(tmp) as runner:
         yield runner.run
+
+
+def _mixed_config(loaded: Any, tgt: Any, calibration: Any, quant_config: Any, size_budget: Any,
+                  latency_budget: Any, bops_budget: Any, bits: Any, sensitivity: Any, report: Any) -> Any:
+    """Run `mlpc.mixed_precision` on a copy of the loaded (canonicalized) model."""
+    import onnx_ir as ir
+
+    from mlpc.errors import InputError
+    from mlpc.mixed.api import mixed_precision
+
+    if quant_config is not None:
+        raise InputError("--quantize mixed writes its own per-layer config: drop --quant-config")
+    if all(v is None for v in (size_budget, latency_budget, bops_budget)):
+        raise InputError("--quantize mixed needs a budget: --size-budget (e.g. 0.15), --latency-budget "
+                         "(e.g. 2ms) or --bops-budget")
+    if calibration is None:
+        raise InputError("--quantize mixed needs calibration data: --calib FILE.npz")
+    copy = ir.serde.deserialize_model(ir.serde.serialize_model(loaded.model))
+    return mixed_precision(copy, calibration, target=tgt, bits=bits, size_budget=size_budget,
+                           latency_budget=latency_budget, bops_budget=bops_budget, sensitivity=sensitivity,
+                           report=report)
 
 
 def _scheme_name(quantize: Any) -> str:

@@ -11,7 +11,9 @@ activations too; Add of two quantized tensors → IntegerAdd with two dyadic mul
 MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze between two equal per-tensor
 quantizers run on the integers. A quantizer after such an op whose input is a float tensor is
 first copied in front of it — Q(f(x)) = Q(f(Q(x))), max-pooling being monotone — so the layer
-before it can end in integers too.)
+before it can end in integers too. Conversely a quantized activation reaching a layer only
+through such ops — Brevitas' exports put QuantReLU before MaxPool/Flatten — gets a copy of its
+quantizer after them: f(Q(x)) is already on Q's grid, so Q(f(Q(x))) = f(Q(x)).)
 Integer tensors flow straight from layer to layer. Where a float tensor enters an integer
 region its Quant becomes QuantizeLinear (+ an integer Clip when the range is narrower than
 int8/uint8); wherever an integer tensor reaches a float op or a graph output a
@@ -49,6 +51,7 @@ from mlpc.pass_infra import Pass, PassContext, PassResult
 from mlpc.passes.quant_patterns import (
     AddMatch,
     LayerMatch,
+    MOVEMENT_OPS,
     MovementMatch,
     activation_quant,
     is_quant,
@@ -337,7 +340,7 @@ class LowerQuantPass(Pass):
             logger.warning("lower-quant: ONNX opset %d < %d has no int8 Clip; graph left in fake-quant form",
                            opset, _MIN_OPSET)
             return PassResult(graph, False)
-        hoisted = _hoist_quantizers(graph)
+        hoisted = _hoist_quantizers(graph) + _sink_quantizers(graph)
         matches: dict[ir.Node, LayerMatch | AddMatch | MovementMatch] = {}
         for node in graph:
             if is_quant(node):
@@ -414,6 +417,41 @@ def _hoist_quantizers(graph: ir.Graph) -> int:
             set_quant(out, activation_quant(quant.outputs[0])[1])
             graph.insert_before(op, copy)
             op.replace_input_with(0, out)
+            count += 1
+            changed = True
+    return count
+
+
+_SINK_TO = ("Conv", "Gemm", "MatMul", *MOVEMENT_OPS)
+
+
+def _sink_quantizers(graph: ir.Graph) -> int:
+    """After each movement op (MaxPool, Flatten, …) of a per-tensor quantized activation whose
+    float output feeds only layers or movement ops and no quantizer, insert a copy of that
+    quantizer (the same values: a movement op keeps values on the grid); return how many."""
+    count = 0
+    changed = True
+    while changed:
+        changed = False
+        for op in list(graph):
+            if op.op_type not in MOVEMENT_OPS or op.domain not in ("", "ai.onnx") or len(op.outputs) != 1:
+                continue
+            src = activation_quant(op.inputs[0]) if op.inputs and op.inputs[0] is not None else None
+            out = op.outputs[0]
+            users = [u.node for u in out.uses()]
+            if (src is None or out.dtype != ir.DataType.FLOAT or out.is_graph_output() or not users
+                    or any(is_quant(u) or u.op_type not in _SINK_TO or u.domain not in ("", "ai.onnx") for u in users)):
+                continue
+            quant, qp = src
+            uses = list(out.uses())
+            new = ir.Value(name=f"{out.name}_quant_{count}", type=out.type, shape=out.shape)
+            copy = ir.Node(quant.domain, quant.op_type, [out, *quant.inputs[1:]],
+                           attributes=[ir.Attr(a.name, a.type, a.value) for a in quant.attributes.values()],
+                           outputs=[new], name=f"{quant.name}_sunk_{count}")
+            set_quant(new, qp)
+            for use in uses:
+                use.node.replace_input_with(use.idx, new)
+            graph.insert_after(op, copy)
             count += 1
             changed = True
     return count

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -23,3 +25,9 @@ def test_compile_onnx_example():
 def test_custom_pass_example():
     out = _run("custom_pass.py")
     assert "'mlpc::SiLU': 1" in out and "verified against PyTorch: True" in out
+
+
+@pytest.mark.slow  # trains a CNN, measures sensitivity, runs QAT and compiles: about a minute
+def test_mixed_qat_example():
+    out = _run("mixed_qat.py", "--epochs", "1")
+    assert "mixed precision bits:" in out and "compiled integer build (mlpc::IntegerConv" in out

@@ -158,3 +158,24 @@ def test_pooling_and_reshape_run_on_integers_and_the_logits_layer_too():
     got = ReferenceEvaluator(model).run(feeds)[logits]
     # Only the conv's requantization rounds differently (≤ 1 step, rarely): the logits stay close.
     assert np.max(np.abs(got - ref)) <= 0.05 * np.max(np.abs(ref))
+
+
+def test_quantizer_before_pooling_is_copied_after_it_as_brevitas_exports():
+    """Brevitas' layout, Quant → Conv → Relu → Quant → MaxPool → Flatten → Gemm (no quantizer
+    after Flatten): a copy of the ReLU's quantizer after MaxPool and Flatten lets the Gemm run in
+    integers too; the values are unchanged (pooled quantized values stay on the grid)."""
+    b = FakeQuantGraph(6, opset=19)
+    x = b.act(b.input("x", (2, 3, 8, 8)), 8, True)
+    y = b.act(b.node("Relu", [b.node("Conv", [x, b.weight((8, 3, 3, 3), 4), b.bias(8)], pads=[1, 1, 1, 1])]), 8, False)
+    p = b.node("Flatten", [b.node("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])])
+    logits = b.node("Gemm", [p, b.weight((5, 128), 2, axis=0), b.bias(5)], transB=1)
+    feeds = {"x": np.random.default_rng(5).standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    model = b.build([logits], feeds)
+    ref = ReferenceEvaluator(model).run(feeds)[logits]
+    _lower(model)
+    ops = [n.op_type for n in model.graph]
+    assert "IntegerConv" in ops and "IntegerMatMul" in ops and "Quant" not in ops, ops
+    got = ReferenceEvaluator(model).run(feeds)[logits]
+    assert np.max(np.abs(got - ref)) <= 0.05 * np.max(np.abs(ref))
+    again = LowerQuantPass()(model.graph, __import__("mlpc").PassContext())
+    assert not again.modified

@@ -1,0 +1,258 @@
+"""Mixed precision at equal model size: HAWQ-style per-layer bits against uniform 4-, 3- and
+2-bit weights, on real data.
+
+    python benchmarks/mixed.py                      # digits CNN and mnist1d CNN
+    python benchmarks/mixed.py --models digits
+
+For each model (trained here, `benchmarks/quant_models.py`): the data-driven sensitivity (relative
+output noise of each layer alone at 2/3/4/8 bits, 64 calibration samples) and, for comparison,
+the same with the quantize pass's own weights ("data, pass": GPTQ rounding and bias correction,
+as the build will have them) and the Hessian-trace sensitivity (HAWQ-V2, Hutchinson); the ILP's
+allocation at exactly the model
+size of the uniform 4-bit build and of the usual hand-made low-bit recipe (2-bit with the first
+and last layer at 8 bits), midway between uniform 2- and 4-bit, and at 20 % of fp32. Every variant is compiled by
+`mlpc.compile` to the integer build for this host (activations 8-bit, same 256 calibration
+samples, same quantize pass: GPTQ rounding, bias correction) and its accuracy measured on every
+test sample (an allocation already built is not built again). "size" is the ILP's model size: weights as mlpc stores them (2-bit packed four to a
+byte, 3- and 4-bit two to a byte, 8-bit one) plus float32 biases and other parameters, as a
+fraction of the fp32 model; uniform 3-bit is therefore the size of uniform 4-bit. Writes benchmarks/results/mixed.json and the
+`mixed` section of benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import onnx
+
+from benchmarks import common
+
+logger = logging.getLogger("benchmarks.mixed")
+
+MODELS = ("digits", "mnist1d")
+CALIBRATION_SAMPLES = 256
+SENSITIVITY_SAMPLES = 64
+EXTRA_FRACTIONS = (0.2,)
+
+
+def _trained(name: str):
+    from benchmarks.quant_models import train_digits_cnn, train_mnist1d_cnn
+
+    return train_digits_cnn() if name == "digits" else train_mnist1d_cnn()
+
+
+def _accuracy(art, x: np.ndarray, y: np.ndarray) -> float:
+    name, out = art.inputs[0]["name"], art.outputs[0]["name"]
+    hits = sum(int(np.argmax(art.run({name: x[i : i + 1]})[out]) == y[i]) for i in range(len(x)))
+    return 100.0 * hits / len(x)
+
+
+def bench_model(name: str, work: Path) -> dict[str, Any]:
+    """Every variant of one model: {"variants": {label: {...}}, "sensitivity": {...}, ...}."""
+    import mlpc
+    from mlpc.mixed.api import build_problem, layer_config
+    from mlpc.mixed.hessian import hessian_sensitivity
+    from mlpc.mixed.ilp import solve
+    from mlpc.mixed.layers import fp32_bytes
+    from mlpc.mixed.sensitivity import data_sensitivity
+
+    trained = _trained(name)
+    model_path = work / f"{name}.onnx"
+    onnx.save(trained.model, model_path)
+    input_name = trained.model.graph.input[0].name
+    calib = {input_name: trained.x_train[:CALIBRATION_SAMPLES]}
+    start = time.perf_counter()
+    sens = data_sensitivity(model_path, calib, samples=SENSITIVITY_SAMPLES)
+    sens_s = time.perf_counter() - start
+    start = time.perf_counter()
+    sens_pass = data_sensitivity(model_path, calib, samples=SENSITIVITY_SAMPLES, rounding="pass")
+    pass_s = time.perf_counter() - start
+    start = time.perf_counter()
+    hess = hessian_sensitivity(model_path, calib, samples=SENSITIVITY_SAMPLES, iters=32)
+    hess_s = time.perf_counter() - start
+    fp32 = fp32_bytes(sens.layers, sens.other_params)
+    problems = {
+        "data": build_problem(sens),
+        "data, pass": build_problem(sens_pass),
+        "hessian": build_problem(hess),
+    }
+    names = [layer.name for layer in sens.layers]
+    bits_index = {b: j for j, b in enumerate(sens.bits)}
+
+    def size_of(bits: dict[str, int]) -> float:
+        return problems["data"].totals([bits_index[bits[n]] for n in names])["size"]
+
+    variants: dict[str, Any] = {}
+    built: dict[Any, dict[str, Any]] = {}
+
+    def build(
+        label: str,
+        scheme: str | None,
+        config: dict[str, Any] | None,
+        bits: dict[str, int] | None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        key = tuple(bits.values()) if bits else None
+        if key in built:  # the same weight bits as a row already measured: the same build
+            variants[label] = {
+                **built[key],
+                **(extra or {}),
+                "same_build_as": built[key]["label"],
+                "compile_s": None,
+            }
+            return
+        start = time.perf_counter()
+        art = mlpc.compile(
+            model_path,
+            target="host",
+            output_dir=work / f"{name}-{len(variants)}",
+            quantize=scheme,
+            calibration=calib if scheme else None,
+            quant_config=config,
+        )
+        elapsed = time.perf_counter() - start
+        row = {
+            "accuracy": _accuracy(art, trained.x_test, trained.y_test),
+            "bits": bits,
+            "size_bytes": size_of(bits) if bits else float(fp32),
+            "compile_s": round(elapsed, 1),
+            **(extra or {}),
+        }
+        row["size_fraction"] = row["size_bytes"] / fp32
+        if bits:
+            row["omega"] = problems["data"].totals([bits_index[bits[n]] for n in names])["omega"]
+        variants[label] = row
+        built[key] = {**row, "label": label}
+        logger.info("%s %s: %s", name, label, row)
+
+    build("fp32", None, None, None)
+    for b in (8, 4, 3, 2):
+        build(f"uniform {b}-bit", f"w{b}a8", None, dict.fromkeys(names, b))
+    edge8 = {n: (8 if n in (names[0], names[-1]) else 2) for n in names}
+    build("2-bit, first/last 8-bit (hand-made)", "w8a8", layer_config(edge8), edge8)
+    two, four = size_of(dict.fromkeys(names, 2)), size_of(dict.fromkeys(names, 4))
+    budgets = {
+        "uniform 4-bit": four,
+        "2-bit, first/last 8-bit": size_of(edge8),
+        "midway between uniform 2- and 4-bit": (two + four) / 2,
+    }
+    budgets.update({f"{f:.0%} of fp32": f * fp32 for f in EXTRA_FRACTIONS})
+    for label, budget in budgets.items():
+        methods = {"uniform 4-bit": ("data", "data, pass", "hessian")}.get(label, ("data", "data, pass"))
+        for method in methods if "fp32" not in label else ("data, pass",):
+            alloc = solve(problems[method], {"size": budget})
+            tag = (
+                f"mixed ({method}) at the size of {label}"
+                if "fp32" not in label
+                else f"mixed ({method}) at {label}"
+            )
+            build(
+                tag, "w8a8", layer_config(alloc.bits), alloc.bits, {"budget_bytes": budget, "method": method}
+            )
+    return {
+        "fp32_bytes": fp32,
+        "layers": [layer.to_json() for layer in sens.layers],
+        "sensitivity": {
+            "data": sens.to_json(),
+            "data, pass": sens_pass.to_json(),
+            "hessian": hess.to_json(),
+            "data_s": round(sens_s, 1),
+            "data_pass_s": round(pass_s, 1),
+            "hessian_s": round(hess_s, 1),
+        },
+        "test_samples": len(trained.x_test),
+        "variants": variants,
+    }
+
+
+def render(data: dict[str, Any]) -> str:
+    """The README section for a results dict."""
+    lines = [
+        common.machine_line(data["machine"]),
+        "",
+        f"{data['calibration_samples']} calibration samples, sensitivity on {data['sensitivity_samples']}; "
+        "activations 8-bit everywhere; accuracy of the compiled integer build on every test sample; "
+        "size = weights as stored + fp32 biases as a fraction of the fp32 model; Σ Ω = the ILP's objective "
+        "with the data-driven (nearest rounding) sensitivity, lower is better; sensitivity took "
+        + ", ".join(
+            f"{m}: data {r['sensitivity']['data_s']} s, data+pass {r['sensitivity']['data_pass_s']} s, "
+            f"hessian {r['sensitivity']['hessian_s']} s"
+            for m, r in data["models"].items()
+        )
+        + ".",
+        "",
+    ]
+    for model, result in data["models"].items():
+        lines += [
+            f"**{model}** ({result['test_samples']} test samples; layers "
+            + ", ".join(f"{layer['name']} {layer['params']}" for layer in result["layers"])
+            + " weights)",
+            "",
+        ]
+        rows = []
+        for label, r in result["variants"].items():
+            bits = "—" if not r["bits"] else "/".join(str(b) for b in r["bits"].values())
+            omega = "—" if "omega" not in r else f"{r['omega']:.3g}"
+            rows.append(
+                [
+                    label,
+                    bits,
+                    f"{100 * r['size_fraction']:.2f}",
+                    f"{r['size_bytes'] / 1024:.1f}",
+                    omega,
+                    f"{r['accuracy']:.2f}",
+                ]
+            )
+        lines.append(
+            common.markdown_table(
+                ["variant", "weight bits per layer", "size % fp32", "size KiB", "Σ Ω", "accuracy %"], rows
+            )
+        )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output", type=Path, default=common.RESULTS_DIR / "mixed.json")
+    parser.add_argument("--no-readme", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    common.configure_threads(args.threads)
+    import torch
+
+    torch.set_num_threads(1)  # the tiny models train 20-30x faster with one thread on a loaded machine
+    models = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
+    data: dict[str, Any] = {
+        "machine": common.machine_info(),
+        "calibration_samples": CALIBRATION_SAMPLES,
+        "sensitivity_samples": SENSITIVITY_SAMPLES,
+        "models": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in models:
+            data["models"][name] = bench_model(name, Path(tmp))
+    common.write_json(args.output, data)
+    if not args.no_readme:
+        common.update_readme_section(common.README, "mixed", render(data))
+    print(render(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
