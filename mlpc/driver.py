@@ -22,8 +22,11 @@ from typing import Any
 
 import mlpc
 from mlpc.analysis import model_stats, value_info
+import onnx_ir as ir
+
 from mlpc.artifact import MANIFEST, Artifact, check_output_dir, load, write_artifact
 from mlpc.backends import get_backend
+from mlpc.errors import InputError
 from mlpc.frontend import load_model
 from mlpc.instruments import DumpIRInstrument
 from mlpc.pass_infra import PassContext, PassManager
@@ -58,6 +61,9 @@ def compile(  # noqa: A001 - the public name users expect
     quantize: Any = None,
     calibration: Any = None,
     quant_config: Any = None,
+    fps: float | None = None,
+    folding: Any = None,
+    fpga_options: Mapping[str, Any] | None = None,
 ) -> Artifact:
     """Compile a model for a target and return the Artifact written to `output_dir`.
 
@@ -80,6 +86,10 @@ def compile(  # noqa: A001 - the public name users expect
     `quantize` (a scheme such as "w8a8"/"w4a8" or a QuantConfig) with `calibration` data and an
     optional `quant_config` file runs post-training quantization after the pipeline (see
     `mlpc.quantize`); `verify` then compares against the fake-quant model.
+    For `fpga/*` targets, `fps` is the throughput the folding must meet (default: the fastest that
+    fits), `folding` a FINN-style JSON file/dict of PE/SIMD per layer, `fpga_options` passes
+    `simulate_design`/`synthesize_design`/`synth_timeout_s` to the FPGA backend; the design is
+    checked by simulating it against the reference interpreter (`verify` adds nothing).
     """
     start = time.perf_counter()
     if verify_each_pass is None:
@@ -87,6 +97,8 @@ def compile(  # noqa: A001 - the public name users expect
     tgt = get_target(target)
     if output_dir is not None:
         check_output_dir(Path(output_dir))
+    if tgt.kind != "fpga" and (fps is not None or folding is not None or fpga_options):
+        raise InputError(f"--fps/--folding apply to FPGA targets (fpga/xczu7ev, ...), not {tgt.name!r}")
     if bundle is not None:
         from mlpc.bundle.writer import bundle_name
 
@@ -105,6 +117,9 @@ def compile(  # noqa: A001 - the public name users expect
     # quantizer knows the ONNX convs and matmuls, not their channels-last / fused forms).
     split = next((i for i, p in enumerate(pipeline) if p.name in POST_QUANT_PASSES), len(pipeline))
     after_quant = pipeline[split:] if quantize is not None else []
+    fake_quant = None
+    if tgt.kind == "fpga" and any(n.op_type in ("Quant", "BipolarQuant") for n in loaded.model.graph):
+        fake_quant = ir.serde.serialize_model(loaded.model)  # QONNX input: exported next to the design
     pass_log = PassManager(pipeline[: len(pipeline) - len(after_quant)]).run(loaded.model, ctx)
     if quantize is not None:
         from mlpc.quant.api import quantize_loaded
@@ -132,13 +147,19 @@ def compile(  # noqa: A001 - the public name users expect
         options: dict[str, Any] = {} if dtype in ("fp32", "float32") else {"dtype": dtype}
         if tuning_db is not None:
             options["tuning_db"] = tuning_db
+        if tgt.kind == "fpga":
+            options = {"fps": fps, "folding": folding, **(fpga_options or {}),
+                       "fake_quant_model": ctx.options.get("fake_quant_model", fake_quant),
+                       "samples": _fpga_samples(calibration, loaded.model.graph)}
         manifest["backend"] = backend.compile_graph(loaded.model, tgt, tmp, schedules=schedules, **options)
 
     report = None
 
     def finalize(tmp: Path, manifest: dict[str, Any]) -> None:
         nonlocal report
-        if verify:
+        if verify and tgt.kind == "fpga":
+            logger.info("fpga: the design was checked by simulation against the reference interpreter")
+        elif verify:
             with _runner(tmp, manifest) as run:
                 report = run_verification(loaded, run, inputs, [o["name"] for o in outputs], tolerance=tolerance)
             manifest["verification"] = report.to_json()
@@ -169,6 +190,17 @@ def _runner(tmp: Path, manifest: dict[str, Any]) -> Iterator[Callable[[Any], dic
     (tmp / MANIFEST).write_text(json.dumps(manifest))  # rewritten, with the verification, afterwards
     with open_bundle(tmp) as runner:
         yield runner.run
+
+
+def _fpga_samples(calibration: Any, graph: Any) -> Any:
+    """Up to 32 calibration inputs for the FPGA testbench (None: the backend makes its own)."""
+    if calibration is None:
+        return None
+    from mlpc.quant.calibration import CalibrationSet
+
+    data = CalibrationSet.load(calibration, graph, limit=32)
+    name = graph.inputs[0].name
+    return [sample[name] for sample in data.samples]
 
 
 def _scheme_name(quantize: Any) -> str:

@@ -65,7 +65,7 @@ module mlpc_mvau #(
             initial $readmemh(WEIGHT_FILE, mem);
             always @(posedge clk) if (adv) s1_w <= mem[waddr];
         end else begin : wrom
-            (* ram_style = "distributed", rom_style = "distributed" *) reg [WW-1:0] mem [0:WDEPTH-1];
+            (* rom_style = "logic" *) reg [WW-1:0] mem [0:WDEPTH-1];
             initial $readmemh(WEIGHT_FILE, mem);
             always @(posedge clk) if (adv) s1_w <= mem[waddr];
         end
