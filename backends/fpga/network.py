@@ -214,7 +214,7 @@ def extract_network(graph: ir.Graph) -> Network:
         if layer.in_value != layers[i - 1].out_value and layer.mw != layers[i - 1].mh:
             raise UnsupportedOpError(f"layer {layer.name} ({layer.source}) takes {layer.mw} inputs but "
                                      f"{layers[i - 1].name} gives {layers[i - 1].mh}")
-    logger.info("fpga: %d streaming layers %s", len(layers), ", ".join(f"{l.mw}x{l.mh}" for l in layers))
+    logger.info("fpga: %d streaming layers %s", len(layers), ", ".join(f"{la.mw}x{la.mh}" for la in layers))
     return Network(layers, design_in, layers[-1].out_value, head, tail)
 
 
