@@ -36,3 +36,14 @@ def test_an_fpga_design_does_not_run_on_the_host():
 def test_fpga_part_of_a_cpu_target_is_an_error():
     with pytest.raises(ValueError, match="not an FPGA target"):
         fpga_part(get_target("x86/avx2"))
+
+
+def test_running_an_fpga_artifact_says_how_to_simulate_it(tmp_path, capsys):
+    from mlpc.artifact import write_artifact
+
+    manifest = {"target": get_target("fpga/xc7z020").to_json(), "inputs": [], "outputs": [], "backend": {}}
+    out = write_artifact(tmp_path / "design", lambda tmp: (tmp / "report.json").write_text("{}"), manifest)
+    (tmp_path / "in.npz").write_bytes(b"")
+    assert main(["run", str(out), "-i", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "not run by mlpc" in err and "rtl/tb_top.cpp" in err
