@@ -21,6 +21,7 @@ cycle budget f_clk / fps; `load_folding` reads a FINN-style JSON override:
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -92,6 +93,28 @@ def estimate_resources(layer: MvauLayer, fold: Folding) -> dict[str, int]:
     ff = (p * layer.acc_bits + q * a + p * q * w + p * layer.out_bits[0]
           + 2 * max(1, math.ceil(math.log2(max(wmem, 2)))) + 8)
     return {"LUT": lut, "FF": ff, "BRAM36": math.ceil(bram18 / 2), "DSP": 0}
+
+
+CALIBRATION_FILE = Path(__file__).with_name("resource_calibration.json")
+
+
+@functools.lru_cache(maxsize=1)
+def _calibration() -> dict[str, Any]:
+    return json.loads(CALIBRATION_FILE.read_text())["families"]
+
+
+def calibrated_resources(layers: list[MvauLayer], folds: list[Folding], family: str) -> dict[str, int]:
+    """mlpc's resource estimate: FINN's LUT formula and mlpc's FF count per layer, corrected by
+    the linear fit to yosys counts in `resource_calibration.json` (benchmarks/fpga_calibrate.py:
+    single-MVAU designs with their FIFO, per yosys family). BRAM36 and DSP are FINN's."""
+    cal = _calibration()[family]
+    total = {"LUT": 0.0, "FF": 0.0, "BRAM36": 0, "DSP": 0}
+    for layer, fold in zip(layers, folds):
+        est = estimate_resources(layer, fold)
+        for k in ("LUT", "FF"):
+            total[k] += max(0.0, cal[k]["a"] * est[k] + cal[k]["b"])
+        total["BRAM36"] += est["BRAM36"]
+    return {k: int(round(v)) for k, v in total.items()}
 
 
 def acc_luts_of(acc_bits: int) -> int:
@@ -172,6 +195,13 @@ def choose_folding(layers: list[MvauLayer], part: FpgaPart, fps: float | None,
                 f"SIMD={folds[worst].simd}); lower --fps or choose a larger part")
         return folds
     folds = [overrides.get(layer.name, Folding(1, 1)) for layer in layers]
+    problem = _fits(total_resources(layers, folds), part, 1.0)
+    if problem is not None:
+        worst = max(range(len(layers)), key=lambda i: sum(estimate_resources(layers[i], folds[i]).values()))
+        raise InputError(
+            f"the network does not fit {part.part} even fully folded ({problem}; the largest layer is "
+            f"{layers[worst].name}, {layers[worst].mw}x{layers[worst].mh}); use fewer bits, a smaller network "
+            "or a larger part")
     while True:
         order = sorted((i for i, layer in enumerate(layers) if layer.name not in overrides),
                        key=lambda i: -mvau_cycles(layers[i].mh, layers[i].mw, folds[i].pe, folds[i].simd,

@@ -91,3 +91,11 @@ def test_load_folding_accepts_mlpc_and_finn_names(tmp_path):
 def test_bad_folding_files_are_refused(data, match):
     with pytest.raises(InputError, match=match):
         load_folding(data, [_layer("mvau0", 784, 64)])
+
+
+def test_a_network_too_large_at_any_folding_names_the_layer():
+    layers = [_layer("mvau0", 4096, 4096, bits=2), _layer("mvau1", 4096, 4096, bits=2)]
+    for layer in layers:
+        layer.w_range = (-127, 127)
+    with pytest.raises(InputError, match="does not fit xc7z020clg400-1 even fully folded .*BRAM36.*mvau"):
+        choose_folding(layers, XC7Z020, fps=None)
