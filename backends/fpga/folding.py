@@ -21,7 +21,6 @@ cycle budget f_clk / fps; `load_folding` reads a FINN-style JSON override:
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -71,8 +70,7 @@ def ram_style(layer: MvauLayer, fold: Folding) -> str:
 def estimate_resources(layer: MvauLayer, fold: Folding) -> dict[str, int]:
     """Analytic LUT/FF/BRAM36/DSP of one MVAU (FINN's formulas; multipliers in LUTs, so DSP 0).
 
-    FF (not in FINN's models) counts the registers of mlpc's MVAU: the accumulators, the input
-    and weight pipeline registers, the output register and the fold counters.
+    FF (not in FINN's models) counts the registers of mlpc's MVAU and its input FIFO's pointers.
     """
     p, q = fold.pe, fold.simd
     w, a = layer.w_bits[0], layer.in_bits[0]
@@ -90,31 +88,16 @@ def estimate_resources(layer: MvauLayer, fold: Folding) -> dict[str, int]:
         comp_luts = (2**b - 1) * acc_bits
     lut = int(300 + 1.1 * p * (mult_luts + addertree_luts + acc_luts_of(acc_bits) + thr_luts + comp_luts) + c2)
     bram18 = _bram18(p * q * w, wmem) if style == "block" else 0
-    ff = (p * layer.acc_bits + q * a + p * q * w + p * layer.out_bits[0]
-          + 2 * max(1, math.ceil(math.log2(max(wmem, 2)))) + 8)
+    sf, nf = layer.mw // q, layer.mh // p
+    cb = math.ceil(math.log2(max(sf, nf) + 1)) + 1
+    aw = math.ceil(math.log2(wmem + 1)) + 1
+    fifo_pointers = 3 * (math.ceil(math.log2(sf + 2)) + 1)
+    # counters, pipeline registers, accumulators, output register, the input buffer (reread for
+    # NF > 1) and the input FIFO's pointers; the weight ROM's output register is left out (yosys
+    # merges it into the ROM logic)
+    ff = (4 * cb + aw + 5 + q * a + p * layer.acc_bits + p * layer.out_bits[0]
+          + (sf * q * a if nf > 1 else 0) + fifo_pointers)
     return {"LUT": lut, "FF": ff, "BRAM36": math.ceil(bram18 / 2), "DSP": 0}
-
-
-CALIBRATION_FILE = Path(__file__).with_name("resource_calibration.json")
-
-
-@functools.lru_cache(maxsize=1)
-def _calibration() -> dict[str, Any]:
-    return json.loads(CALIBRATION_FILE.read_text())["families"]
-
-
-def calibrated_resources(layers: list[MvauLayer], folds: list[Folding], family: str) -> dict[str, int]:
-    """mlpc's resource estimate: FINN's LUT formula and mlpc's FF count per layer, corrected by
-    the linear fit to yosys counts in `resource_calibration.json` (benchmarks/fpga_calibrate.py:
-    single-MVAU designs with their FIFO, per yosys family). BRAM36 and DSP are FINN's."""
-    cal = _calibration()[family]
-    total = {"LUT": 0.0, "FF": 0.0, "BRAM36": 0, "DSP": 0}
-    for layer, fold in zip(layers, folds):
-        est = estimate_resources(layer, fold)
-        for k in ("LUT", "FF"):
-            total[k] += max(0.0, cal[k]["a"] * est[k] + cal[k]["b"])
-        total["BRAM36"] += est["BRAM36"]
-    return {k: int(round(v)) for k, v in total.items()}
 
 
 def acc_luts_of(acc_bits: int) -> int:
