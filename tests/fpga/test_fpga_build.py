@@ -19,7 +19,7 @@ needs_tools = pytest.mark.skipif(shutil.which("verilator") is None or shutil.whi
                                  reason="verilator and yosys are installed by `make setup`")
 
 
-def _train_mlp(hidden=16):
+def _train_mlp(hidden=16, relu=True):
     import torch
     from sklearn.datasets import load_digits
 
@@ -27,7 +27,8 @@ def _train_mlp(hidden=16):
     x = (digits.data / 16.0).astype(np.float32)
     y = digits.target
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(64, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 10))
+    act = torch.nn.ReLU() if relu else torch.nn.Identity()
+    net = torch.nn.Sequential(torch.nn.Linear(64, hidden), act, torch.nn.Linear(hidden, 10))
     opt = torch.optim.Adam(net.parameters(), 1e-2)
     xt, yt = torch.from_numpy(x[:1200]), torch.from_numpy(y[:1200]).long()
     for _ in range(15):
@@ -39,6 +40,8 @@ def _train_mlp(hidden=16):
     nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1", transB=1),
              helper.make_node("Relu", ["h"], ["r"], name="relu1"),
              helper.make_node("Gemm", ["r", "w2", "b2"], ["logits"], name="fc2", transB=1)]
+    if not relu:  # the hidden activations stay signed (an asymmetric signed quantizer)
+        nodes = [nodes[0], helper.make_node("Gemm", ["h", "w2", "b2"], ["logits"], name="fc2", transB=1)]
     inits = {"w1": p["0.weight"], "b1": p["0.bias"], "w2": p["2.weight"], "b2": p["2.bias"]}
     graph = helper.make_graph(nodes, "digits_mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
@@ -99,6 +102,28 @@ def test_folding_file_and_brams(digits_mlp, tmp_path):
     assert report["layers"][0]["cycles"] == (16 // 4) * (64 // 16)
     assert report["simulation"]["ii_cycles"] == max(la["cycles"] for la in report["layers"])
     assert report["synthesis"]["BRAM36"] > 0  # the weight memory marked block became block RAM
+
+
+@needs_tools
+@pytest.mark.slow  # reason: trains, quantizes and builds the Verilator testbench (~30 s)
+def test_signed_hidden_activations_with_a_zero_point(tmp_path):
+    model, _, calib_x = _train_mlp(relu=False)
+    for init in model.graph.initializer:  # skew the hidden values: an asymmetric quantizer gets zp ≠ 0
+        if init.name == "b1":
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + 4.0, "b1"))
+    onnx.save(model, tmp_path / "mlp.onnx")
+    np.savez(tmp_path / "calib.npz", x=calib_x)
+    out = tmp_path / "out"
+    mlpc.compile(tmp_path / "mlp.onnx", target="fpga/xczu7ev", output_dir=out, quantize="w2a3",
+                 calibration=tmp_path / "calib.npz", quant_config={"activation": {"symmetric": False}},
+                 fps=200_000, fpga_options={"synthesize_design": False})
+    qonnx = onnx.load(out / "model.qonnx.onnx")
+    inits = {i.name: numpy_helper.to_array(i) for i in qonnx.graph.initializer}
+    hidden = next(n for n in qonnx.graph.node if n.op_type == "Quant" and n.input[0] == "h")
+    assert inits[hidden.input[2]] != 0  # the thresholds carry the input zero point's offset
+    report = json.loads((out / "report.json").read_text())
+    assert report["simulation"]["passed"] and report["simulation"]["stalled"]["passed"]
+    assert "synthesis" not in report and report["resources"]["measured"] is None
 
 
 def test_float_model_is_refused_naming_the_node(digits_mlp, tmp_path):
