@@ -4,8 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the toolchain and tests use (g++ links TVM's generated code; the cross
-# toolchains and qemu-user build and run ARM bundles).
-APT_PACKAGES := g++ make gcc-aarch64-linux-gnu g++-aarch64-linux-gnu gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf qemu-user
+# toolchains and qemu-user build and run ARM bundles; verilator and yosys simulate and synthesize FPGA designs).
+APT_PACKAGES := g++ make gcc-aarch64-linux-gnu g++-aarch64-linux-gnu gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf qemu-user verilator yosys
 
 .PHONY: demo test bench setup system-deps device-runtime clean
 

@@ -10,7 +10,7 @@ from types import ModuleType
 
 from mlpc.errors import TargetError
 
-_BACKENDS = {"tvm": "mlpc.backends.tvm.backend"}
+_BACKENDS = {"tvm": "mlpc.backends.tvm.backend", "fpga": "mlpc.backends.fpga.backend"}
 
 
 def get_backend(name: str) -> ModuleType:

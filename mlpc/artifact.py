@@ -264,7 +264,10 @@ def foreign_target_error(path: Path, manifest: dict[str, Any]) -> TargetError | 
     problems = target.missing_on_host()
     if not problems:
         return None
-    if target.kind == "arm":
+    if target.kind == "fpga":
+        hint = (f"its Verilator testbench ({path}/rtl/tb_top.cpp, vectors from the reference interpreter) "
+                "simulates it; report.json has the simulation and synthesis results")
+    elif target.kind == "arm":
         hint = (f"check it here with `mlpc run {path} --inputs in.npz -o out.npz` (runs it under qemu-user), "
                 "or recompile with --target host")
     else:

@@ -82,6 +82,9 @@ def compile_cmd(
         None, "--sensitivity", help="--quantize mixed: a sensitivity JSON from `mlpc sensitivity` (else measured)."),
     mixed_report: Optional[Path] = typer.Option(
         None, "--mixed-report", help="--quantize mixed: write an HTML report with the Pareto frontier."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="FPGA targets: inferences per second the folding must meet."),
+    folding: Optional[Path] = typer.Option(None, "--folding", help="FPGA targets: JSON of PE/SIMD per layer (FINN style)."),
+    synth: bool = typer.Option(True, "--synth/--no-synth", help="FPGA targets: synthesize with yosys for measured resources."),
 ) -> None:
     """Compile MODEL for TARGET into an artifact directory."""
     from mlpc.driver import compile as compile_model
@@ -94,7 +97,7 @@ def compile_cmd(
                 model, target=target, output_dir=output, input_shapes=shapes, verify=verify,
                 tolerance=tolerance, passes=_split(passes), disabled_passes=disable_pass,
                 pass_plugins=pass_plugin, dump_ir=dump_ir, bundle=bundle, dtype=dtype, tuning_db=tuning_db,
-                **_quant_args(quantize, calib, quant_config),
+                **_quant_args(quantize, calib, quant_config), **_fpga_args(fps, folding, synth),
                 size_budget=size_budget, latency_budget=latency_budget, bops_budget=bops_budget,
                 mixed_bits=_bits(bits), sensitivity=sensitivity, mixed_report=mixed_report,
             )
@@ -111,7 +114,9 @@ def compile_cmd(
         out.print("mixed precision: " + ", ".join(f"{k}={v}" for k, v in alloc["bits"].items()) +
                   f" (weights {100 * mp['size_fraction']:.1f}% of fp32, {alloc['size'] / 1024:.1f} KiB"
                   + (f", latency {alloc['latency'] * 1e3:.3g} ms" if "latency" in alloc else "") + ")")
-    if verify:
+    if m["target"]["kind"] == "fpga":
+        _print_fpga(artifact.path)
+    elif verify:
         _print_verification(artifact.verification)
     if bundle is not None:
         out.print(f"[green]bundled[/] → {bundle} ({bundle.stat().st_size / 1e6:.1f} MB)")
@@ -167,6 +172,39 @@ def sensitivity_cmd(
         table.add_row(layer.name, str(layer.params), *(f"{sens.omega[layer.name][b]:.3g}" for b in sens.bits))
     out.print(table)
     out.print(f"[green]wrote[/] {output}")
+
+
+def _fpga_args(fps: Optional[float], folding: Optional[Path], synth: bool) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    if fps is not None:
+        args["fps"] = fps
+    if folding is not None:
+        args["folding"] = folding
+    if not synth:
+        args["fpga_options"] = {"synthesize_design": False}
+    return args
+
+
+def _print_fpga(path: Path) -> None:
+    report = json.loads((path / "report.json").read_text())
+    perf = report["performance"]
+    table = Table(title=f"{report['part']['part']} at {report['clock_mhz']:g} MHz (stated clock, not an Fmax)")
+    for col in ("layer", "MW x MH", "PE", "SIMD", "bits", "cycles"):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    for layer in report["layers"]:
+        table.add_row(layer["name"], f"{layer['mw']}x{layer['mh']}", str(layer["pe"]), str(layer["simd"]),
+                      layer["bits"], f"{layer['cycles']:,}")
+    out.print(table)
+    sim = report.get("simulation")
+    measured = perf.get("ii_cycles_measured")
+    out.print(f"II {perf['ii_cycles']:,} cycles (simulated: {measured if measured is not None else '-'}) -> "
+              f"{perf['throughput_fps']:,.0f} FPS; latency {perf.get('latency_us_measured', perf['latency_us_model']):.3f} us")
+    if sim:
+        out.print(f"simulation: {sim['outputs_checked']} output beats, {sim['mismatches']} mismatches "
+                  f"({sim['inferences']} inferences, also with random stalls)")
+    for k, row in report["resources"]["comparison"].items():
+        err = "" if row["error"] is None else f" (estimate error {100 * row['error']:+.0f} %)"
+        out.print(f"  {k}: estimate {row['estimate']}, yosys {row['measured'] if row['measured'] is not None else '-'}{err}")
 
 
 def _quant_args(scheme: Optional[str], calib: Optional[Path], config: Optional[Path]) -> dict[str, Any]:

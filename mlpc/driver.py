@@ -22,8 +22,11 @@ from typing import Any
 
 import mlpc
 from mlpc.analysis import model_stats, value_info
+import onnx_ir as ir
+
 from mlpc.artifact import MANIFEST, Artifact, check_output_dir, load, write_artifact
 from mlpc.backends import get_backend
+from mlpc.errors import InputError
 from mlpc.frontend import load_model
 from mlpc.instruments import DumpIRInstrument
 from mlpc.pass_infra import PassContext, PassManager
@@ -64,6 +67,9 @@ def compile(  # noqa: A001 - the public name users expect
     mixed_bits: Any = None,
     sensitivity: Any = None,
     mixed_report: str | Path | None = None,
+    fps: float | None = None,
+    folding: Any = None,
+    fpga_options: Mapping[str, Any] | None = None,
 ) -> Artifact:
     """Compile a model for a target and return the Artifact written to `output_dir`.
 
@@ -91,6 +97,10 @@ def compile(  # noqa: A001 - the public name users expect
     (fraction of fp32 or bytes), `latency_budget` ("2ms", measured on this host for x86, analytic
     for ARM/CUDA) and `bops_budget`; candidate `mixed_bits`, default 2/3/4/8), then quantizes with
     that per-layer config (activations 8-bit); `mixed_report` writes the HTML report.
+    For `fpga/*` targets, `fps` is the throughput the folding must meet (default: the fastest that
+    fits), `folding` a FINN-style JSON file/dict of PE/SIMD per layer, `fpga_options` passes
+    `simulate_design`/`synthesize_design`/`synth_timeout_s` to the FPGA backend; the design is
+    checked by simulating it against the reference interpreter (`verify` adds nothing).
     """
     start = time.perf_counter()
     if verify_each_pass is None:
@@ -98,6 +108,8 @@ def compile(  # noqa: A001 - the public name users expect
     tgt = get_target(target)
     if output_dir is not None:
         check_output_dir(Path(output_dir))
+    if tgt.kind != "fpga" and (fps is not None or folding is not None or fpga_options):
+        raise InputError(f"--fps/--folding apply to FPGA targets (fpga/xczu7ev, ...), not {tgt.name!r}")
     if bundle is not None:
         from mlpc.bundle.writer import bundle_name
 
@@ -116,6 +128,9 @@ def compile(  # noqa: A001 - the public name users expect
     # quantizer knows the ONNX convs and matmuls, not their channels-last / fused forms).
     split = next((i for i, p in enumerate(pipeline) if p.name in POST_QUANT_PASSES), len(pipeline))
     after_quant = pipeline[split:] if quantize is not None else []
+    fake_quant = None
+    if tgt.kind == "fpga" and any(n.op_type in ("Quant", "BipolarQuant") for n in loaded.model.graph):
+        fake_quant = ir.serde.serialize_model(loaded.model)  # QONNX input: exported next to the design
     pass_log = PassManager(pipeline[: len(pipeline) - len(after_quant)]).run(loaded.model, ctx)
     mixed = None
     if quantize == "mixed":
@@ -123,8 +138,6 @@ def compile(  # noqa: A001 - the public name users expect
                               mixed_bits, sensitivity, mixed_report)
         quantize, quant_config = "w8a8", mixed.config()
     elif any(v is not None for v in (size_budget, latency_budget, bops_budget, sensitivity, mixed_report)):
-        from mlpc.errors import InputError
-
         raise InputError("--size-budget/--latency-budget/--bops-budget/--sensitivity apply to --quantize mixed")
     if quantize is not None:
         from mlpc.quant.api import quantize_loaded
@@ -155,13 +168,19 @@ def compile(  # noqa: A001 - the public name users expect
         options: dict[str, Any] = {} if dtype in ("fp32", "float32") else {"dtype": dtype}
         if tuning_db is not None:
             options["tuning_db"] = tuning_db
+        if tgt.kind == "fpga":
+            options = {"fps": fps, "folding": folding, **(fpga_options or {}),
+                       "fake_quant_model": ctx.options.get("fake_quant_model", fake_quant),
+                       "samples": _fpga_samples(calibration, loaded.model.graph)}
         manifest["backend"] = backend.compile_graph(loaded.model, tgt, tmp, schedules=schedules, **options)
 
     report = None
 
     def finalize(tmp: Path, manifest: dict[str, Any]) -> None:
         nonlocal report
-        if verify:
+        if verify and tgt.kind == "fpga":
+            logger.info("fpga: the design was checked by simulation against the reference interpreter")
+        elif verify:
             with _runner(tmp, manifest) as run:
                 report = run_verification(loaded, run, inputs, [o["name"] for o in outputs], tolerance=tolerance)
             manifest["verification"] = report.to_json()
@@ -199,7 +218,6 @@ def _mixed_config(loaded: Any, tgt: Any, calibration: Any, quant_config: Any, si
     """Run `mlpc.mixed_precision` on a copy of the loaded (canonicalized) model."""
     import onnx_ir as ir
 
-    from mlpc.errors import InputError
     from mlpc.mixed.api import mixed_precision
 
     if quant_config is not None:
@@ -213,6 +231,17 @@ def _mixed_config(loaded: Any, tgt: Any, calibration: Any, quant_config: Any, si
     return mixed_precision(copy, calibration, target=tgt, bits=bits, size_budget=size_budget,
                            latency_budget=latency_budget, bops_budget=bops_budget, sensitivity=sensitivity,
                            report=report)
+
+
+def _fpga_samples(calibration: Any, graph: Any) -> Any:
+    """Up to 32 calibration inputs for the FPGA testbench (None: the backend makes its own)."""
+    if calibration is None:
+        return None
+    from mlpc.quant.calibration import CalibrationSet
+
+    data = CalibrationSet.load(calibration, graph, limit=32)
+    name = graph.inputs[0].name
+    return [sample[name] for sample in data.samples]
 
 
 def _scheme_name(quantize: Any) -> str:

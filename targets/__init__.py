@@ -13,6 +13,7 @@ from mlpc.errors import TargetError
 from mlpc.targets.arm import ARM_TAGS
 from mlpc.targets.target import Target, host_cpu_flags
 from mlpc.targets.cuda import CUDA_TAGS
+from mlpc.targets.fpga import FPGA_TAGS
 from mlpc.targets.x86 import X86_TAGS, host_target
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def get_target(target: str | Target) -> Target:
 
 for _t in [*X86_TAGS, *ARM_TAGS]:
     register_target(_t)
-for _t in CUDA_TAGS:
+for _t in [*CUDA_TAGS, *FPGA_TAGS]:
     register_target(_t)
 
 __all__ = ["Target", "get_target", "host_cpu_flags", "host_target", "list_targets", "register_target"]

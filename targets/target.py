@@ -63,6 +63,9 @@ class Target:
             from mlpc.targets.cuda import cuda_missing_on_host
 
             return cuda_missing_on_host(self)
+        if self.kind == "fpga":
+            return ["an FPGA design is not run by mlpc: simulate it (its testbench) or build a bitstream with "
+                    "the vendor tools"]
         problems = []
         machine = platform.machine().lower()
         if machine in ("amd64",):

@@ -41,6 +41,8 @@ def needs_runner(path: str | os.PathLike) -> bool:
         return True
     try:
         manifest = json.loads((path / MANIFEST).read_text())
+        if manifest["target"]["kind"] == "fpga":
+            return False  # no runner runs a hardware design: mlpc.load says so
         return manifest["target"]["arch"] != host_arch()
     except (OSError, ValueError, KeyError, TypeError):
         return False  # not an artifact: let mlpc.load say what is wrong

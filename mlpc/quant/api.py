@@ -89,6 +89,7 @@ def quantize_loaded(loaded: Any, ctx: Any, scheme: Any, calibration: Any, config
     except PassError:
         logger.info("no 'lower-quant' pass registered: the fake-quant graph is compiled in float")
         return log
+    ctx.options["fake_quant_model"] = loaded.reference  # the FPGA backend writes it as QONNX
     log += PassManager([lower.factory()]).run(loaded.model, ctx)
     loaded.reference_kind = "integer"
     loaded.reference = ir.serde.serialize_model(loaded.model)

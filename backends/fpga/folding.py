@@ -1,0 +1,262 @@
+"""Folding: how many processing elements (PE) and SIMD lanes each MVAU gets, and what it costs.
+
+Cycle model (FINN's): an MVAU with MH outputs and MW inputs, folded to PE × SIMD, spends
+
+    cycles = (MH / PE) · (MW / SIMD) · vectors
+
+per inference; the pipeline's initiation interval is its slowest node, so
+throughput = f_clk / max(cycles). Resources start from FINN's published MVAU formulas
+(FINN-R, Blott et al. 2018, as in FINN's `lut_estimation`/`bram_estimation`: LUTs
+300 + 1.1·PE·(multipliers + adder tree + accumulator + thresholds + comparators) + the
+distributed weight memory; RAMB18 by the weight memory's width and depth) — the report sets
+them against yosys' measured counts.
+
+`choose_folding` picks, per layer, the cheapest PE × SIMD (divisors of MH and MW) meeting the
+cycle budget f_clk / fps; `load_folding` reads a FINN-style JSON override:
+
+    {"mvau0": {"PE": 16, "SIMD": 49, "ram_style": "block"}, "mvau1": {"PE": 8, "SIMD": 8}}
+
+    >>> mvau_cycles(mh=64, mw=784, pe=16, simd=49)       # finn-examples' TFC layer 0
+    64
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mlpc.backends.fpga.network import MvauLayer
+from mlpc.errors import InputError
+from mlpc.targets.fpga import FpgaPart
+
+logger = logging.getLogger(__name__)
+
+BRAM_BITS_THRESHOLD = 16384  # weight memories of at least this many bits go to block RAM
+UTILIZATION_BUDGET = 0.8  # the share of the part the automatic folding may fill
+_FINN_NAME = re.compile(r"^(?:MVAU(?:_hls|_rtl)?|MatrixVectorActivation|StreamingFCLayer_Batch)_(\d+)$")
+
+
+@dataclass(frozen=True)
+class Folding:
+    """One layer's folding: PE (outputs in parallel), SIMD (inputs in parallel), weight RAM style."""
+
+    pe: int
+    simd: int
+    ram_style: str = "auto"  # "block", "distributed" or "auto" (decided by size)
+
+
+def mvau_cycles(mh: int, mw: int, pe: int, simd: int, vectors: int = 1) -> int:
+    """Cycles an MVAU needs per inference: (MH/PE)·(MW/SIMD)·vectors."""
+    return (mh // pe) * (mw // simd) * vectors
+
+
+def divisors(n: int) -> list[int]:
+    """The divisors of n, ascending."""
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def ram_style(layer: MvauLayer, fold: Folding) -> str:
+    """Where the weights live: FINN-style `block` RAM for large memories, LUTs (`distributed`) else."""
+    if fold.ram_style != "auto":
+        return fold.ram_style
+    bits = layer.mw * layer.mh * layer.w_bits[0]
+    return "block" if bits >= BRAM_BITS_THRESHOLD else "distributed"
+
+
+def estimate_resources(layer: MvauLayer, fold: Folding) -> dict[str, int]:
+    """Analytic LUT/FF/BRAM36/DSP of one MVAU (FINN's formulas; multipliers in LUTs, so DSP 0).
+
+    FF (not in FINN's models) counts the registers of mlpc's MVAU and its input FIFO's pointers.
+    """
+    p, q = fold.pe, fold.simd
+    w, a = layer.w_bits[0], layer.in_bits[0]
+    wmem = (layer.mh // p) * (layer.mw // q)
+    style = ram_style(layer, fold)
+    c2 = p * q * w * math.ceil(wmem / 64) if style == "distributed" else 0
+    mult_luts = q * (2 * math.ceil((w + a) / 6) - 1) * (w + a)
+    addertree_luts = (w + a) * (2 * q - 1)
+    acc_bits = w + a + math.ceil(math.log2(max(layer.mw, 2)))
+    thr_luts = comp_luts = 0
+    if layer.has_activation:
+        b = layer.out_bits[0]
+        tmem = layer.mh // p
+        thr_luts = (2**b - 1) * acc_bits * math.ceil(tmem / 64)
+        comp_luts = (2**b - 1) * acc_bits
+    lut = int(300 + 1.1 * p * (mult_luts + addertree_luts + acc_luts_of(acc_bits) + thr_luts + comp_luts) + c2)
+    bram18 = _bram18(p * q * w, wmem) if style == "block" else 0
+    sf, nf = layer.mw // q, layer.mh // p
+    cb = math.ceil(math.log2(max(sf, nf) + 1)) + 1
+    aw = math.ceil(math.log2(wmem + 1)) + 1
+    fifo_pointers = 3 * (math.ceil(math.log2(sf + 2)) + 1)
+    # counters, pipeline registers, accumulators, output register, the input buffer (reread for
+    # NF > 1) and the input FIFO's pointers; the weight ROM's output register is left out (yosys
+    # merges it into the ROM logic)
+    ff = (4 * cb + aw + 5 + q * a + p * layer.acc_bits + p * layer.out_bits[0]
+          + (sf * q * a if nf > 1 else 0) + fifo_pointers)
+    return {"LUT": lut, "FF": ff, "BRAM36": math.ceil(bram18 / 2), "DSP": 0}
+
+
+def acc_luts_of(acc_bits: int) -> int:
+    """FINN's accumulator LUTs: one per accumulator bit."""
+    return acc_bits
+
+
+def _bram18(width: int, depth: int) -> int:
+    """RAMB18s for a width × depth memory in simple dual-port mode (FINN's bram_estimation)."""
+    if width == 1:
+        return math.ceil(depth / 16384)
+    if width == 2:
+        return math.ceil(depth / 8192)
+    if width <= 4:
+        return math.ceil(depth / 4096) * math.ceil(width / 4)
+    if width <= 9:
+        return math.ceil(depth / 2048) * math.ceil(width / 9)
+    if width <= 18 or depth > 512:
+        return math.ceil(depth / 1024) * math.ceil(width / 18)
+    return math.ceil(depth / 512) * math.ceil(width / 36)
+
+
+def total_resources(layers: list[MvauLayer], folds: list[Folding]) -> dict[str, int]:
+    """The sum of `estimate_resources` over the layers."""
+    total = {"LUT": 0, "FF": 0, "BRAM36": 0, "DSP": 0}
+    for layer, fold in zip(layers, folds):
+        for k, v in estimate_resources(layer, fold).items():
+            total[k] += v
+    return total
+
+
+def _fits(res: dict[str, int], part: FpgaPart, budget: float = UTILIZATION_BUDGET) -> str | None:
+    """None if `res` fits `budget` of the part, else the first resource that does not."""
+    for k, cap in part.resources().items():
+        if res[k] > budget * cap:
+            return f"{k} {res[k]:,} > {budget:.0%} of {cap:,}"
+    return None
+
+
+def choose_folding(layers: list[MvauLayer], part: FpgaPart, fps: float | None,
+                   overrides: dict[str, Folding] | None = None) -> list[Folding]:
+    """Fold each layer as little as needed for `fps` at the part's clock (the cheapest
+    PE·SIMD meeting the cycle budget; SIMD preferred over PE on ties, as FINN's SetFolding does).
+    Without `fps`, the fastest folding that fits the part: layers are unfolded, slowest first,
+    while the estimate stays within UTILIZATION_BUDGET. `overrides` (by layer name) are kept as given.
+
+    Raises InputError naming the layer when `fps` cannot be met at any folding, and naming the
+    resource when the result does not fit the part.
+    """
+    overrides = overrides or {}
+    clock = part.clock_mhz * 1e6
+    if fps is not None:
+        if not fps > 0:
+            raise InputError(f"--fps {fps}: give a positive number of inferences per second")
+        budget = math.floor(clock / fps)
+        folds = []
+        for layer in layers:
+            if layer.name in overrides:
+                folds.append(overrides[layer.name])
+                continue
+            if layer.vectors > budget:
+                best = clock / layer.vectors
+                raise InputError(
+                    f"--fps {fps:g} cannot be met on {part.part} at {part.clock_mhz:g} MHz: layer {layer.name} "
+                    f"({layer.source}, {layer.mw}x{layer.mh}) needs at least {layer.vectors} cycle(s) per "
+                    f"inference even fully unfolded, i.e. at most {best:,.0f} FPS; lower --fps")
+            options = [(pe * simd, -simd, pe, simd) for pe in divisors(layer.mh) for simd in divisors(layer.mw)
+                       if mvau_cycles(layer.mh, layer.mw, pe, simd, layer.vectors) <= budget]
+            _, _, pe, simd = min(options)
+            folds.append(Folding(pe, simd))
+        total = total_resources(layers, folds)
+        problem = _fits(total, part, 1.0)
+        if problem is not None:
+            worst = max(range(len(layers)), key=lambda i: estimate_resources(layers[i], folds[i])["LUT"])
+            raise InputError(
+                f"--fps {fps:g} needs more than {part.part} has ({problem}; the largest layer is "
+                f"{layers[worst].name}, {layers[worst].mw}x{layers[worst].mh} at PE={folds[worst].pe} "
+                f"SIMD={folds[worst].simd}); lower --fps or choose a larger part")
+        return folds
+    folds = [overrides.get(layer.name, Folding(1, 1)) for layer in layers]
+    problem = _fits(total_resources(layers, folds), part, 1.0)
+    if problem is not None:
+        worst = max(range(len(layers)), key=lambda i: sum(estimate_resources(layers[i], folds[i]).values()))
+        raise InputError(
+            f"the network does not fit {part.part} even fully folded ({problem}; the largest layer is "
+            f"{layers[worst].name}, {layers[worst].mw}x{layers[worst].mh}); use fewer bits, a smaller network "
+            "or a larger part")
+    while True:
+        order = sorted((i for i, layer in enumerate(layers) if layer.name not in overrides),
+                       key=lambda i: -mvau_cycles(layers[i].mh, layers[i].mw, folds[i].pe, folds[i].simd,
+                                                  layers[i].vectors))
+        if not order:
+            return folds
+        i = order[0]
+        nxt = _next_step(layers[i], folds[i])
+        if nxt is None:
+            return folds
+        trial = folds[:i] + [nxt] + folds[i + 1:]
+        if _fits(total_resources(layers, trial), part) is not None:
+            return folds
+        folds = trial
+
+
+def _next_step(layer: MvauLayer, fold: Folding) -> Folding | None:
+    """The next faster folding: SIMD up to MW first, then PE."""
+    bigger = [d for d in divisors(layer.mw) if d > fold.simd]
+    if bigger:
+        return Folding(fold.pe, bigger[0], fold.ram_style)
+    bigger = [d for d in divisors(layer.mh) if d > fold.pe]
+    return Folding(bigger[0], fold.simd, fold.ram_style) if bigger else None
+
+
+def load_folding(source: str | Path | dict[str, Any], layers: list[MvauLayer]) -> dict[str, Folding]:
+    """Read a folding override (a JSON file or dict) into {layer name: Folding}.
+
+    Keys are mlpc's layer names (`mvau0`, …), the IntegerMatMul node names, or FINN's
+    (`MVAU_hls_0`, `MatrixVectorActivation_0`, `StreamingFCLayer_Batch_0`); "Defaults" is ignored.
+    Raises InputError naming the file and the key for unknown layers, and PE/SIMD that do not
+    divide MH/MW.
+    """
+    where = f"--folding {source}" if not isinstance(source, dict) else "folding"
+    if isinstance(source, dict):
+        data = source
+    else:
+        try:
+            data = json.loads(Path(source).read_text())
+        except (OSError, ValueError) as e:
+            raise InputError(f"{where}: cannot read it as JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a JSON object keyed by layer name")
+    by_name = {layer.name: layer for layer in layers}
+    by_name.update({layer.source: layer for layer in layers})
+    result: dict[str, Folding] = {}
+    for key, spec in data.items():
+        if key == "Defaults":
+            continue
+        m = _FINN_NAME.match(key)
+        layer = by_name.get(key) or (layers[int(m.group(1))] if m and int(m.group(1)) < len(layers) else None)
+        if layer is None:
+            known = ", ".join(layer.name for layer in layers)
+            raise InputError(f"{where}: unknown layer {key!r}; the layers are {known}")
+        if not isinstance(spec, dict):
+            raise InputError(f"{where}: layer {key!r}: expected an object like {{\"PE\": 4, \"SIMD\": 8}}")
+        pe, simd = spec.get("PE", 1), spec.get("SIMD", 1)
+        for what, v, n, dim in (("PE", pe, layer.mh, "MH"), ("SIMD", simd, layer.mw, "MW")):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1 or n % v:
+                raise InputError(f"{where}: layer {key!r}: {what}={v!r} must divide {dim}={n} "
+                                 f"(choose one of {divisors(n)})")
+        style = spec.get("ram_style", "auto")
+        if style not in ("auto", "block", "distributed"):
+            raise InputError(f"{where}: layer {key!r}: ram_style {style!r} is not auto, block or distributed")
+        result[layer.name] = Folding(pe, simd, style)
+    return result
+
+
+def folding_to_json(layers: list[MvauLayer], folds: list[Folding]) -> dict[str, Any]:
+    """The folding as a FINN-style JSON object (what `load_folding` reads back)."""
+    return {layer.name: {"PE": f.pe, "SIMD": f.simd, "ram_style": ram_style(layer, f)}
+            for layer, f in zip(layers, folds)}
+
+
+__all__ = ["Folding", "asdict", "choose_folding", "estimate_resources", "load_folding", "mvau_cycles"]

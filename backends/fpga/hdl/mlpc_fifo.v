@@ -1,0 +1,37 @@
+// mlpc stream FIFO: DEPTH words of W bits, valid/ready on both sides, registered storage.
+module mlpc_fifo #(
+    parameter integer W = 8,
+    parameter integer DEPTH = 4
+) (
+    input wire clk,
+    input wire rst,
+    input wire [W-1:0] in_data,
+    input wire in_valid,
+    output wire in_ready,
+    output wire [W-1:0] out_data,
+    output wire out_valid,
+    input wire out_ready
+);
+    localparam integer PW = $clog2(DEPTH) + 1;
+    reg [W-1:0] mem [0:DEPTH-1];
+    reg [PW-1:0] rd, wr, count;
+    assign in_ready = count < DEPTH;
+    assign out_valid = count != 0;
+    assign out_data = mem[rd];
+    wire push = in_valid && in_ready;
+    wire pop = out_valid && out_ready;
+    always @(posedge clk) begin
+        if (rst) begin
+            rd <= 0;
+            wr <= 0;
+            count <= 0;
+        end else begin
+            if (push) begin
+                mem[wr] <= in_data;
+                wr <= (wr == DEPTH - 1) ? 0 : wr + 1;
+            end
+            if (pop) rd <= (rd == DEPTH - 1) ? 0 : rd + 1;
+            count <= count + (push ? 1 : 0) - (pop ? 1 : 0);
+        end
+    end
+endmodule

@@ -1,0 +1,210 @@
+"""FPGA dataflow designs of FINN's reference MLP topologies: cycles, throughput, latency and
+resources (mlpc's estimate vs yosys), simulated bit-exactly with Verilator.
+
+    python benchmarks/fpga.py                        # both networks (yosys takes minutes each)
+    python benchmarks/fpga.py --networks tfc-w2a2
+
+Networks (trained here with torch, quantized w2a2 by mlpc on 256 calibration samples):
+
+- `tfc-w2a2`: FINN's TFC, 784-64-64-64-10, on sklearn's digits scaled to 28×28 (nearest neighbour;
+  MNIST itself is not packaged here), built for `fpga/xc7z020` (PYNQ-Z2; finn-examples builds it for
+  the PYNQ-Z1's identical XC7Z020) with finn-examples' own folding
+  (build/bnn-pynq/folding_config/tfc-w2a2_folding_config.json: PE/SIMD 16/49, 8/8, 8/8, 10/8).
+- `unsw-w2a2`: the 600-64-64-64-1 network-intrusion MLP of FINN's cybersecurity example (UNSW-NB15,
+  the closest public analogue of a CAN-IDS), here on a synthetic 600-feature binary task
+  (sklearn make_classification; UNSW-NB15 is not packaged here), built for `fpga/xczu7ev` with
+  `--fps 1000000` (FINN's example targets 1M FPS at 100 MHz) and mlpc's automatic folding.
+
+Writes benchmarks/results/fpga.json and the `fpga` section of benchmarks/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+from benchmarks import common
+
+logger = logging.getLogger("benchmarks.fpga")
+
+NETWORKS = ("tfc-w2a2", "unsw-w2a2")
+CALIBRATION_SAMPLES = 256
+# finn-examples build/bnn-pynq/folding_config/tfc-w2a2_folding_config.json, its MVAU entries.
+TFC_FOLDING = {"StreamingFCLayer_Batch_0": {"PE": 16, "SIMD": 49, "ram_style": "block"},
+               "StreamingFCLayer_Batch_1": {"PE": 8, "SIMD": 8},
+               "StreamingFCLayer_Batch_2": {"PE": 8, "SIMD": 8},
+               "StreamingFCLayer_Batch_3": {"PE": 10, "SIMD": 8, "ram_style": "distributed"}}
+CAN_IDS_LATENCY_MS = 0.11  # the Brevitas + FINN CAN-bus IDS on an XCZU7EV (issue 9)
+
+
+def _mlp_onnx(sizes: list[int], state: dict[str, np.ndarray], name: str) -> Any:
+    nodes, inits = [], {}
+    prev = "x"
+    for i in range(len(sizes) - 1):
+        out = f"h{i}" if i < len(sizes) - 2 else "logits"
+        nodes.append(helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [out], name=f"fc{i}", transB=1))
+        inits[f"w{i}"], inits[f"b{i}"] = state[f"{2 * i}.weight"], state[f"{2 * i}.bias"]
+        if i < len(sizes) - 2:
+            nodes.append(helper.make_node("Relu", [out], [f"r{i}"], name=f"relu{i}"))
+            prev = f"r{i}"
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, sizes[0]])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, sizes[-1]])],
+                              initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+
+
+def _train(sizes: list[int], x: np.ndarray, y: np.ndarray, binary: bool, epochs: int = 20) -> dict[str, np.ndarray]:
+    import torch
+
+    torch.manual_seed(0)
+    layers: list[Any] = []
+    for i in range(len(sizes) - 1):
+        layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    net = torch.nn.Sequential(*layers)
+    opt = torch.optim.Adam(net.parameters(), 2e-3)
+    xt = torch.from_numpy(x)
+    yt = torch.from_numpy(y).float()[:, None] if binary else torch.from_numpy(y).long()
+    loss = torch.nn.functional.binary_cross_entropy_with_logits if binary else torch.nn.functional.cross_entropy
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(xt), generator=gen).split(64):
+            opt.zero_grad()
+            loss(net(xt[idx]), yt[idx]).backward()
+            opt.step()
+    return {k: v.detach().numpy() for k, v in net.state_dict().items()}
+
+
+def _data(network: str) -> tuple[list[int], np.ndarray, np.ndarray, bool]:
+    if network == "tfc-w2a2":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        idx = (np.arange(28) * 8) // 28  # nearest-neighbour 8×8 → 28×28
+        x = (digits.images[:, idx][:, :, idx] / 16.0).reshape(len(digits.images), 784).astype(np.float32)
+        return [784, 64, 64, 64, 10], x, digits.target, False
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=4000, n_features=600, n_informative=40, n_redundant=40, random_state=0)
+    x = ((x - x.min(0)) / (x.max(0) - x.min(0))).astype(np.float32)
+    return [600, 64, 64, 64, 1], x, y, True
+
+
+def _accuracy(qonnx_path: Path, x: np.ndarray, y: np.ndarray, binary: bool) -> float:
+    """Test accuracy of the fake-quant (QONNX) model in the reference interpreter."""
+    from mlpc.frontend import load_model
+    from mlpc.ir.evaluator import ReferenceEvaluator
+
+    ev = ReferenceEvaluator(load_model(qonnx_path).model)
+    logits = np.concatenate([ev.run({"x": s[None]})["logits"] for s in x])
+    pred = (logits[:, 0] > 0).astype(int) if binary else logits.argmax(1)
+    return float(100 * (pred == y).mean())
+
+
+def bench_network(network: str, work: Path, synth_timeout_s: float | None = None) -> dict[str, Any]:
+    """Train, quantize w2a2 and build one network; return its figures."""
+    import mlpc
+
+    sizes, x, y, binary = _data(network)
+    split = int(0.75 * len(x))
+    state = _train(sizes, x[:split], y[:split], binary)
+    model_path = work / f"{network}.onnx"
+    model_path.write_bytes(_mlp_onnx(sizes, state, network).SerializeToString())
+    calib = work / f"{network}_calib.npz"
+    np.savez(calib, x=x[:CALIBRATION_SAMPLES])
+    out = work / f"{network}_fpga"
+    if network == "tfc-w2a2":
+        target, options = "fpga/xc7z020", {"folding": TFC_FOLDING}
+    else:
+        target, options = "fpga/xczu7ev", {"fps": 1e6}
+    start = time.perf_counter()
+    mlpc.compile(model_path, target=target, output_dir=out, quantize="w2a2", calibration=calib,
+                 fpga_options={"synth_timeout_s": synth_timeout_s}, **options)
+    seconds = time.perf_counter() - start
+    report = json.loads((out / "report.json").read_text())
+    perf, sim = report["performance"], report["simulation"]
+    return {
+        "target": target, "part": report["part"]["part"], "clock_mhz": report["clock_mhz"],
+        "folding": "finn-examples" if "folding" in options else f"auto, --fps {options['fps']:g}",
+        "layers": [{k: la[k] for k in ("name", "mw", "mh", "pe", "simd", "cycles", "ram_style", "bits")}
+                   for la in report["layers"]],
+        "ii_cycles": perf["ii_cycles"], "ii_cycles_measured": perf["ii_cycles_measured"],
+        "throughput_fps": perf["throughput_fps"], "latency_cycles_measured": perf["latency_cycles_measured"],
+        "latency_us_measured": perf["latency_us_measured"],
+        "simulation": {"inferences": sim["inferences"], "mismatches": sim["mismatches"],
+                       "stalled_mismatches": sim["stalled"]["mismatches"]},
+        "resources": report["resources"]["comparison"],
+        "yosys_seconds": report["synthesis"]["seconds"], "utilization": report["utilization"],
+        "accuracy_fake_quant": _accuracy(out / "model.qonnx.onnx", x[split:], y[split:], binary),
+        "compile_seconds": round(seconds, 1),
+    }
+
+
+def render(data: dict[str, Any]) -> str:
+    """The README section for a results dict."""
+    lines = [common.machine_line(data["machine"]), "",
+             "Each design simulated (Verilator) on 32 calibration inputs, at full rate and with random stalls, "
+             "against the reference interpreter; resources from yosys `synth_xilinx`; throughput and latency at "
+             "the target's stated clock (yosys gives no timing: no Fmax is claimed).", ""]
+    rows = []
+    for name, r in data["networks"].items():
+        res = r["resources"]
+        folds = ", ".join(f"{la['pe']}/{la['simd']}" for la in r["layers"])
+        rows.append([name, r["part"], r["folding"], folds, f"{r['ii_cycles']:,}", f"{r['ii_cycles_measured']:g}",
+                     f"{r['throughput_fps']:,.0f}", f"{r['latency_us_measured']:.2f}",
+                     f"{res['LUT']['measured']:,} ({res['LUT']['estimate']:,})",
+                     f"{res['FF']['measured']:,} ({res['FF']['estimate']:,})",
+                     f"{res['BRAM36']['measured']:g} ({res['BRAM36']['estimate']:g})",
+                     f"{res['DSP']['measured']:g}", f"{r['simulation']['mismatches']}",
+                     f"{r['accuracy_fake_quant']:.1f}", f"{r['yosys_seconds']:.0f}"])
+    lines.append(common.markdown_table(
+        ["network", "part", "folding", "PE/SIMD per layer", "II model", "II simulated", "FPS @ clock",
+         "latency µs", "LUT yosys (est.)", "FF yosys (est.)", "BRAM36 yosys (est.)", "DSP", "mismatches",
+         "accuracy % (w2a2)", "yosys s"], rows))
+    lines.append("")
+    for name, r in data["networks"].items():
+        shown = {k: "—" if r["resources"][k]["error"] is None else f"{100 * r['resources'][k]['error']:+.0f} %"
+                 for k in ("LUT", "FF")}
+        lines.append(f"- {name}: estimate error against yosys LUT {shown['LUT']} (FINN's formula), FF {shown['FF']} "
+                     f"(mlpc's register count); pipeline latency {r['latency_us_measured']:.2f} µs on chip "
+                     f"(host I/O not included) vs the CAN-IDS {CAN_IDS_LATENCY_MS * 1000:.0f} µs end to end.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--networks", default=",".join(NETWORKS))
+    parser.add_argument("--synth-timeout", type=float, default=3600.0)
+    parser.add_argument("--output", type=Path, default=common.RESULTS_DIR / "fpga.json")
+    parser.add_argument("--no-readme", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    networks = [n for n in args.networks.split(",") if n]
+    unknown = sorted(set(networks) - set(NETWORKS))
+    if unknown:
+        parser.error(f"unknown networks {unknown}; choose from {', '.join(NETWORKS)}")
+    data: dict[str, Any] = {"machine": common.machine_info(), "networks": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in networks:
+            data["networks"][name] = bench_network(name, Path(tmp), args.synth_timeout)
+    common.write_json(args.output, data)
+    if not args.no_readme:
+        common.update_readme_section(common.README, "fpga", render(data))
+    print(render(data))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
