@@ -1,6 +1,7 @@
 """Quantized aarch64 bundles (w8a8, w4a8) of the zoo CNN and transformer encoder run under
 qemu-user bit-exact with the host's integer build: same integer graph, same int32 accumulation
 and fixed-point requantization, whatever instructions each CPU's kernels use."""
+
 from __future__ import annotations
 
 import json
@@ -48,11 +49,31 @@ def test_cli_quantized_arm_compile_verifies_under_qemu(tmp_path, capsys):
 
     path = zoo.export_onnx("transformer", tmp_path / "enc.onnx", exporter="legacy")
     name = onnx.load(path).graph.input[0].name
-    np.savez(tmp_path / "c.npz", **{name: np.concatenate(
-        [zoo.example_inputs("transformer", batch=1, seed=s)[0].numpy() for s in range(8)])})
-    code = main(["compile", str(path), "--target", "arm/neoverse-n1", "-o", str(tmp_path / "out"),
-                 "--quantize", "w8a8", "--calib", str(tmp_path / "c.npz"), "--verify",
-                 "--bundle", str(tmp_path / "enc.tar.gz")])
+    np.savez(
+        tmp_path / "c.npz",
+        **{
+            name: np.concatenate(
+                [zoo.example_inputs("transformer", batch=1, seed=s)[0].numpy() for s in range(8)]
+            )
+        },
+    )
+    code = main(
+        [
+            "compile",
+            str(path),
+            "--target",
+            "arm/neoverse-n1",
+            "-o",
+            str(tmp_path / "out"),
+            "--quantize",
+            "w8a8",
+            "--calib",
+            str(tmp_path / "c.npz"),
+            "--verify",
+            "--bundle",
+            str(tmp_path / "enc.tar.gz"),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     report = manifest["verification"]
