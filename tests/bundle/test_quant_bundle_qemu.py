@@ -5,14 +5,18 @@ and fixed-point requantization, whatever instructions each CPU's kernels use."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 
 import numpy as np
 import onnx
 import pytest
 
 from mlpc import zoo
+from mlpc.backends.tvm.cross import toolchain
 from mlpc.bundle import open_bundle
 from mlpc.cli import main
+from mlpc.targets import get_target
 
 from .conftest import require_arm
 
@@ -32,6 +36,11 @@ def test_quantized_bundle_bit_exact_with_host_integer_build(quant_built, name, s
     ops = built.arm.manifest["stats"]["ops"]
     assert sum(ops.get(o, 0) for o in INTEGER_OPS) >= 2, ops  # really an integer build
     assert not {"Conv", "MatMul", "Gemm"} & set(ops), ops
+    if get_target(built.target).capabilities["int8_dot"] == "sdot":  # the kernels multiply with sdot
+        chain = toolchain("aarch64")
+        listing = subprocess.run([chain.objdump, "-d", str(built.arm.path / "model.so")], capture_output=True,
+                                 text=True, check=True).stdout
+        assert len(re.findall(r"\tsdot\t", listing)) >= 8, "no sdot in the Neoverse N1 integer kernels"
     expected = built.host.run(built.inputs)
     with open_bundle(built.bundle) as bundle:
         got = bundle.run(built.inputs)
