@@ -6,7 +6,10 @@
 //   mlpc-rpc-server --tracker HOST:PORT --key KEY [--host 0.0.0.0] [--port 9090] [--workdir DIR]
 //   mlpc-rpc-server --port 9090 --key KEY            (no tracker: clients connect directly)
 //
-// Each session runs in a forked child, so a crashing kernel ends the session, not the server.
+// Each session runs in a forked child with its own directory under --workdir (clients remove
+// their files and the directory when done), so a crashing kernel ends the session, not the
+// server. `tvm.contrib.random.random_fill_for_measure` (MetaSchedule's RPCRunner fills its
+// arguments with it) is registered here: the wheel's runtime is built without USE_RANDOM.
 // Protocol (python/tvm/rpc/server.py, base.py): a session opens with RPC_MAGIC, the key length
 // and "client:<match key>"; the server answers RPC_CODE_SUCCESS and "server:<key>". With a
 // tracker, the server sends RPC_TRACKER_MAGIC, then length-prefixed JSON: [UPDATE_INFO, {"key":
@@ -19,6 +22,8 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <dlpack/dlpack.h>
+#include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/extra/module.h>
 #include <tvm/ffi/function.h>
 #include <unistd.h>
@@ -30,6 +35,7 @@
 #include <cstring>
 #include <iostream>
 #include <random>
+#include <stdexcept>
 #include <string>
 
 namespace ffi = tvm::ffi;
@@ -166,6 +172,34 @@ bool Handshake(int conn, const std::string& match_key, const std::string& key) {
   return SendInt(conn, kCodeSuccess) && SendString(conn, "server:" + key);
 }
 
+// Random operands for timing candidates: uniform [-1, 1) for floats, small integers for integers
+// (any value works for timing; these avoid NaNs and overflow-heavy paths).
+void RandomFill(DLTensor* t) {
+  if (t->device.device_type != kDLCPU) throw std::runtime_error("random_fill_for_measure: CPU tensors only");
+  int64_t n = 1;
+  for (int i = 0; i < t->ndim; ++i) n *= t->shape[i];
+  static std::mt19937 gen(12345);
+  char* base = static_cast<char*>(t->data) + t->byte_offset;
+  const int bytes = (t->dtype.bits * t->dtype.lanes + 7) / 8;
+  std::uniform_real_distribution<float> real(-1.0f, 1.0f);
+  std::uniform_int_distribution<int> small(-8, 7);
+  for (int64_t i = 0; i < n; ++i) {
+    char* p = base + i * bytes;
+    if (t->dtype.code == kDLFloat && t->dtype.bits == 32) {
+      float v = real(gen);
+      std::memcpy(p, &v, 4);
+    } else if (t->dtype.code == kDLFloat && t->dtype.bits == 64) {
+      double v = real(gen);
+      std::memcpy(p, &v, 8);
+    } else if (t->dtype.code == kDLInt || t->dtype.code == kDLUInt) {
+      int64_t v = t->dtype.code == kDLUInt ? small(gen) + 8 : small(gen);
+      std::memcpy(p, &v, static_cast<size_t>(bytes));  // little endian: the low bytes
+    } else {
+      std::memset(p, 0, static_cast<size_t>(bytes));  // float16/bfloat16/bool: zeros time the same
+    }
+  }
+}
+
 void RegisterServerEnv(const std::string& workdir) {
   ffi::Function::SetGlobal("tvm.rpc.server.workpath", ffi::Function::FromTyped([workdir](std::string name) {
     return workdir + "/" + name;
@@ -174,11 +208,19 @@ void RegisterServerEnv(const std::string& workdir) {
     Log("load_module " + name);
     return ffi::Module::LoadFromFile(workdir + "/" + name);
   }));
+  ffi::Function::SetGlobal("tvm.contrib.random.random_fill_for_measure",
+                           ffi::Function::FromPacked([](ffi::PackedArgs args, ffi::Any*) {
+                             RandomFill(args[0].cast<DLTensor*>());
+                           }),
+                           true);
 }
 
-void Serve(int conn) {
+void Serve(int conn, const std::string& workdir) {
   pid_t child = fork();
   if (child == 0) {
+    std::string pattern = workdir + "/session-XXXXXX";
+    if (mkdtemp(pattern.data()) == nullptr) Die("cannot create a session directory in " + workdir);
+    RegisterServerEnv(pattern);
     int one = 1;
     setsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     static const auto loop = ffi::Function::GetGlobalRequired("rpc.ServerLoop");
@@ -216,7 +258,6 @@ int main(int argc, char** argv) {
     workdir = pattern;
   }
   mkdir(workdir.c_str(), 0700);
-  RegisterServerEnv(workdir);
   int listener = Listen(host, port);
   Log("listening on " + host + ":" + std::to_string(port) + ", key " + key + ", workdir " + workdir);
   int tracker_fd = tracker.empty() ? -1 : ConnectTracker(tracker, key, port);
@@ -234,7 +275,7 @@ int main(int argc, char** argv) {
     int conn = accept(listener, nullptr, nullptr);
     if (conn < 0) continue;
     if (Handshake(conn, match_key, key)) {
-      Serve(conn);
+      Serve(conn, workdir);
     } else {
       close(conn);
     }
