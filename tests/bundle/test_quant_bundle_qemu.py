@@ -23,9 +23,9 @@ from .conftest import require_arm
 INTEGER_OPS = ("mlpc::IntegerConv", "mlpc::IntegerMatMul")
 
 CASES = [
-    ("resnet", "w8a8"),
-    ("transformer", "w8a8"),
-    pytest.param("resnet", "w4a8", marks=pytest.mark.slow),  # ~60 s: quantize + two builds
+    ("transformer", "w8a8"),  # ~20 s: quantize, two builds, one qemu run
+    pytest.param("resnet", "w8a8", marks=pytest.mark.slow),  # ~35-45 s
+    pytest.param("resnet", "w4a8", marks=pytest.mark.slow),  # ~60 s
     pytest.param("transformer", "w4a8", marks=pytest.mark.slow),  # ~40 s
 ]
 
