@@ -1,9 +1,12 @@
 """ARM builds: bundle sizes and the kernels' instruction mix, from the cross-compiled libraries.
 
     python benchmarks/bundle_report.py                         # zoo CNNs, transformer, an int8 GEMM
-    python benchmarks/bundle_report.py --models resnet --targets arm/cortex-a72
+    python benchmarks/bundle_report.py --models resnet --schemes w8a8 --targets arm/cortex-a72
 
-For every model and ARM target: the model library's size and, for aarch64 targets, the size of
+For every model, scheme (fp32, or quantized w8a8/w4a8: post-training quantization with
+`mlpc.quantize` once per model and scheme, calibrated on 8 zoo samples with the NumPy engine and
+round-to-nearest weights, then compiled per target) and ARM target: the model library's size
+and, for aarch64 targets, the size of
 the deployment bundle (`mlpc compile --bundle`: library + native runner + TVM runtime, gzipped);
 and from `objdump -d` of the library: instructions, the share that are NEON/SIMD (an operand is a
 vector register) and the count of SDOT/UDOT (int8 dot products). Nothing is timed: times under
@@ -34,7 +37,8 @@ from benchmarks.common import README, RESULTS_DIR, machine_info, machine_line, m
 
 logger = logging.getLogger("bundle_report")
 
-MODELS = ("resnet", "mobilenet", "conv1d", "transformer", "int8-gemm")
+MODELS = ("resnet", "mobilenet", "transformer", "int8-gemm")
+SCHEMES = ("fp32", "w8a8", "w4a8")
 TARGETS = ("arm/cortex-a53", "arm/cortex-a72", "arm/neoverse-n1", "arm/armv7-neon")
 # An operand that is a NEON/ASIMD register: v3.4s, v3.16b, q3 (both ISAs); on armv7 also d-registers
 # used with an integer or f32 element type (VFP scalar double math uses d-registers with .f64).
@@ -95,7 +99,22 @@ def instruction_mix(objdump: str, library: Path, arch: str) -> dict[str, Any]:
             "simd_share": simd / total if total else 0.0, "dot_products": dots, "top": mnemonics.most_common(8)}
 
 
-def measure(model: str, tag: str, onnx_path: Path, work: Path) -> dict[str, Any]:
+def quantized(model: str, scheme: str, onnx_path: Path, work: Path) -> Path:
+    """The fake-quant QONNX model of `onnx_path` for `scheme` (compiling it lowers it to integers)."""
+    import onnx_ir as ir
+
+    import mlpc
+    from mlpc import zoo
+
+    name = onnx.load(onnx_path).graph.input[0].name
+    calib = np.concatenate([zoo.example_inputs(model, batch=1, seed=s)[0].numpy() for s in range(8)])
+    qmodel = mlpc.quantize(onnx_path, scheme, {name: calib}, config={"rounding": "nearest"}, engine="reference")
+    path = work / f"{model}-{scheme}.onnx"
+    ir.save(qmodel, path)
+    return path
+
+
+def measure(model: str, scheme: str, tag: str, onnx_path: Path, work: Path) -> dict[str, Any]:
     """Compile `onnx_path` for `tag` (with a bundle where a device runtime exists); return the figures."""
     import mlpc
     from mlpc.backends.tvm.cross import toolchain
@@ -103,23 +122,23 @@ def measure(model: str, tag: str, onnx_path: Path, work: Path) -> dict[str, Any]
     from mlpc.targets import get_target
 
     target = get_target(tag)
-    out = work / f"{model}-{tag.replace('/', '_')}"
+    out = work / f"{model}-{scheme}-{tag.replace('/', '_')}"
     bundle = out.with_suffix(".tar.gz") if target.arch in WHEELS else None
     artifact = mlpc.compile(onnx_path, target=tag, output_dir=out, bundle=bundle)
     library = artifact.path / artifact.manifest["backend"]["library"]
-    row = {"model": model, "target": tag, "arch": target.arch, "library_bytes": library.stat().st_size,
+    row = {"model": model, "scheme": scheme, "target": tag, "arch": target.arch, "library_bytes": library.stat().st_size,
            "bundle_bytes": bundle.stat().st_size if bundle else None,
            **instruction_mix(toolchain(target.arch).objdump, library, target.arch)}
-    logger.info("%s on %s: %s", model, tag, {k: v for k, v in row.items() if k != "top"})
+    logger.info("%s %s on %s: %s", model, scheme, tag, {k: v for k, v in row.items() if k != "top"})
     return row
 
 
 def report(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
     """Render the README section from the result rows."""
     table = markdown_table(
-        ["model", "target", "library KB", "bundle MB", "kernel instructions", "NEON/SIMD", "sdot/udot",
+        ["model", "scheme", "target", "library KB", "bundle MB", "kernel instructions", "NEON/SIMD", "sdot/udot",
          "library instructions"],
-        [[r["model"], r["target"], f"{r['library_bytes'] / 1024:.0f}",
+        [[r["model"], r["scheme"], r["target"], f"{r['library_bytes'] / 1024:.0f}",
           "—" if r["bundle_bytes"] is None else f"{r['bundle_bytes'] / 1e6:.2f}",
           f"{r['instructions']:,}", f"{100 * r['simd_share']:.1f} %", str(r["dot_products"]),
           f"{r['library_instructions']:,}"] for r in rows])
@@ -129,23 +148,36 @@ def report(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
 
 {table}
 
-`python benchmarks/bundle_report.py`. **library**: the cross-compiled `model.so` (unstripped);
-**bundle**: `mlpc compile --bundle` (library, native runner and the aarch64 TVM runtime,
-libtvm_runtime.so + libtvm_ffi.so ≈ 5.2 MB uncompressed, as .tar.gz); **kernel instructions**:
-instructions of the kernel bodies (`*_compute_` functions) in the library's `objdump -d`,
-**NEON/SIMD** the share of those with a vector-register operand, **sdot/udot** the int8
-dot-product instructions among them (only Neoverse N1 has them: none are emitted yet, LLVM does
-not form them from the untensorized int8 GEMM); **library instructions** counts the whole library,
-with TVM's argument-checking wrappers.
+`python benchmarks/bundle_report.py`. **scheme**: fp32, or post-training quantization (`mlpc.quantize`,
+8 calibration samples, NumPy engine, round-to-nearest weights) compiled to integer kernels; the
+int8 GEMM is an ONNX `MatMulInteger` model, integer as given. **library**: the cross-compiled
+`model.so` (unstripped); **bundle**: `mlpc compile --bundle` (library, native runner and the
+aarch64 TVM runtime, libtvm_runtime.so + libtvm_ffi.so ≈ 5.2 MB uncompressed, as .tar.gz: the
+runtime dominates, so quantizing these small zoo models saves little of the bundle); **kernel
+instructions**: instructions of the kernel bodies (`*_compute_` functions) in the library's
+`objdump -d`, **NEON/SIMD** the share of those with a vector-register operand, **sdot/udot** the
+int8 dot-product instructions among them: on Neoverse N1 (the only core here with them) the
+integer convolutions and weight matmuls run in the int8-quad layout whose 8 × 4 update is
+tensorized with `sdot` (`backends/tvm/int_pairs.py`); the transformer's attention matmuls
+(activation × activation), depthwise convolutions and ONNX `MatMulInteger` do not take that
+layout and use none. Cores without the dot product run the same kernels in the int16-pair
+layout, vectorized by LLVM (`smlal`/`mla` on NEON). **library instructions** counts the whole
+library, with TVM's argument-checking wrappers. Quantized aarch64 bundles of the CNN and the
+transformer run under qemu bit-exact with the host's integer build (tests/bundle).
 
-armv7 has no bundle: there is no armv7l wheel of apache-tvm or apache-tvm-ffi and no apache-tvm
-sdist. The wheels do ship the runtime's sources: libtvm_ffi.so builds for armv7 from them with
-arm-linux-gnueabihf-g++ (a few minutes of CPU), but libtvm_runtime.so needs seven TVM headers the
-wheels omit (include/tvm/support/io.h, serializer.h, cuda/nvtx.h; src/support/bytes_io.h, utils.h,
-base64.h; compiler-rt's builtin_fp16.h), found only in TVM's git tree, which `make setup` cannot
-reach (package registries only). So armv7 builds are checked by code generation, the hard-float ABI
-and disassembly; running one needs a TVM runtime built for the board. No times:
-qemu-user emulates the board, its speed says nothing about the board's.
+armv7 has no bundle: there is no armv7l wheel of apache-tvm or apache-tvm-ffi, and neither
+apache-tvm nor apache-tvm-tirx publishes an sdist. The apache-tvm wheel ships the runtime's
+sources: libtvm_ffi.so builds for armv7 from them with arm-linux-gnueabihf-g++ (a few minutes of
+CPU), but libtvm_runtime.so needs seven TVM headers the wheels omit (include/tvm/support/io.h,
+serializer.h, cuda/nvtx.h; src/support/bytes_io.h, utils.h, base64.h; compiler-rt's
+builtin_fp16.h). Checked again: the apache-tvm-tirx 0.1.0a4 wheel (a separate, pre-release TVM
+package) carries three of them (io.h, serializer.h, bytes_io.h), from another code base than 0.27
+and still not the other four (the mlc-ai* names on PyPI list only a version 0.1; not pursued). The Relax VM
+that runs model.so lives in libtvm_runtime.so, and TVM 0.27 has no executor without it (no AOT or
+standalone system-lib path for Relax), so mlpc cannot skip it. `mlpc compile --bundle` therefore
+refuses armv7 with that reason; armv7 builds are checked by code generation, the hard-float ABI
+and disassembly, and running one needs a TVM runtime built for the board. No times: qemu-user
+emulates the board, its speed says nothing about the board's.
 """
 
 
@@ -153,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     """Measure, write results/arm.json and the README section; return the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--schemes", default=",".join(SCHEMES), help="fp32 and/or quantization schemes")
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "arm.json")
     parser.add_argument("--no-readme", action="store_true")
@@ -166,8 +199,11 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models.split(","):
             onnx_path = (int8_gemm(work / f"{model}.onnx") if model == "int8-gemm"
                          else zoo.export_onnx(model, work / f"{model}.onnx", exporter="legacy"))
-            for tag in args.targets.split(","):
-                rows.append(measure(model, tag, onnx_path, work))
+            # the int8 GEMM is integer already: one build, listed as scheme "int8"
+            for scheme in ["int8"] if model == "int8-gemm" else args.schemes.split(","):
+                path = onnx_path if scheme in ("fp32", "int8") else quantized(model, scheme, onnx_path, work)
+                for tag in args.targets.split(","):
+                    rows.append(measure(model, scheme, tag, path, work))
     machine = machine_info()
     write_json(args.output, {"machine": machine, "results": rows})
     if not args.no_readme:

@@ -73,7 +73,7 @@ def compile_graph(
         )
     check_static_shapes(graph)
     start = time.perf_counter()
-    module = lower_graph(graph, opset, groups=target.kind != "cuda")
+    module = lower_graph(graph, opset, groups=target.kind != "cuda", int8_dot=target.capabilities.get("int8_dot"))
     if target.kind == "cuda":
         from mlpc.backends.tvm.cuda import build_cuda
 

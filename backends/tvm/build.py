@@ -29,7 +29,8 @@ def build(mod: tvm.IRModule, target: Target, schedules: bool = True,
         if schedules and target.kind in ("x86", "arm"):
             vector_bits = target.capabilities.get("vector_bits", 128)
             avx2 = target.kind == "x86" and vector_bits >= 256
-            pipeline = cpu_pipeline(tvm_target, vector_bits, tuned, avx2)
+            dotprod = target.capabilities.get("int8_dot") == "sdot"
+            pipeline = cpu_pipeline(tvm_target, vector_bits, tuned, avx2, dotprod)
         with tvm_target:
             return tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
     except Exception as e:

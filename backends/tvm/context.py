@@ -44,12 +44,15 @@ def node_label(node: ir.Node) -> str:
 
 
 class LowerContext:
-    """What a converter may use: `bb` (the Relax BlockBuilder), `opset`, and helpers that read
-    constant operands, static shapes and dtypes of the node being lowered."""
+    """What a converter may use: `bb` (the Relax BlockBuilder), `opset`, `int8_dot` (the target's
+    int8 dot-product instruction, e.g. "sdot", from its capabilities; picks the integer kernels'
+    layout), and helpers that read constant operands, static shapes and dtypes of the node being
+    lowered."""
 
-    def __init__(self, bb: relax.BlockBuilder, opset: int) -> None:
+    def __init__(self, bb: relax.BlockBuilder, opset: int, int8_dot: str | None = None) -> None:
         self.bb = bb
         self.opset = opset
+        self.int8_dot = int8_dot
         # Values known at lowering time (initializers, Constant/Shape/Size outputs).
         self.known: dict[ir.Value, np.ndarray] = {}
 

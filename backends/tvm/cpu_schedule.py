@@ -139,14 +139,16 @@ def schedule_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lane
         _best_effort(sch, "vectorize", sch.get_loops(stage)[-1])
 
 
-def schedule_primfunc(func: tvm.tirx.PrimFunc, lanes: int, avx2: bool = False) -> tvm.tirx.PrimFunc:
+def schedule_primfunc(func: tvm.tirx.PrimFunc, lanes: int, avx2: bool = False,
+                      dotprod: bool = False) -> tvm.tirx.PrimFunc:
     """Return `func` with the default CPU schedule applied (raises ScheduleError if it does not fit).
-    `avx2`: the target has AVX2, so integer pair kernels (`int_pairs`) use vpmaddwd."""
+    `avx2`: the target has AVX2, so integer pair kernels (`int_pairs`) use vpmaddwd; `dotprod`:
+    it has the ARM dot product, so quad kernels use sdot."""
     sch = s_tir.Schedule(func)
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     reductions = [b for b in blocks if any(iv.iter_type == _REDUCE for iv in sch.get(b).iter_vars)]
     if len(reductions) == 1 and int_pairs.is_pair_block(sch, reductions[0]):
-        int_pairs.schedule_pair(sch, reductions[0], fold_epilogue(sch, reductions[0]), avx2=avx2,
+        int_pairs.schedule_pair(sch, reductions[0], fold_epilogue(sch, reductions[0]), avx2=avx2, dotprod=dotprod,
                                 parallel_min_work=PARALLEL_MIN_WORK,
                                 schedule_injective=lambda s, b: schedule_injective(s, b, lanes))
     elif len(reductions) > 1:  # softmax, layer norm: rows in parallel, each stage in order
@@ -163,7 +165,7 @@ def schedule_primfunc(func: tvm.tirx.PrimFunc, lanes: int, avx2: bool = False) -
     return sch.mod["main"]
 
 
-def default_schedule_pass(lanes: int, avx2: bool = False) -> tvm.transform.Pass:
+def default_schedule_pass(lanes: int, avx2: bool = False, dotprod: bool = False) -> tvm.transform.Pass:
     """A module pass applying `schedule_primfunc` to every PrimFunc, recording the ones it skipped
     in the module attribute "mlpc.unscheduled"."""
 
@@ -175,7 +177,7 @@ def default_schedule_pass(lanes: int, avx2: bool = False) -> tvm.transform.Pass:
             if not isinstance(func, tvm.tirx.PrimFunc) or (func.attrs and func.attrs.get("tirx.is_scheduled")):
                 continue  # tuned kernels (from a tuning database) keep their schedule
             try:
-                mod[gvar] = schedule_primfunc(func, lanes, avx2)
+                mod[gvar] = schedule_primfunc(func, lanes, avx2, dotprod)
             except Exception as e:  # a kernel shape the rule does not handle keeps TVM's loops
                 skipped.append(gvar.name_hint)
                 logger.debug("default schedule skipped %s: %s", gvar.name_hint, str(e).splitlines()[0])
@@ -210,10 +212,12 @@ def fusion_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
 
 
 def cpu_pipeline(target: tvm.target.Target, vector_bits: int,
-                 tuned: tvm.transform.Pass | None = None, avx2: bool = False) -> tvm.transform.Pass:
+                 tuned: tvm.transform.Pass | None = None, avx2: bool = False,
+                 dotprod: bool = False) -> tvm.transform.Pass:
     """TVM's CPU Relax pipeline with mlpc's default schedules between fusion and lowering;
     `tuned` (a pass applying a tuning database) runs first and the default schedule skips
-    the kernels it marked "tirx.is_scheduled"; `avx2` enables the vpmaddwd integer kernels."""
+    the kernels it marked "tirx.is_scheduled"; `avx2` enables the vpmaddwd integer kernels,
+    `dotprod` the sdot ones."""
     lanes = max(vector_bits // 32, 4)
 
     @tvm.transform.module_pass(opt_level=0, name="MlpcCpuPipeline")
@@ -222,7 +226,7 @@ def cpu_pipeline(target: tvm.target.Target, vector_bits: int,
             passes = (
                 fusion_passes(target)
                 + ([tuned] if tuned is not None else [])
-                + [default_schedule_pass(lanes, avx2)]
+                + [default_schedule_pass(lanes, avx2, dotprod)]
                 + cpu_generic.dataflow_lower_passes(target)
                 + cpu_generic.finalize_passes(target)
             )

@@ -1,4 +1,4 @@
-"""Integer convolution and matmul in the int16-pair layout, and their CPU schedule.
+"""Integer convolution and matmul in the int16-pair and int8-quad layouts, and their CPU schedule.
 
 On AVX2 without VNNI the fastest exact int8 dot product is `vpmaddwd`: sixteen int16 products
 summed in adjacent pairs into eight int32 lanes — exact for mlpc's operands (|a| ≤ 255 after the
@@ -13,12 +13,21 @@ laid out for it:
   tensorizes its inner (8 outputs × 2 steps) update with `llvm.x86.avx2.pmadd.wd`; elsewhere
   LLVM vectorizes the same loops.
 
+On ARM cores with the dot-product extension (Neoverse N1, Cortex-A55/A76…) the same kernels
+take the int8-quad layout for `sdot` (four int8 products summed into each of four int32 lanes):
+weights int8 [N/8, …reduction/4, 8, 4], activations kept in int8 — an int8 input as is, a uint8
+input minus 128 — and the constant Σ_k w[n, k] · (offset − zero point) added per output, which
+makes Σ (a − zp) · w exact in int32 (padding takes the value zp − offset, so it adds nothing). The
+8 × 4 update is tensorized with `llvm.aarch64.neon.sdot` (two instructions); without it LLVM
+vectorizes the loops.
+
 The result equals the plain int32 reduction bit for bit.
 """
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from tvm import s_tir, te, tirx
@@ -29,9 +38,27 @@ from mlpc.backends.tvm.packing import slot_bits
 
 logger = logging.getLogger(__name__)
 
-LANES = 8  # int32 lanes of one AVX2 accumulator
+LANES = 8  # int32 lanes of one AVX2 accumulator (two NEON registers)
 PAIR_INTRINSIC = "mlpc_avx2_pmaddwd_8x2"
-BLOCK_PREFIX = "mlpc_pair_"
+QUAD_INTRINSIC = "mlpc_neon_sdot_8x4"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """An integer kernel layout: `group` reduction steps per output lane in one load, the
+    operands' `dtype`, the block-name `prefix` the scheduler recognizes, the TensorIntrin."""
+
+    name: str
+    group: int
+    dtype: str
+    prefix: str
+    intrinsic: str
+
+
+PAIRS = Layout("pairs", 2, "int16", "mlpc_pair_", PAIR_INTRINSIC)
+QUADS = Layout("quads", 4, "int8", "mlpc_quad_", QUAD_INTRINSIC)
+LAYOUTS = {layout.name: layout for layout in (PAIRS, QUADS)}
+BLOCK_PREFIX = PAIRS.prefix
 
 
 # -- the AVX2 intrinsic ------------------------------------------------------------------------
@@ -75,6 +102,52 @@ def _pair_avx2(
 TensorIntrin.register(PAIR_INTRINSIC, _pair_desc, _pair_avx2, override=True)
 
 
+# -- the NEON dot-product intrinsic ------------------------------------------------------------
+
+
+@T.prim_func(s_tir=True)
+def _quad_desc(
+    A: T.Buffer((4,), "int8", offset_factor=1),
+    B: T.Buffer((8, 4), "int8", offset_factor=1),
+    C: T.Buffer((8,), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
+        T.writes(C[0:8])
+        for i in T.serial(0, 8):
+            for k in T.serial(0, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+
+@T.prim_func(s_tir=True)
+def _quad_sdot(
+    A: T.Buffer((4,), "int8", offset_factor=1),
+    B: T.Buffer((8, 4), "int8", offset_factor=1),
+    C: T.Buffer((8,), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
+        T.writes(C[0:8])
+        # The broadcast quad is written out twice rather than named: see _pair_avx2.
+        C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
+            C.vload([0], dtype="int32x4"), B.vload([0, 0], dtype="int8x16"),
+            T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 4), dtype="int8x16"),
+            dtype="int32x4",
+        )
+        C[T.ramp(T.int32(4), 1, 4)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
+            C.vload([4], dtype="int32x4"), B.vload([4, 0], dtype="int8x16"),
+            T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 4), dtype="int8x16"),
+            dtype="int32x4",
+        )
+
+
+TensorIntrin.register(QUAD_INTRINSIC, _quad_desc, _quad_sdot, override=True)
+
+
 # -- weights -----------------------------------------------------------------------------------
 
 
@@ -83,138 +156,217 @@ def fits(out_channels: int) -> bool:
     return out_channels % LANES == 0
 
 
-def pair_weight(w: np.ndarray) -> np.ndarray:
-    """An integer weight [N, R...] (conv OIHW-style, or matmul [N, K]) in the pair layout
-    [N/8, R[1:]..., ceil(R[0]/2), 8, 2] int16, the first reduction axis (input channels / K)
-    innermost, zero-padded to even length."""
+def pair_weight(w: np.ndarray, layout: Layout = PAIRS) -> np.ndarray:
+    """An integer weight [N, R...] (conv OIHW-style, or matmul [N, K]) in the `layout`
+    [N/8, R[1:]..., ceil(R[0]/g), 8, g] (g = 2 int16 for pairs, 4 int8 for quads), the first
+    reduction axis (input channels / K) innermost, zero-padded to a multiple of g."""
+    g = layout.group
     n, c = w.shape[0], w.shape[1]
     rest = w.shape[2:]
-    cp = c + c % 2
-    padded = np.zeros((n, cp, *rest), np.int16)
+    cp = -(-c // g) * g
+    padded = np.zeros((n, cp, *rest), layout.dtype)
     padded[:, :c] = w
-    # [N, Cp, *K] -> [N/8, 8, *K, Cp/2, 2] -> [N/8, *K, Cp/2, 8, 2]
-    moved = np.moveaxis(padded, 1, -1).reshape(n // LANES, LANES, *rest, cp // 2, 2)
+    # [N, Cp, *K] -> [N/8, 8, *K, Cp/g, g] -> [N/8, *K, Cp/g, 8, g]
+    moved = np.moveaxis(padded, 1, -1).reshape(n // LANES, LANES, *rest, cp // g, g)
     order = (0, *range(2, 2 + len(rest) + 1), 1, 2 + len(rest) + 1)
     return np.ascontiguousarray(moved.transpose(order))
+
+
+def pack_pairs(w: np.ndarray, bits: int, layout: Layout = PAIRS) -> np.ndarray:
+    """A 2–4-bit integer weight [N, R...] (as for `pair_weight`) packed for in-kernel unpacking:
+    uint8 [N/8, R[1:]..., ceil(Cp / per), 8], per = values per byte (2 for 3/4-bit, 4 for 2-bit);
+    byte (…, b, lane) holds, low bits first, the `per` values of output lane `lane` at the
+    layout's flat reduction steps b·per + t (step s = group index · g + position in the group),
+    so that unpacking reads eight consecutive bytes."""
+    slot = slot_bits(bits)
+    per = 8 // slot
+    grouped = pair_weight(w, layout).astype(np.int64)  # [G, *K, Cg, 8, g]
+    *lead, cg, lanes, g = grouped.shape
+    steps = np.moveaxis(grouped, -1, -2).reshape(*lead, cg * g, lanes)  # [..., s, 8]
+    blocks = -(-cg * g // per)
+    padded = np.zeros((*lead, blocks * per, lanes), np.int64)
+    padded[..., : cg * g, :] = steps
+    values = padded.reshape(*lead, blocks, per, lanes) & ((1 << slot) - 1)
+    shifts = (np.arange(per) * slot).reshape(per, 1)
+    return (values << shifts).sum(axis=-2).astype(np.uint8)
+
+
+def weight_sums(w: np.ndarray) -> np.ndarray:
+    """Σ over the reduction axes of an integer weight [N, R...], per output (int64)."""
+    return w.astype(np.int64).reshape(w.shape[0], -1).sum(axis=1)
 
 
 # -- computes ----------------------------------------------------------------------------------
 
 
-def pack_pairs(w: np.ndarray, bits: int) -> np.ndarray:
-    """A 2–4-bit integer weight [N, R...] (as for `pair_weight`) packed for in-kernel unpacking:
-    uint8 [N/8, R[1:]..., ceil(Cp/2 / q), 8], q = pairs per byte (1 for 3/4-bit, 2 for 2-bit);
-    byte (…, b, lane) holds, low bits first, the `per` values of output lane `lane` at reduction
-    steps 2·(b·q + i) + j, i < q, j < 2, so that unpacking reads eight consecutive bytes."""
-    slot = slot_bits(bits)
-    per = 8 // slot
-    q = per // 2
-    pairs = pair_weight(w).astype(np.int64)  # [G, *K, Cp2, 8, 2]
-    cp2 = pairs.shape[-3]
-    blocks = -(-cp2 // q)
-    padded = np.zeros((*pairs.shape[:-3], blocks * q, LANES, 2), np.int64)
-    padded[..., :cp2, :, :] = pairs
-    grouped = padded.reshape(*pairs.shape[:-3], blocks, q, LANES, 2)
-    grouped = np.moveaxis(grouped, -3, -2).reshape(*pairs.shape[:-3], blocks, LANES, per)  # t = i·2 + j
-    lanes = (grouped & ((1 << slot) - 1)) << (np.arange(per) * slot)
-    return lanes.sum(axis=-1).astype(np.uint8)
+def activation_offset(dtype: str, zero_point: int, layout: Layout) -> int:
+    """What is subtracted from an activation before the products: its zero point in the pair
+    layout (exact centering in int16), 128 for uint8 and 0 for int8 in the quad layout (int8
+    operands; `offset_correction` adds the difference back)."""
+    if layout is PAIRS:
+        return zero_point
+    return 128 if dtype == "uint8" else 0
+
+
+def quads_fit(dtype: str, weight: np.ndarray | None = None) -> bool:
+    """Whether the quad (int8) layout holds these operands exactly: int8/uint8 activations and
+    weights (zero point subtracted) in [-128, 127]."""
+    if dtype not in ("int8", "uint8"):
+        return False
+    return weight is None or (weight.size > 0 and weight.min() >= -128 and weight.max() <= 127)
+
+
+def offset_correction(w: np.ndarray, dtype: str, zero_point: int, layout: Layout) -> np.ndarray | None:
+    """The int32 constant per output that turns Σ (a − offset)·w into Σ (a − zp)·w, for an integer
+    weight [N, R...] with its zero point subtracted; None when it is zero."""
+    delta = activation_offset(dtype, zero_point, layout) - zero_point
+    if delta == 0:
+        return None
+    corr = weight_sums(w) * delta
+    if np.abs(corr).max() >= 2**31:
+        raise ValueError("the activation offset correction overflows int32")
+    return corr.astype(np.int32)
 
 
 def unpack_pairs(packed: te.Tensor, *zero_point: te.Tensor, shape: tuple[int, ...], channels: int, bits: int,
-                 signed: bool) -> te.Tensor:
-    """The pair-layout int16 weight of `shape` [N/8, *kernel, Cp/2, 8, 2] unpacked inside the
-    kernel from `pack_pairs` bytes, minus the per-output `zero_point` when given; reduction
-    steps past `channels` are 0."""
+                 signed: bool, layout: Layout = PAIRS) -> te.Tensor:
+    """The `layout` weight of `shape` [N/8, *kernel, Cp/g, 8, g] unpacked inside the kernel from
+    `pack_pairs` bytes, minus the per-output `zero_point` when given; reduction steps past
+    `channels` are 0."""
     slot = slot_bits(bits)
-    q = 8 // slot // 2
+    per = 8 // slot
+    g = layout.group
 
-    def body(g, *idx):
-        *k, cp2, lane, j = idx
-        byte = packed[(g, *k, tirx.indexdiv(cp2, q), lane)].astype("int32")
-        shift = (tirx.indexmod(cp2, q) * 2 + j) * slot if q > 1 else j * slot
-        v = tirx.bitwise_and(tirx.shift_right(byte, shift.astype("int32")), (1 << slot) - 1)
+    def body(grp, *idx):
+        *k, cg, lane, j = idx
+        step = cg * g + j
+        byte = packed[(grp, *k, tirx.indexdiv(step, per), lane)].astype("int32")
+        v = tirx.bitwise_and(tirx.shift_right(byte, (tirx.indexmod(step, per) * slot).astype("int32")),
+                             (1 << slot) - 1)
         if signed:
             half = 1 << (slot - 1)
             v = tirx.bitwise_xor(v, half) - half
         if zero_point:
             zp = zero_point[0]
-            v = v - (zp[g * LANES + lane] if len(zp.shape) == 1 else zp()).astype("int32")
-        return tirx.if_then_else(cp2 * 2 + j < channels, v.astype("int16"), tirx.const(0, "int16"))
+            v = v - (zp[grp * LANES + lane] if len(zp.shape) == 1 else zp()).astype("int32")
+        return tirx.if_then_else(step < channels, v.astype(layout.dtype), tirx.const(0, layout.dtype))
 
-    return te.compute(shape, body, name=f"{BLOCK_PREFIX}input_weight")
+    return te.compute(shape, body, name=f"{layout.prefix}input_weight")
+
+
+def _operand(value, offset: int, layout: Layout):
+    """An activation minus `offset` in the layout's operand dtype (int8 operands are computed in
+    int32 first: uint8 − 128 does not fit the input type)."""
+    if layout is PAIRS:
+        return value.astype("int16") - tirx.const(offset, "int16")
+    return (value.astype("int32") - offset).astype("int8")
+
+
+def _with_correction(acc: te.Tensor, correction: te.Tensor | None, axis: int, layout: Layout) -> te.Tensor:
+    if correction is None:
+        return acc
+    return te.compute(acc.shape, lambda *i: acc[i] + correction[i[axis]], name=f"{layout.prefix}offset")
 
 
 def pair_conv(x: te.Tensor, wp: te.Tensor, *rest: te.Tensor, kernel: list[int], strides: list[int],
               dilations: list[int], pads: list[int], channels: int, x_zero_point: int, packed_bits: int | None = None,
-              signed: bool = True) -> te.Tensor:
-    """N-D convolution (group 1) of x [N, C, *S] (int8/uint8/int16) with a pair-layout weight
-    `wp` [OC/8, *kernel, Cp/2, 8, 2], or — with `packed_bits` — `pack_pairs` bytes unpacked
-    into that layout in the kernel (`rest`: their zero point); int32 output [N, OC, *O]."""
+              signed: bool = True, layout_name: str = "pairs") -> te.Tensor:
+    """N-D convolution (group 1) of x [N, C, *S] (int8/uint8/int16) with a weight `wp` in the
+    layout [OC/8, *kernel, Cp/g, 8, g], or — with `packed_bits` — `pack_pairs` bytes unpacked
+    into that layout in the kernel (`rest`: their zero point); for the quad layout the last of
+    `rest` is the `offset_correction` (when not None); int32 output [N, OC, *O]."""
+    layout = LAYOUTS[layout_name]
+    g = layout.group
     nsp = len(kernel)
-    cp = channels + channels % 2
+    offset = activation_offset(str(x.dtype), x_zero_point, layout)
+    rest, correction = _split_correction(rest, x.dtype, x_zero_point, layout)
+    cp = -(-channels // g) * g
     if packed_bits is not None:
-        wp = unpack_pairs(wp, *rest, shape=(wp.shape[0], *kernel, cp // 2, LANES, 2), channels=channels,
-                          bits=packed_bits, signed=signed)
+        wp = unpack_pairs(wp, *rest, shape=(wp.shape[0], *kernel, cp // g, LANES, g), channels=channels,
+                          bits=packed_bits, signed=signed, layout=layout)
     spatial = [int(s) for s in x.shape[2:]]
     padded = [spatial[i] + pads[i] + pads[i + nsp] for i in range(nsp)]
+    pad_value = tirx.const(x_zero_point - offset, layout.dtype)
 
     def widen(n, *idx):
         *pos, c = idx
         inside = [tirx.all(pos[i] >= pads[i], pos[i] < spatial[i] + pads[i]) for i in range(nsp)]
-        value = x[(n, c, *[pos[i] - pads[i] for i in range(nsp)])].astype("int16") - tirx.const(x_zero_point, "int16")
-        return tirx.if_then_else(tirx.all(c < channels, *inside), value, tirx.const(0, "int16"))
+        value = _operand(x[(n, c, *[pos[i] - pads[i] for i in range(nsp)])], offset, layout)
+        return tirx.if_then_else(c < channels, tirx.if_then_else(tirx.all(*inside), value, pad_value),
+                                 tirx.const(0, layout.dtype))
 
-    xq = te.compute((x.shape[0], *padded, cp), widen, name=f"{BLOCK_PREFIX}input")
+    xq = te.compute((x.shape[0], *padded, cp), widen, name=f"{layout.prefix}input")
     out_sp = [(padded[i] - (kernel[i] - 1) * dilations[i] - 1) // strides[i] + 1 for i in range(nsp)]
     rk = [te.reduce_axis((0, k), name=f"rk{i}") for i, k in enumerate(kernel)]
-    rco = te.reduce_axis((0, cp // 2), name="rco")
-    rci = te.reduce_axis((0, 2), name="rci")
+    rco = te.reduce_axis((0, cp // g), name="rco")
+    rci = te.reduce_axis((0, g), name="rci")
 
     def body(n, oc, *o):
         pos = [o[i] * strides[i] + rk[i] * dilations[i] for i in range(nsp)]
-        a = xq[(n, *pos, rco * 2 + rci)].astype("int32")
+        a = xq[(n, *pos, rco * g + rci)].astype("int32")
         w = wp[(tirx.indexdiv(oc, LANES), *rk, rco, tirx.indexmod(oc, LANES), rci)].astype("int32")
         return te.sum(a * w, axis=[*rk, rco, rci])
 
     oc = wp.shape[0] * LANES
-    return te.compute((x.shape[0], oc, *out_sp), body, name=f"{BLOCK_PREFIX}conv")
+    acc = te.compute((x.shape[0], oc, *out_sp), body, name=f"{layout.prefix}conv")
+    return _with_correction(acc, correction, 1, layout)
+
+
+def _split_correction(rest: tuple, dtype, zero_point: int, layout: Layout) -> tuple[tuple, te.Tensor | None]:
+    """Split the trailing offset-correction tensor off `rest` when the layout needs one."""
+    if activation_offset(str(dtype), zero_point, layout) == zero_point:
+        return rest, None
+    return rest[:-1], rest[-1]
 
 
 def pair_matmul(a: te.Tensor, wp: te.Tensor, *rest: te.Tensor, depth: int, a_zero_point: int,
-                packed_bits: int | None = None, signed: bool = True) -> te.Tensor:
-    """a [..., M, K] (int8/uint8/int16) times a pair-layout weight `wp` [N/8, Kp/2, 8, 2] (the
+                packed_bits: int | None = None, signed: bool = True, layout_name: str = "pairs") -> te.Tensor:
+    """a [..., M, K] (int8/uint8/int16) times a weight `wp` in the layout [N/8, Kp/g, 8, g] (the
     weight's K axis first, i.e. a [K, N] weight transposed), or — with `packed_bits` — `pack_pairs`
-    bytes unpacked in the kernel (`rest`: their zero point); int32 output [..., M, N]."""
-    kp = depth + depth % 2
+    bytes unpacked in the kernel (`rest`: their zero point, then the quad layout's
+    `offset_correction` when not None); int32 output [..., M, N]."""
+    layout = LAYOUTS[layout_name]
+    g = layout.group
+    offset = activation_offset(str(a.dtype), a_zero_point, layout)
+    rest, correction = _split_correction(rest, a.dtype, a_zero_point, layout)
+    kp = -(-depth // g) * g
     if packed_bits is not None:
-        wp = unpack_pairs(wp, *rest, shape=(wp.shape[0], kp // 2, LANES, 2), channels=depth,
-                          bits=packed_bits, signed=signed)
+        wp = unpack_pairs(wp, *rest, shape=(wp.shape[0], kp // g, LANES, g), channels=depth,
+                          bits=packed_bits, signed=signed, layout=layout)
 
     def widen(*idx):
         *lead, k = idx
-        value = a[(*lead, k)].astype("int16") - tirx.const(a_zero_point, "int16")
-        return tirx.if_then_else(k < depth, value, tirx.const(0, "int16"))
+        return tirx.if_then_else(k < depth, _operand(a[(*lead, k)], offset, layout), tirx.const(0, layout.dtype))
 
-    aq = te.compute((*a.shape[:-1], kp), widen, name=f"{BLOCK_PREFIX}input")
-    rko = te.reduce_axis((0, kp // 2), name="rko")
-    rki = te.reduce_axis((0, 2), name="rki")
+    aq = te.compute((*a.shape[:-1], kp), widen, name=f"{layout.prefix}input")
+    rko = te.reduce_axis((0, kp // g), name="rko")
+    rki = te.reduce_axis((0, g), name="rki")
 
     def body(*idx):
         *lead, n = idx
-        v = aq[(*lead, rko * 2 + rki)].astype("int32")
+        v = aq[(*lead, rko * g + rki)].astype("int32")
         w = wp[tirx.indexdiv(n, LANES), rko, tirx.indexmod(n, LANES), rki].astype("int32")
         return te.sum(v * w, axis=[rko, rki])
 
-    return te.compute((*a.shape[:-1], wp.shape[0] * LANES), body, name=f"{BLOCK_PREFIX}matmul")
+    acc = te.compute((*a.shape[:-1], wp.shape[0] * LANES), body, name=f"{layout.prefix}matmul")
+    return _with_correction(acc, correction, len(acc.shape) - 1, layout)
 
 
 # -- schedule ----------------------------------------------------------------------------------
 
 
-def is_pair_block(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
-    """Whether `block` is the reduction of `pair_conv` / `pair_matmul`."""
+def block_layout(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> Layout | None:
+    """The Layout of `block` when it is the reduction of `pair_conv` / `pair_matmul`, else None."""
     name = sch.get(block).name_hint
-    return name.startswith(BLOCK_PREFIX) and not name.startswith(f"{BLOCK_PREFIX}input")
+    for layout in LAYOUTS.values():
+        if name in (f"{layout.prefix}conv", f"{layout.prefix}matmul"):
+            return layout
+    return None
+
+
+def is_pair_block(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
+    """Whether `block` is the reduction of `pair_conv` / `pair_matmul` (either layout)."""
+    return block_layout(sch, block) is not None
 
 
 def _divisor(extent: int, candidates: tuple[int, ...]) -> int:
@@ -234,18 +386,21 @@ def _schedule_unpack(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, tile_l
     sch.vectorize(own[-2])
     sch.unroll(own[-1])
     if tile_loop is None and len(own) > 2:
-        work = math.prod(int(sch.get(loop).extent) for loop in own[:-2]) * 2 * LANES
+        work = math.prod(int(sch.get(loop).extent) for loop in own)
         outer = sch.fuse(*own[:-2])
         if work >= parallel_min_work:
             sch.parallel(outer)
 
 
 def schedule_pair(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, producers: list, *, avx2: bool,
-                  parallel_min_work: int, schedule_injective) -> None:
-    """Register-tile a pair reduction block (see the module doc) whose fused epilogue is already
-    one block, compute that epilogue at the tile's write-back, run the tiles in parallel when the
-    kernel is big enough, and tensorize the 8 × 2 update with vpmaddwd when `avx2`. `producers`:
-    the block's producers (activation widening, weight unpacking)."""
+                  parallel_min_work: int, schedule_injective, dotprod: bool = False) -> None:
+    """Register-tile a pair or quad reduction block (see the module doc) whose fused epilogue is
+    already one block, compute that epilogue at the tile's write-back, run the tiles in parallel
+    when the kernel is big enough, and tensorize the 8 × g update: pairs with vpmaddwd when
+    `avx2`, quads with sdot when `dotprod`. `producers`: the block's producers (activation
+    widening, weight unpacking)."""
+    layout = block_layout(sch, block)
+    intrinsic = layout.intrinsic if (avx2 if layout is PAIRS else dotprod) else None
     from mlpc.backends.tvm.cpu_schedule import ACCUMULATOR_SCOPE, fold_write_back  # (it imports this module)
 
     is_conv = sch.get(block).name_hint.endswith("conv")
@@ -277,7 +432,7 @@ def schedule_pair(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, producers
         outer = [n, groups, *sp[:-1], *([row_loop] if row_loop is not None else [])]
     else:
         outer = [*lead, row_loop, groups]
-    inner = [lanes, pair_axis] if avx2 else [pair_axis, lanes]
+    inner = [lanes, pair_axis] if intrinsic else [pair_axis, lanes]
     sch.reorder(*outer, *outer_reduce, *tile, *inner)
     if is_conv and len(outer_reduce) >= 2:
         # One loop over (kernel column, channel pair): LLVM would otherwise fully unroll both
@@ -296,14 +451,14 @@ def schedule_pair(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, producers
             _schedule_unpack(sch, producer, parallel if not is_conv else None, parallel_min_work)
         else:
             schedule_injective(sch, producer)
-    if not avx2:  # before the reduction is decomposed: vectorize needs the block's init
+    if not intrinsic:  # while the block is still a whole reduction (vectorize refuses the bare update)
         sch.unroll(pair_axis)
         sch.vectorize(lanes)
     sch.decompose_reduction(block, outer_reduce[0] if outer_reduce else pair_axis)
     for t in tile:
         sch.unroll(t)
-    if avx2:
-        sch.tensorize(lanes, PAIR_INTRINSIC)
+    if intrinsic:
+        sch.tensorize(lanes, intrinsic)
     for stage in (write_back, *sch.get_consumers(write_back)):
         try:
             sch.vectorize(sch.get_loops(stage)[-1])
@@ -311,4 +466,5 @@ def schedule_pair(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, producers
             pass
 
 
-__all__ = ["fits", "is_pair_block", "pack_pairs", "pair_conv", "pair_matmul", "pair_weight", "schedule_pair"]
+__all__ = ["LAYOUTS", "PAIRS", "QUADS", "Layout", "block_layout", "fits", "is_pair_block", "offset_correction",
+           "pack_pairs", "pair_conv", "pair_matmul", "pair_weight", "quads_fit", "schedule_pair"]

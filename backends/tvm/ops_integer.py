@@ -87,6 +87,28 @@ def _scalar_zero_point(ctx: LowerContext, node: ir.Node, index: int) -> int | No
     return int(zp.reshape(())) if zp is not None and zp.size == 1 else None
 
 
+# -- the kernels' layout ----------------------------------------------------------------------
+
+
+def _dot_layout(ctx: LowerContext, node: ir.Node, zp_index: int | None, act_dtype: str, act_zp: int,
+                w: np.ndarray, out_axis: int) -> tuple[int_pairs.Layout, list[relax.Expr]]:
+    """The layout of a pair-kernel IntegerConv/IntegerMatMul and the extra operand it takes:
+    int8 quads (sdot) when the target has the ARM dot product and the operands fit int8, with
+    the activation-offset correction; else int16 pairs. `w` is the integer weight (its outputs
+    along `out_axis`); `zp_index` the input holding the zero point still to be subtracted from it
+    (None: `w` is already centered); a zero point that is not a constant keeps the pairs."""
+    if ctx.int8_dot != "sdot" or not int_pairs.quads_fit(act_dtype):
+        return int_pairs.PAIRS, []
+    if zp_index is not None:
+        if len(node.inputs) > zp_index and node.inputs[zp_index] is not None and ctx.const_of(node.inputs[zp_index]) is None:
+            return int_pairs.PAIRS, []
+        w = _centered_const(w, _optional(ctx, node, zp_index), out_axis)
+    if not int_pairs.quads_fit(act_dtype, w):
+        return int_pairs.PAIRS, []
+    correction = int_pairs.offset_correction(np.moveaxis(w, out_axis, 0), act_dtype, act_zp, int_pairs.QUADS)
+    return int_pairs.QUADS, [] if correction is None else [const(correction)]
+
+
 # -- IntegerMatMul ----------------------------------------------------------------------------
 
 
@@ -120,9 +142,10 @@ def _integer_matmul(ctx: LowerContext, node, inputs):
     a_zp = _scalar_zero_point(ctx, node, 2)
     if packed is not None and packed[0].ndim == 2 and int_pairs.fits(packed[0].shape[1]) and a_zp is not None:
         w, bits = packed
-        return [ctx.emit_te(int_pairs.pair_matmul, a, const(int_pairs.pack_pairs(w.T, bits)),
-                            *([bzp] if bzp is not None else []), depth=w.shape[0], a_zero_point=a_zp,
-                            packed_bits=bits, signed=bool(w.dtype == np.int8))]
+        layout, extra = _dot_layout(ctx, node, 3, dtype_of(a), a_zp, w, 1)
+        return [ctx.emit_te(int_pairs.pair_matmul, a, const(int_pairs.pack_pairs(w.T, bits, layout)),
+                            *([bzp] if bzp is not None else []), *extra, depth=w.shape[0], a_zero_point=a_zp,
+                            packed_bits=bits, signed=bool(w.dtype == np.int8), layout_name=layout.name)]
     if packed is not None and packed[0].ndim == 2:
         w, bits = packed
         wp = pack_rows(np.ascontiguousarray(w.T), bits)
@@ -132,8 +155,9 @@ def _integer_matmul(ctx: LowerContext, node, inputs):
     b_const = ctx.const_of(node.inputs[1])
     if b_const is not None and b_const.ndim == 2 and int_pairs.fits(b_const.shape[1]) and a_zp is not None:
         w = _centered_const(b_const, _optional(ctx, node, 3), 1)
-        return [ctx.emit_te(int_pairs.pair_matmul, a, const(int_pairs.pair_weight(w.T)), depth=w.shape[0],
-                            a_zero_point=a_zp)]
+        layout, extra = _dot_layout(ctx, node, None, dtype_of(a), a_zp, w, 1)
+        return [ctx.emit_te(int_pairs.pair_matmul, a, const(int_pairs.pair_weight(w.T, layout)), *extra,
+                            depth=w.shape[0], a_zero_point=a_zp, layout_name=layout.name)]
     if b_const is not None and b_const.ndim >= 1:
         b = const(_centered_const(b_const, _optional(ctx, node, 3), b_const.ndim - 1))
     else:
@@ -197,10 +221,11 @@ def _integer_conv(ctx: LowerContext, node, inputs):
     x_zp = _scalar_zero_point(ctx, node, 2)
     if packed is not None and group == 1 and int_pairs.fits(packed[0].shape[0]) and x_zp is not None:
         w, bits = packed
-        y = ctx.emit_te(int_pairs.pair_conv, x, const(int_pairs.pack_pairs(w, bits)),
-                        *([wzp] if wzp is not None else []), kernel=list(kernel), strides=strides,
+        layout, extra = _dot_layout(ctx, node, 3, dtype_of(x), x_zp, w, 0)
+        y = ctx.emit_te(int_pairs.pair_conv, x, const(int_pairs.pack_pairs(w, bits, layout)),
+                        *([wzp] if wzp is not None else []), *extra, kernel=list(kernel), strides=strides,
                         dilations=dilations, pads=pads, channels=w.shape[1], x_zero_point=x_zp,
-                        packed_bits=bits, signed=bool(w.dtype == np.int8))
+                        packed_bits=bits, signed=bool(w.dtype == np.int8), layout_name=layout.name)
     elif packed is not None:
         w, bits = packed
         wp = pack_rows(w.reshape(w.shape[0], -1), bits)
@@ -211,9 +236,10 @@ def _integer_conv(ctx: LowerContext, node, inputs):
                         xzp=0 if x_zp is None else int(x_zp.reshape(())))
     elif group == 1 and int_pairs.fits(w_arr.shape[0]) and x_zp is not None:
         w = _centered_const(w_arr, _optional(ctx, node, 3), 0)
-        y = ctx.emit_te(int_pairs.pair_conv, x, const(int_pairs.pair_weight(w)), kernel=list(kernel),
-                        strides=strides, dilations=dilations, pads=pads, channels=w.shape[1],
-                        x_zero_point=x_zp)
+        layout, extra = _dot_layout(ctx, node, None, dtype_of(x), x_zp, w, 0)
+        y = ctx.emit_te(int_pairs.pair_conv, x, const(int_pairs.pair_weight(w, layout)), *extra,
+                        kernel=list(kernel), strides=strides, dilations=dilations, pads=pads, channels=w.shape[1],
+                        x_zero_point=x_zp, layout_name=layout.name)
     else:
         w = const(_centered_const(w_arr, _optional(ctx, node, 3), 0))
         data_layout, kernel_layout, _ = _LAYOUT[nsp]

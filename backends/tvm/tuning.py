@@ -13,6 +13,7 @@ so Ctrl-C or a time limit keeps them, and a second run skips the tasks that spen
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import math
@@ -258,6 +259,31 @@ def make_runner(rpc_tracker: str | None, rpc_key: str | None, timeout_sec: float
     return ms.runner.RPCRunner(rpc_config=config, max_workers=1)
 
 
+def export_shared(mod: Any, cxx: str, options: Sequence[str] = ()) -> str:
+    """MetaSchedule builder export for another architecture: the candidate as a shared library
+    linked by the cross compiler `cxx`, which a board's C++ RPC server (`mlpc-rpc-server`) loads.
+    (TVM's default export, a .tar of objects, needs the Python server and a compiler on the board.)"""
+    from tvm.support import cc
+
+    path = Path(tempfile.mkdtemp(prefix="mlpc-candidate-")) / "tvm_tmp_mod.so"
+    mod.export_library(str(path), fcompile=cc.cross_compiler(cxx, options=list(options)))
+    return str(path)
+
+
+def make_builder(target: Target) -> Any:
+    """MetaSchedule's LocalBuilder (workers with the lazy tensor-intrinsic import); for a target of
+    another architecture its candidates are cross-linked shared libraries (`export_shared`)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from mlpc.backends.tvm.cross import is_cross, toolchain
+
+    f_export = None
+    if is_cross(target):
+        chain = toolchain(target.arch)
+        f_export = functools.partial(export_shared, cxx=chain.require(chain.cxx), options=chain.cxx_flags)
+    return ms.builder.LocalBuilder(max_workers=2, initializer=install_lazy_tensor_intrin, f_export=f_export)
+
+
 ProgressFn = Callable[[list[TuningTask], TuningTask], None]
 
 
@@ -338,7 +364,9 @@ def tune(
     if trials <= 0:
         raise InputError(f"--trials {trials}: give a positive number of trials")
     install_lazy_tensor_intrin()
-    if tgt.capabilities.get("int8_dot"):  # MetaSchedule's rules then tensorize with these intrinsics
+    # MetaSchedule's rules tensorize with these intrinsics: x86 with VNNI, and every ARM target
+    # (its default rules name the NEON dot-product intrinsics whether or not the core has them)
+    if tgt.capabilities.get("int8_dot") or tgt.kind == "arm":
         importlib.import_module(f"{TENSOR_INTRIN}.{INTRINSICS[tgt.kind]}")
     tvm_target = tgt.tvm_target()
     db = TuningDatabase.open(db_path, tvm_target, create=True)
@@ -379,7 +407,7 @@ def tune(
 
     previous = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
     result = TuneResult(tasks, Path(db_path), cache_path=None if cache is None else cache.path)
-    builder = ms.builder.LocalBuilder(max_workers=2, initializer=install_lazy_tensor_intrin)
+    builder = make_builder(tgt)
     runner = make_runner(rpc_tracker, rpc_key)
     try:
         with tempfile.TemporaryDirectory(prefix="mlpc-tune-") as work_dir:

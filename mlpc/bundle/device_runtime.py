@@ -46,7 +46,9 @@ class Wheel:
 
 # `pip download --platform manylinux_2_28_aarch64` picks these; there are no armv7l wheels of
 # either project (checked for manylinux2014/_2_17/_2_28/_2_31, musllinux_1_2 and linux armv7l),
-# and apache-tvm publishes no sdist, so libtvm_runtime cannot be built for armv7 from PyPI.
+# and apache-tvm publishes no sdist, so libtvm_runtime cannot be built for armv7 from PyPI: the
+# wheel's runtime sources need seven TVM headers it omits; apache-tvm-tirx's wheel (another,
+# pre-release code base, no sdist or armv7 wheel either) has three of them (benchmarks/README.md).
 WHEELS: dict[str, tuple[str, tuple[Wheel, ...]]] = {
     "aarch64": ("manylinux_2_28_aarch64", (
         Wheel("apache-tvm", "0.27.0.post1",

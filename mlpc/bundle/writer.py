@@ -6,6 +6,7 @@
       manifest.json          the artifact's manifest; "files" covers every file below
       model.so               the compiled model (cross-compiled for the target)
       bin/mlpc-run           the native runner (C++, against the TVM runtime)
+      bin/mlpc-rpc-server    a TVM RPC server, to tune for this board (`mlpc tune --rpc-tracker`)
       lib/libtvm_runtime.so  the TVM runtime (Relax VM) and tvm-ffi for the board
       lib/libtvm_ffi.so
 
@@ -30,7 +31,7 @@ from typing import Any
 from mlpc.artifact import MANIFEST, load, sha256_file
 from mlpc.backends.tvm.cross import elf_arch
 from mlpc.bundle.device_runtime import runtime_for
-from mlpc.bundle.runner_build import RUNNER, build_runner
+from mlpc.bundle.runner_build import RPC_SERVER, RUNNER, build_rpc_server, build_runner
 from mlpc.errors import ArtifactError, ExportError
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,11 @@ mlpc installed, `mlpc.load("{name}/").run(inputs)` works too. On a PC, `mlpc run
 --inputs in.npz -o out.npz` runs the bundle under qemu-user (a correctness check; qemu's timing says
 nothing about the board's speed).
 
+To tune kernels for this board, run TVM's tracker on a workstation (`python -m
+tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190`), the bundle's RPC server on the board
+(`./{name}/bin/mlpc-rpc-server --tracker WORKSTATION:9190 --key myboard --port 9090`), then on the
+workstation `mlpc tune model.onnx --target {target} --rpc-tracker localhost:9190 --rpc-key myboard`.
+
 Built with mlpc {mlpc_version}; TVM runtime: {runtime}.
 """
 
@@ -93,11 +99,13 @@ def assemble(artifact_dir: str | os.PathLike, dest: Path) -> dict[str, Any]:
                             f"target {manifest['target']['name']!r} is {arch}; recompile it")
     runtime = runtime_for(arch)
     runner = build_runner(arch)
+    rpc_server = build_rpc_server(arch)
     for name in manifest["files"]:
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(artifact.path / name, dest / name)
     (dest / "bin").mkdir(exist_ok=True)
     shutil.copy2(runner, dest / RUNNER_PATH)
+    shutil.copy2(rpc_server, dest / "bin" / RPC_SERVER)
     (dest / "lib").mkdir(exist_ok=True)
     for lib in runtime.libraries:
         shutil.copy2(lib, dest / "lib" / lib.name)

@@ -11,10 +11,10 @@ import pytest
 from onnx import TensorProto, helper
 from test_ops_integer import _integer_model, _tvm_vs_reference
 
-from mlpc.backends.tvm.build import build
+from mlpc.backends.tvm.build import build, run
 from mlpc.backends.tvm.int_pairs import pair_weight
 from mlpc.backends.tvm.lower import lower_graph
-from mlpc.ir import QuantParams
+from mlpc.ir import QuantParams, ReferenceEvaluator, verify
 from mlpc.targets import get_target
 
 CONV_CASES = {  # name: (x shape, channels out, attributes)
@@ -121,3 +121,93 @@ def _assembly(model, target_name: str) -> str:
 def test_avx2_build_multiplies_with_256_bit_vpmaddwd():
     model, _ = _conv_model(*CONV_CASES["3x3-uint8-zp"], np.random.default_rng(0))
     assert re.search(r"vpmaddwd\s+(\d*\(%\w+[^)]*\)|%ymm\d+), %ymm\d+, %ymm\d+", _assembly(model, "x86/avx2"))
+
+
+# -- the int8-quad layout (ARM dot product) -------------------------------------------------------
+# The layout is plain TIR: built for this x86 host (LLVM vectorizes the loops) it must equal the
+# reference bit for bit; built for arm/neoverse-n1 its 8 × 4 update is tensorized with sdot.
+
+
+def _quads_vs_reference(model, feeds, caplog) -> list[str]:
+    verify(model)
+    ref = ReferenceEvaluator(model).run(feeds)
+    mod = lower_graph(model.graph, 19, int8_dot="sdot")
+    with caplog.at_level(logging.INFO, logger="mlpc.backends.tvm.cpu_schedule"):
+        got = run(build(mod, get_target("host")), [feeds[v.name] for v in model.graph.inputs])
+    assert not _unscheduled(caplog)
+    for value, g in zip(model.graph.outputs, got):
+        np.testing.assert_array_equal(g, ref[value.name])
+    return [gv.name_hint for gv in mod.functions]
+
+
+def _quad_conv_model(x_dtype, xzp, cout, bits, rng, wzp=False):
+    lo, hi = (-126, 125) if bits == 8 else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)  # w - wzp fits int8
+    info = np.iinfo(x_dtype)
+    x = rng.integers(info.min, info.max + 1, (1, 5, 7, 7)).astype(x_dtype)
+    w = rng.integers(lo, hi + 1, (cout, 5, 3, 3)).astype(np.int8)
+    inits = {"w": w, "xzp": np.array(xzp, x_dtype)}
+    names = ["x", "w", "xzp"]
+    if wzp:
+        inits["wzp"] = rng.integers(-2, 3, cout).astype(np.int8)
+        names.append("wzp")
+    node = helper.make_node("IntegerConv", names, ["y"], domain="mlpc", pads=[1, 0, 2, 1], strides=[1, 2])
+    qp = QuantParams(bits=bits, scale=np.ones(cout), zero_point=inits.get("wzp", 0), axis=0)
+    return _integer_model([node], {"x": x}, inits, {"y": (TensorProto.INT32, None)}, {"w": qp}), {"x": x}
+
+
+@pytest.mark.parametrize("x_dtype,xzp,bits,wzp", [
+    (np.uint8, 0, 8, False),  # post-ReLU activations: uint8 - 128 and the correction
+    (np.uint8, 201, 8, True),  # padding takes zp - 128
+    (np.int8, 0, 8, False),  # no correction at all
+    (np.int8, -37, 4, True),  # packed 4-bit weights with a zero point
+    (np.uint8, 3, 2, False),  # packed 2-bit
+])
+def test_quad_conv_bit_exact_on_host(x_dtype, xzp, bits, wzp, caplog):
+    model, feeds = _quad_conv_model(x_dtype, xzp, 16, bits, np.random.default_rng(bits + abs(xzp)), wzp)
+    kernels = _quads_vs_reference(model, feeds, caplog)
+    assert any("pair_conv" in k for k in kernels)
+    block_names = str(lower_graph(model.graph, 19, int8_dot="sdot"))
+    assert "mlpc_quad_conv" in block_names and "mlpc_pair_conv" not in block_names
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quad_matmul_bit_exact_on_host(bits, caplog):
+    rng = np.random.default_rng(bits)
+    a = rng.integers(0, 256, (3, 37), dtype=np.uint8)
+    lo, hi = (-128, 127) if bits == 8 else (-8, 7)
+    b = rng.integers(lo, hi + 1, (37, 24)).astype(np.int8)
+    inits = {"b": b, "azp": np.array(131, np.uint8)}
+    node = helper.make_node("IntegerMatMul", ["a", "b", "azp"], ["y"], domain="mlpc")
+    qp = QuantParams(bits=bits, scale=np.ones(24), axis=1)
+    model = _integer_model([node], {"a": a}, inits, {"y": (TensorProto.INT32, [3, 24])}, {"b": qp})
+    _quads_vs_reference(model, {"a": a}, caplog)
+    assert "mlpc_quad_matmul" in str(lower_graph(model.graph, 19, int8_dot="sdot"))
+
+
+def test_int16_weights_keep_the_pair_layout_on_dotprod_targets():
+    """A weight whose zero point pushes it out of int8 cannot use sdot: pairs, still exact."""
+    model, _ = _conv_model(*CONV_CASES["3x3-uint8-zp"], np.random.default_rng(0))  # w in [-128, 127], wzp ≠ 0
+    text = str(lower_graph(model.graph, 19, int8_dot="sdot"))
+    assert "mlpc_pair_conv" in text and "mlpc_quad_conv" not in text
+
+
+def test_neoverse_n1_build_multiplies_with_sdot():
+    model, _ = _quad_conv_model(np.uint8, 0, 16, 8, np.random.default_rng(0))
+    executable = build(lower_graph(model.graph, 19, int8_dot="sdot"), get_target("arm/neoverse-n1"))
+    assembly = "".join(m.inspect_source("s") for m in executable.mod.imports if m.kind == "llvm") or \
+        executable.mod.inspect_source("s")
+    assert re.search(r"\bsdot\s+v\d+\.4s, v\d+\.16b, v\d+\.(16b|4b\[\d\])", assembly)
+    assert "pmaddwd" not in assembly
+
+
+@pytest.mark.parametrize("int8_dot", [None, "sdot"])
+def test_kernels_without_a_tensor_intrinsic_are_scheduled_and_exact(int8_dot, caplog):
+    """Without vpmaddwd or sdot (the baseline x86 tag, 128-bit) the same loops are vectorized: a
+    regression test for pair kernels that every non-AVX2 build (all of ARM) left unscheduled."""
+    model, feeds = _quad_conv_model(np.uint8, 7, 16, 8, np.random.default_rng(5))
+    ref = ReferenceEvaluator(model).run(feeds)["y"]
+    with caplog.at_level(logging.INFO, logger="mlpc.backends.tvm.cpu_schedule"):
+        got = run(build(lower_graph(model.graph, 19, int8_dot=int8_dot), get_target("x86")), [feeds["x"]])[0]
+        build(lower_graph(model.graph, 19, int8_dot=int8_dot), get_target("arm/cortex-a72"))
+    assert not _unscheduled(caplog)
+    np.testing.assert_array_equal(got, ref)
