@@ -73,7 +73,8 @@ def compile_graph(
         )
     check_static_shapes(graph)
     start = time.perf_counter()
-    module = lower_graph(graph, opset, groups=target.kind != "cuda")
+    cuda = target.kind == "cuda"
+    module = lower_graph(graph, opset, groups=not cuda, device="cuda" if cuda else "cpu")
     if target.kind == "cuda":
         from mlpc.backends.tvm.cuda import build_cuda
 

@@ -113,10 +113,20 @@ def convert_precision(mod: tvm.IRModule, dtype: str) -> tvm.IRModule:
 # 2. schedules
 
 
+class _Dp4aRule:
+    """mlpc's rule for the integer kernels in the dp4a layout (`int_cuda.schedule_quad`)."""
+
+    def apply(self, func: tirx.PrimFunc, target: tvm.target.Target, tunable: bool) -> s_tir.Schedule | None:
+        """The dp4a schedule of `func`, or None when it holds no dp4a-layout kernel."""
+        from mlpc.backends.tvm.int_cuda import schedule_quad
+
+        return schedule_quad(func)
+
+
 def _gpu_rules() -> list[tuple[str, Any]]:
     from tvm.s_tir import dlight as dl
 
-    return [("Matmul", dl.gpu.Matmul()), ("GEMV", dl.gpu.GEMV()), ("Reduction", dl.gpu.Reduction()),
+    return [("dp4a", _Dp4aRule()), ("Matmul", dl.gpu.Matmul()), ("GEMV", dl.gpu.GEMV()), ("Reduction", dl.gpu.Reduction()),
             ("GeneralReduction", dl.gpu.GeneralReduction()), ("Fallback", dl.gpu.Fallback())]
 
 

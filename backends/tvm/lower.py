@@ -118,7 +118,7 @@ def _const_or_none(arr: np.ndarray) -> relax.Expr | None:
     return const(arr)
 
 
-def lower_graph(graph: ir.Graph, opset: int, groups: bool = True) -> tvm.IRModule:
+def lower_graph(graph: ir.Graph, opset: int, groups: bool = True, device: str = "cpu") -> tvm.IRModule:
     """Return a Relax IRModule whose function "main" computes `graph` (ONNX default domain at `opset`).
 
     Parameters are graph.inputs in order (named after the sanitized value names); the result is
@@ -126,13 +126,14 @@ def lower_graph(graph: ir.Graph, opset: int, groups: bool = True) -> tvm.IRModul
     each group and each other computing node becomes one primitive function, i.e. one kernel
     (see grouping.py), and the module is marked so that TVM's FuseOps does not regroup them;
     `groups=False` ignores the groups (CUDA builds: TVM's ToMixedPrecision and FuseOps work on
-    the plain module there).
+    the plain module there). `device` ("cpu" or "cuda") picks the layout of the integer
+    kernels: the int16-pair layout for CPUs (`int_pairs`), the dp4a layout for CUDA (`int_cuda`).
     Raises UnsupportedOpError listing every unsupported node,
     LoweringError naming the node for any other failure.
     """
     _raise_unsupported(graph, opset)
     bb = relax.BlockBuilder()
-    ctx = LowerContext(bb, opset)
+    ctx = LowerContext(bb, opset, device)
     env: dict[ir.Value, relax.Expr] = {}
     params = []
     for value in graph.inputs:
