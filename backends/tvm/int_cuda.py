@@ -283,6 +283,8 @@ def schedule_quad(
     if is_conv:
         n, oc, *sp = spatial
         channels = oc
+        if sp:
+            sch.reorder(n, *sp, oc)
         rows = sch.fuse(n, *sp) if sp else n
     else:
         *lead, col = spatial
