@@ -74,7 +74,12 @@ def compile_graph(
     check_static_shapes(graph)
     start = time.perf_counter()
     cuda = target.kind == "cuda"
-    module = lower_graph(graph, opset, groups=not cuda, device="cuda" if cuda else "cpu")
+    float_dtype = "float32"
+    if cuda:
+        from mlpc.backends.tvm.cuda import normalize_dtype
+
+        float_dtype = normalize_dtype(dtype)
+    module = lower_graph(graph, opset, groups=not cuda, device="cuda" if cuda else "cpu", float_dtype=float_dtype)
     if target.kind == "cuda":
         from mlpc.backends.tvm.cuda import build_cuda
 

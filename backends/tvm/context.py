@@ -46,13 +46,15 @@ def node_label(node: ir.Node) -> str:
 class LowerContext:
     """What a converter may use: `bb` (the Relax BlockBuilder), `opset`, `device` ("cpu" or
     "cuda": the kind of code the module is built into, for converters whose kernel layout
-    depends on it), and helpers that read constant operands, static shapes and dtypes of the
-    node being lowered."""
+    depends on it), `float_dtype` (the build's float compute dtype, for kernels that choose
+    their own precision such as weight-only DequantMatMul), and helpers that read constant
+    operands, static shapes and dtypes of the node being lowered."""
 
-    def __init__(self, bb: relax.BlockBuilder, opset: int, device: str = "cpu") -> None:
+    def __init__(self, bb: relax.BlockBuilder, opset: int, device: str = "cpu", float_dtype: str = "float32") -> None:
         self.bb = bb
         self.opset = opset
         self.device = device
+        self.float_dtype = float_dtype
         # Values known at lowering time (initializers, Constant/Shape/Size outputs).
         self.known: dict[ir.Value, np.ndarray] = {}
 

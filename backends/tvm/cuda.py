@@ -94,18 +94,51 @@ def _dtype_of(expr: relax.Expr) -> str | None:
     return str(ty.dtype) if isinstance(ty, relax.TensorType) else None
 
 
+_HIDDEN = "mlpc_hidden_call_tir."
+
+
+@relax.expr_functor.mutator
+class _CallTirHider(relax.PyExprMutator):
+    """ToMixedPrecision (TVM 0.27) fails on any call_tir (the callee's type is not a tensor):
+    `hide` turns each call_tir into a call_packed of a named extern function (which it treats
+    as an fp32 op), `unhide` turns them back. mlpc's own TE kernels (integer, weight-only)
+    choose their precision themselves."""
+
+    _call_tir = tvm.ir.Op.get("relax.call_tir")
+
+    def __init__(self, mod: tvm.IRModule, hide: bool) -> None:
+        super().__init__(mod)
+        self.hide = hide
+        self.gvars = {gv.name_hint: gv for gv in mod.get_global_vars()}
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: D102 - visitor hook
+        call = super().visit_call_(call)
+        if self.hide and call.op.same_as(self._call_tir) and len(call.args) == 2:
+            return relax.Call(relax.ExternFunc(_HIDDEN + call.args[0].name_hint), list(call.args[1].fields), None,
+                              [call.ty_args[0]])
+        if not self.hide and isinstance(call.op, relax.ExternFunc) and str(call.op.global_symbol).startswith(_HIDDEN):
+            gvar = self.gvars[str(call.op.global_symbol)[len(_HIDDEN):]]
+            return relax.call_tir(gvar, relax.Tuple(list(call.args)), call.ty_args[0])
+        return call
+
+
+def _rewrite_functions(mod: tvm.IRModule, mutator: relax.PyExprMutator) -> tvm.IRModule:
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            mutator.builder_.update_func(gvar, mutator.visit_expr(func))
+    return mutator.builder_.get()
+
+
 def convert_precision(mod: tvm.IRModule, dtype: str) -> tvm.IRModule:
     """Return `mod` computing in `dtype` ("float32", "float16", "bfloat16"); the signature of
     "main" (float32 inputs and outputs) does not change."""
     if dtype == "float32":
         return mod
+    mod = _rewrite_functions(mod, _CallTirHider(mod, hide=True))
     mod = relax.transform.ToMixedPrecision(out_dtype="float32")(mod)
+    mod = _rewrite_functions(mod, _CallTirHider(mod, hide=False))
     if dtype == "bfloat16":
-        mutator = _Fp16CastsToBf16(mod)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                mutator.builder_.update_func(gvar, mutator.visit_expr(func))
-        mod = mutator.builder_.get()
+        mod = _rewrite_functions(mod, _Fp16CastsToBf16(mod))
     return relax.transform.FoldConstant()(mod)  # cast weights once, at build time
 
 

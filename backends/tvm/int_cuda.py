@@ -43,19 +43,26 @@ MAX_THREADS = 256
 # -- the dp4a intrinsic ------------------------------------------------------------------------
 
 
-@T.prim_func(s_tir=True)
-def _dp4a_desc(
-    A: T.Buffer((4,), "int8", offset_factor=1, align=4, scope="shared"),
-    B: T.Buffer((4,), "int8", offset_factor=1, align=4),
-    C: T.Buffer((1,), "int32", offset_factor=1, align=4, scope="local"),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0], A[0:4], B[0:4])
-        T.writes(C[0])
-        for i in range(0, 4):
-            with T.sblock("update"):
-                vi = T.axis.remap("R", [i])
-                C[0] = C[0] + T.cast(A[vi], "int32") * T.cast(B[vi], "int32")
+def _dp4a_desc(index_dtype: str) -> tirx.PrimFunc:
+    """The four-step int8 dot product; the loop in `index_dtype` (tensorize matches loop dtypes,
+    and Relax's fused PrimFuncs index in int64 where TE computes of Python ints use int32)."""
+    four = tirx.IntImm(index_dtype, 4)
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4,), "int8", offset_factor=1, align=4, scope="shared"),
+        B: T.Buffer((4,), "int8", offset_factor=1, align=4),
+        C: T.Buffer((1,), "int32", offset_factor=1, align=4, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0], A[0:4], B[0:4])
+            T.writes(C[0])
+            for i in T.serial(four):
+                with T.sblock("update"):
+                    vi = T.axis.remap("R", [i])
+                    C[0] = C[0] + T.cast(A[vi], "int32") * T.cast(B[vi], "int32")
+
+    return desc
 
 
 @T.prim_func(s_tir=True)
@@ -90,10 +97,11 @@ def _dp4a_portable(
         )
 
 
-TensorIntrin.register(DP4A_INTRINSIC, _dp4a_desc, _dp4a_impl, override=True)
 # The same four-step update written out, for running a dp4a schedule on a CPU (`serial_for_cpu`).
 PORTABLE_INTRINSIC = "mlpc_dp4a_portable"
-TensorIntrin.register(PORTABLE_INTRINSIC, _dp4a_desc, _dp4a_portable, override=True)
+for _index in ("int32", "int64"):
+    TensorIntrin.register(f"{DP4A_INTRINSIC}_{_index}", _dp4a_desc(_index), _dp4a_impl, override=True)
+    TensorIntrin.register(f"{PORTABLE_INTRINSIC}_{_index}", _dp4a_desc(_index), _dp4a_portable, override=True)
 
 
 # -- weights -----------------------------------------------------------------------------------
@@ -164,7 +172,8 @@ def quad_matmul(a: te.Tensor, wq: te.Tensor, *rest: te.Tensor, depth: int, a_zer
         *lead, k = idx
         return tirx.if_then_else(k < depth, _staged(a[(*lead, k)], a.dtype), tirx.const(0, "int8"))
 
-    aq = te.compute((*a.shape[:-1], kq * QUAD), stage, name=INPUT_BLOCK)
+    lead = [int(d) for d in a.shape[:-1]]  # int32 iteration throughout (tensorize matches int32 loops)
+    aq = te.compute((*lead, kq * QUAD), stage, name=INPUT_BLOCK)
     rko = te.reduce_axis((0, kq), name="rko")
     rki = te.reduce_axis((0, QUAD), name="rki")
 
@@ -174,7 +183,7 @@ def quad_matmul(a: te.Tensor, wq: te.Tensor, *rest: te.Tensor, depth: int, a_zer
             aq[(*lead, rko * QUAD + rki)].astype("int32") * wq[rko, col, rki].astype("int32"), axis=[rko, rki]
         )
 
-    acc = te.compute((*a.shape[:-1], n), body, name=f"{BLOCK_PREFIX}matmul")
+    acc = te.compute((*lead, n), body, name=f"{BLOCK_PREFIX}matmul")
     return _corrected(acc, rest, zp, len(acc.shape) - 1)
 
 
@@ -209,7 +218,8 @@ def quad_conv(
             tirx.const(0, "int8"),
         )
 
-    xq = te.compute((x.shape[0], *padded, cq * QUAD), stage_padded, name=INPUT_BLOCK)
+    batch = int(x.shape[0])  # int32 iteration throughout (tensorize matches int32 loops)
+    xq = te.compute((batch, *padded, cq * QUAD), stage_padded, name=INPUT_BLOCK)
     out_sp = [(padded[i] - (kernel[i] - 1) * dilations[i] - 1) // strides[i] + 1 for i in range(nsp)]
     rk = [te.reduce_axis((0, k), name=f"rk{i}") for i, k in enumerate(kernel)]
     rco = te.reduce_axis((0, cq), name="rco")
@@ -221,7 +231,7 @@ def quad_conv(
         w = wq[(*rk, rco, o_c, rci)].astype("int32")
         return te.sum(a * w, axis=[*rk, rco, rci])
 
-    acc = te.compute((x.shape[0], oc, *out_sp), body, name=f"{BLOCK_PREFIX}conv")
+    acc = te.compute((batch, oc, *out_sp), body, name=f"{BLOCK_PREFIX}conv")
     return _corrected(acc, rest, zp, 1)
 
 
@@ -256,6 +266,8 @@ def schedule_quad(
     reads is staged in shared memory by all its threads. `intrinsic` tensorizes the four-step
     update (`PORTABLE_INTRINSIC` gives the same schedule without `__dp4a`, see `serial_for_cpu`).
     """
+    if not any(name.startswith(BLOCK_PREFIX) for name in _block_names(func)):
+        return None
     sch = s_tir.Schedule(func)
     blocks = [b for b in sch.get_child_blocks(sch.get_sblock("root"))]
     names = [sch.get(b).name_hint for b in blocks]
@@ -275,36 +287,36 @@ def schedule_quad(
             and any(sch.get(c).name_hint == INPUT_BLOCK for c in sch.get_consumers(block))
         ):
             sch.compute_inline(block)
+    write_back = sch.cache_write(main, 0, "local")
+    sch.set_scope(staged, 0, "shared")
     loops = sch.get_loops(main)
     kinds = [iv.iter_type for iv in sch.get(main).iter_vars]
     spatial = [lp for lp, k in zip(loops, kinds) if k == 0]
     reduce = [lp for lp, k in zip(loops, kinds) if k != 0]
     *outer_reduce, inner = reduce
     if is_conv:
-        n, oc, *sp = spatial
-        channels = oc
-        if sp:
-            sch.reorder(n, *sp, oc)
-        rows = sch.fuse(n, *sp) if sp else n
+        n, channels, *sp = spatial
+        rows = [n, *sp]
+        sch.reorder(*rows, channels)
     else:
-        *lead, col = spatial
-        channels = col
-        rows = sch.fuse(*lead) if len(lead) > 1 else lead[0]
+        *rows, channels = spatial
+    # tensorize before fusing loops: blockize fails on fused int64 loops in TVM 0.27
+    index_dtype = str(sch.get(inner).extent.ty)
+    update = sch.blockize(inner)
+    rows = sch.fuse(*rows) if len(rows) > 1 else rows[0]
     n_channels, n_rows = _extent(sch, channels), _extent(sch, rows)
     tx = _divisor_at_most(n_channels, 64)
     ty = _divisor_at_most(n_rows, max(1, MAX_THREADS // tx // (1 if is_conv else 2)))
     bx, tx_loop = sch.split(channels, [None, tx])
     by, ty_loop = sch.split(rows, [None, ty])
-    sch.reorder(by, bx, ty_loop, tx_loop, *outer_reduce, inner)
+    sch.reorder(by, bx, ty_loop, tx_loop)
     sch.bind(by, "blockIdx.y")
     sch.bind(bx, "blockIdx.x")
     sch.bind(ty_loop, "threadIdx.y")
     sch.bind(tx_loop, "threadIdx.x")
-    write_back = sch.cache_write(main, 0, "local")
     sch.reverse_compute_at(write_back, tx_loop, preserve_unit_loops=True)
     _inline_epilogue(sch, write_back)
     # the activation tile of this thread block, in shared memory, fetched by all its threads
-    sch.set_scope(staged, 0, "shared")
     sch.compute_at(staged, bx, preserve_unit_loops=True)
     fetch = sch.get_loops(staged)[2:]
     fused = sch.fuse(*fetch)
@@ -315,12 +327,17 @@ def schedule_quad(
     if shared > max_shared_bytes:
         logger.debug("dp4a schedule: %d bytes of shared memory exceed %d", shared, max_shared_bytes)
         return None
-    sch.decompose_reduction(main, outer_reduce[0] if outer_reduce else inner)
-    sch.tensorize(inner, intrinsic)
+    sch.decompose_reduction(update, outer_reduce[0] if outer_reduce else sch.get_loops(update)[-1])
+    sch.tensorize(sch.get_loops(sch.get_child_blocks(update)[0])[-1], f"{intrinsic}_{index_dtype}")
     for block in sch.get_child_blocks(sch.get_sblock("root")):
         if not _is_bound(sch, block):
             _bind_injective(sch, block, MAX_THREADS)
     return sch
+
+
+def _block_names(func: tirx.PrimFunc) -> list[str]:
+    sch = s_tir.Schedule(func)
+    return [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
 
 
 def _shared_bytes(sch: s_tir.Schedule, block: Any) -> int:
@@ -357,7 +374,7 @@ def serial_for_cpu(sch: s_tir.Schedule) -> tirx.PrimFunc:
             if _scope(buf) in ("shared", "local"):
                 sch.set_scope(block, i, "global")
     # TVM 0.27 has no Python TIR mutator: rewrite the loop kinds in TVMScript and parse it back
-    text = re.sub(r"T\.thread_binding\(([^,()]+), thread=\"[^\"]+\"\)", r"T.serial(\1)", sch.mod.script())
+    text = re.sub(r"T\.thread_binding\((.+?), thread=\"[^\"]+\"\)", r"T.serial(\1)", sch.mod.script())
     return tvm.script.from_source(text)["main"]
 
 

@@ -56,7 +56,7 @@ def _conv_reference(x, w, zp, strides, dilations, pads):
     return y
 
 
-def _matmul_case(name):
+def _matmul_case(name, index_dtype="int32"):
     shape, n, dtype, zp = MATMUL_CASES[name]
     rng = np.random.default_rng(len(name))
     info = np.iinfo(dtype)
@@ -69,12 +69,12 @@ def _matmul_case(name):
     acc = int_cuda.quad_matmul(ta, tw, *ts, depth=shape[-1], a_zero_point=zp)
     # an epilogue like a requantization's, fused behind the accumulator
     y = te.compute(acc.shape, lambda *i: (acc(*i).astype("int64") * 3 - 1).astype("int32"), name="epilogue")
-    func = te.create_prim_func([ta, tw, *ts, y])
+    func = te.create_prim_func([ta, tw, *ts, y], index_dtype_override=index_dtype)
     expected = integer_matmul(a, w.T, np.array(zp)).astype(np.int64) * 3 - 1
     return func, [a, int_cuda.quad_weight(w), *extra], expected.astype(np.int32)
 
 
-def _conv_case(name):
+def _conv_case(name, index_dtype="int32"):
     shape, oc, dtype, zp, kernel, strides, dilations, pads = CONV_CASES[name]
     rng = np.random.default_rng(len(name))
     info = np.iinfo(dtype)
@@ -95,7 +95,7 @@ def _conv_case(name):
         channels=shape[1],
         x_zero_point=zp,
     )
-    func = te.create_prim_func([tx, tw, *ts, y])
+    func = te.create_prim_func([tx, tw, *ts, y], index_dtype_override=index_dtype)
     expected = _conv_reference(x, w, zp, strides, dilations, pads).astype(np.int32)
     return func, [x, int_cuda.quad_weight(w), *extra], expected
 
@@ -107,12 +107,14 @@ def _run_cpu(func, args, out_shape) -> np.ndarray:
     return out.numpy()
 
 
-CASES = [("matmul", n) for n in MATMUL_CASES] + [("conv", n) for n in CONV_CASES]
+CASES = [("matmul", n, "int32") for n in MATMUL_CASES] + [("conv", n, "int32") for n in CONV_CASES]
+# Relax's fused PrimFuncs index in int64 (the intrinsic then has an int64 loop)
+CASES += [("matmul", "batched-uint8-zp128", "int64"), ("conv", "3x3-uint8-zp", "int64")]
 
 
-@pytest.mark.parametrize(("kind", "name"), CASES)
-def test_compute_and_schedule_bit_exact_on_cpu(kind, name):
-    func, args, expected = (_matmul_case if kind == "matmul" else _conv_case)(name)
+@pytest.mark.parametrize(("kind", "name", "index_dtype"), CASES)
+def test_compute_and_schedule_bit_exact_on_cpu(kind, name, index_dtype):
+    func, args, expected = (_matmul_case if kind == "matmul" else _conv_case)(name, index_dtype)
     np.testing.assert_array_equal(_run_cpu(func, args, expected.shape), expected)  # the computes
     sch = int_cuda.schedule_quad(func, intrinsic=int_cuda.PORTABLE_INTRINSIC)
     assert sch is not None
