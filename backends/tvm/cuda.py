@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -258,6 +259,19 @@ def _math_kind(dtypes: set[str]) -> str:
     return "fp32"
 
 
+def _kernel_math(rule: str, func: tirx.PrimFunc, scheduled: tirx.PrimFunc, dtypes: set[str]) -> str:
+    """The math class of a scheduled kernel: `_math_kind` of its arguments, or of its
+    intermediate buffers when it computes in float16 inside (weight-only kernels), "int8_dp4a"
+    for mlpc's dp4a kernels, "<kind>_tensor" when the schedule uses tensor cores (wmma)."""
+    if rule == "dp4a":
+        return "int8_dp4a"
+    inner = set(re.findall(r'sblock_alloc_buffer\(\(.*?\)\), "(\w+)"', func.script()))
+    kind = _math_kind(dtypes | inner)
+    if "wmma." in scheduled.script():
+        return {"fp16": "fp16_tensor", "bf16": "bf16_tensor", "int8": "int8_tensor"}.get(kind, kind)
+    return kind
+
+
 def schedule_for_gpu(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IRModule, list[dict[str, Any]]]:
     """Legalize and fuse `mod`, then schedule every PrimFunc with dlight's GPU rules.
 
@@ -294,7 +308,7 @@ def schedule_for_gpu(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.
             "calls": site["calls"],
             "flops": float(estimate_tir_flops(tvm.IRModule({"main": func}))),
             "bytes": site["bytes"],
-            "math": _math_kind(site["dtypes"]),
+            "math": _kernel_math(applied[0], func, applied[1], site["dtypes"]),
         })
     if unscheduled:
         raise LoweringError(
