@@ -18,10 +18,9 @@ Stages, in order:
    (`cuda_toolchain`), the fatbin (SASS for the arch + PTX) is embedded in the library, and
    device.cu, device.ptx, device.cubin and kernels.json are written beside it.
 
-Not here yet: int8 and packed 4-/2-bit weight kernels (they arrive with the integer lowering in
-`ops_integer.py`; dlight's GEMV/Matmul rules schedule integer reductions, and the math kind per
-kernel is derived from its dtypes, so the roofline picks `int8_tensor`-class peaks only once a
-kernel is actually integer), and MetaSchedule tuning over RPC (a later issue).
+Integer kernels: convs and matmuls in the dp4a layout get mlpc's own schedule (`int_cuda`,
+the "dp4a" rule, tried first); weight-only kernels (`ops_dequant`) and the other integer ones take
+dlight's rules. Not here: MetaSchedule tuning for CUDA (`mlpc tune` is CPU-only).
 """
 from __future__ import annotations
 
