@@ -4,7 +4,7 @@ the device code assembles with ptxas within the bounds of test_cuda_build (no sp
 registers), and the instructions that make them fast are really in the PTX.
 
 Measured here on the zoo (w8a8 all five models, w4a16 mlp/transformer, sm_80/sm_90): no kernel
-spills, at most 76 registers; every IntegerConv with group 1 and every IntegerMatMul with a
+spills, at most 80 registers; every IntegerConv with group 1 and every IntegerMatMul with a
 constant weight runs on dp4a (depthwise convolutions and activation×activation matmuls take
 dlight's rules in int16/int32).
 """
