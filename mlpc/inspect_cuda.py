@@ -5,8 +5,8 @@ estimate of each kernel's time on the target GPU (an estimate, not a measurement
     >>> report["estimated_latency_us"]                                   # doctest: +SKIP
     61.3
 
-The model, per kernel launch: compute time = FLOPs / peak of its math kind (CUDA-core rates:
-the schedules emit no tensor-core instructions), memory time = bytes of its arguments and
+The model, per kernel launch: compute time = FLOPs / peak of its math kind (CUDA-core rates,
+4× the fp32 rate for dp4a kernels, the tensor-core peak for kernels scheduled onto wmma), memory time = bytes of its arguments and
 results / memory bandwidth, both scaled up when the grid has fewer blocks than the GPU has SMs
 (idle SMs contribute neither); time = max(compute, memory) + the part's launch overhead.
 FLOPs and bytes come from the TIR at build time; registers, shared memory and spills from
@@ -25,9 +25,20 @@ from mlpc.targets.cuda import GpuPart
 logger = logging.getLogger(__name__)
 
 ESTIMATE_LABEL = "estimate (roofline model, not measured)"
-# Which peak of GpuPart.peak_tflops a kernel's math runs at. int8 kernels do not exist yet
-# (integer lowering is separate work); until they use dp4a/MMA, rate them at the fp32 peak.
-_PEAK_OF_MATH = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "int8": "fp32"}
+# Which peak of GpuPart.peak_tflops a kernel's math runs at: plain integer kernels at the fp32
+# (CUDA-core) rate; dp4a kernels at 4× that (one dp4a does four int8 multiply-adds in an int32
+# lane — an assumption of this model, not a datasheet figure); tensor-core (wmma/mma) kernels
+# at the part's tensor peak.
+_PEAK_OF_MATH = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "int8": "fp32", "fp16_tensor": "fp16_tensor",
+                 "bf16_tensor": "bf16_tensor", "int8_tensor": "int8_tensor"}
+_DP4A_SPEEDUP = 4.0
+
+
+def peak_tflops(math: str, part: GpuPart) -> float:
+    """The peak rate (TFLOPS/TOPS) a kernel of math kind `math` runs at on `part` in this model."""
+    if math == "int8_dp4a":
+        return _DP4A_SPEEDUP * part.peak("fp32")
+    return part.peak(_PEAK_OF_MATH[math])
 
 
 def is_cuda_artifact(manifest: dict[str, Any]) -> bool:
@@ -48,7 +59,7 @@ def kernel_estimate_us(kernel: dict[str, Any], part: GpuPart) -> dict[str, float
     """Return {compute_us, memory_us, time_us} for one launch of `kernel` on `part`."""
     blocks = kernel["grid"][0] * kernel["grid"][1] * kernel["grid"][2]
     busy = min(1.0, blocks / part.sm_count)
-    compute = kernel["flops"] / (part.peak(_PEAK_OF_MATH[kernel["math"]]) * 1e12 * busy) * 1e6
+    compute = kernel["flops"] / (peak_tflops(kernel["math"], part) * 1e12 * busy) * 1e6
     memory = kernel["bytes"] / (part.memory_gbps * 1e9 * busy) * 1e6
     return {"compute_us": compute, "memory_us": memory,
             "time_us": max(compute, memory) + part.launch_overhead_us}

@@ -20,6 +20,11 @@ int8/uint8); wherever an integer tensor reaches a float op or a graph output a
 DequantizeLinear restores the fake-quant value exactly. Quant nodes outside a recognized
 pattern, and ops with no integer form, stay as they are.
 
+Weight-only quantization (a MatMul/Gemm of a float tensor and a Quant'd constant weight, as
+"w4a16" produces) becomes `mlpc::DequantMatMul(x, W_q, scale, zp)` (+ a float bias Add): the
+weight is kept as integers — packed in the compiled model and dequantized inside the kernel —
+and the product equals the fake-quant MatMul's (the same float32 weight values).
+
 When one accumulator step s_x·s_w[c] exceeds 1/16 of an output step (coarse 2–4-bit weights),
 a bias in accumulator steps would be too coarse: the accumulator is then multiplied by 2^k
 (an int32 Mul, k bounded by the static accumulator range) and the bias quantized at
@@ -53,10 +58,12 @@ from mlpc.passes.quant_patterns import (
     LayerMatch,
     MOVEMENT_OPS,
     MovementMatch,
+    WeightOnlyMatch,
     activation_quant,
     is_quant,
     match_float_layer,
     match_output,
+    match_weight_only,
     movement_source,
 )
 
@@ -218,6 +225,24 @@ class _Rewriter:
                         domain=MLPC_DOMAIN)
         return acc, len(acc_shape) - 1 if acc_shape is not None else -1
 
+    def weight_only(self, m: WeightOnlyMatch) -> None:
+        """MatMul/Gemm(x, Quant(W)) → DequantMatMul(x, W_q, scale, zp) [+ bias]."""
+        out = m.layer.outputs[0]
+        base = out.name or "y"
+        w = self.const(f"{base}_weight", m.weight.q, m.weight.params)
+        scale = self.const(f"{base}_weight_scale", (m.alpha * m.weight.scale).astype(np.float32))
+        zp = self._zero_point(f"{base}_weight_zero_point", m.weight.zero_point, m.weight.params)
+        y = self.node("DequantMatMul", [m.x, w, scale, zp], f"{base}_dq", ir.DataType.FLOAT, out.shape,
+                      domain=MLPC_DOMAIN)
+        if m.bias is not None:
+            y = self.node("Add", [y, self.const(f"{base}_bias", m.bias.astype(np.float32))], f"{base}_biased",
+                          ir.DataType.FLOAT, out.shape)
+        if out.is_graph_output():
+            name = out.name
+            out.name = self.fresh(f"{name}_fake_quant")
+            y.name = name
+        out.replace_all_uses_with(y, replace_graph_outputs=True)
+
     def movement(self, m: MovementMatch) -> None:
         """MaxPool/Reshape/… between equal quantizers → the same op on the integer tensor."""
         out = m.quant.outputs[0]
@@ -353,6 +378,12 @@ class LowerQuantPass(Pass):
                 m = match_float_layer(node)
                 if m is not None and all(_integer_ready(v, matches) for v in m.inputs):
                     matches[node] = m
+        claimed |= {n for m in matches.values() for n in m.nodes}
+        for node in graph:
+            if node not in claimed and node not in matches:
+                m = match_weight_only(node)
+                if m is not None:
+                    matches[node] = m
         if not matches:
             return PassResult(graph, hoisted > 0)
         entries = {v.producer() for m in matches.values() for v in m.inputs} - set(matches)
@@ -365,6 +396,10 @@ class LowerQuantPass(Pass):
                 m = matches[node]
                 if isinstance(m, LayerMatch) and m.quant is None:
                     rw.float_layer(m)
+                    rw.flush(node)
+                    continue
+                if isinstance(m, WeightOnlyMatch):
+                    rw.weight_only(m)
                     rw.flush(node)
                     continue
                 if isinstance(m, LayerMatch):
@@ -388,9 +423,11 @@ class LowerQuantPass(Pass):
             if not v.uses() and not v.is_graph_output() and not v.is_graph_input():
                 graph.initializers.pop(v.name, None)
         graph.opset_imports.setdefault(MLPC_DOMAIN, MLPC_OPSET_VERSION)
-        logger.info("lower-quant: %d layers (%d with float output), %d residual adds, %d pooling/reshape ops, "
-                    "%d entry quantizers lowered to integers", sum(isinstance(m, LayerMatch) for m in matches.values()),
+        logger.info("lower-quant: %d layers (%d with float output), %d weight-only, %d residual adds, "
+                    "%d pooling/reshape ops, %d entry quantizers lowered to integers",
+                    sum(isinstance(m, LayerMatch) for m in matches.values()),
                     sum(isinstance(m, LayerMatch) and m.quant is None for m in matches.values()),
+                    sum(isinstance(m, WeightOnlyMatch) for m in matches.values()),
                     sum(isinstance(m, AddMatch) for m in matches.values()),
                     sum(isinstance(m, MovementMatch) for m in matches.values()), len(entries))
         return PassResult(graph, True)

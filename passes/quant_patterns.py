@@ -303,6 +303,54 @@ def match_float_layer(node: ir.Node) -> LayerMatch | None:
     return _match_layer(None, None, node, None, None, [node])
 
 
+@dataclass
+class WeightOnlyMatch:
+    """A MatMul/Gemm of a float activation `x` and a Quant'd constant weight (weight-only
+    quantization): `weight` laid out (K, N), `alpha` Gemm's alpha, `bias` the float bias
+    (Gemm's C times beta, per column, or None), `nodes` the layer node."""
+
+    layer: ir.Node
+    x: ir.Value
+    weight: Weight
+    alpha: float
+    bias: np.ndarray | None
+    nodes: list[ir.Node] = field(default_factory=list)
+
+    @property
+    def inputs(self) -> list[ir.Value]:
+        """No quantized activations: the layer reads a float tensor."""
+        return []
+
+
+def match_weight_only(node: ir.Node) -> WeightOnlyMatch | None:
+    """A MatMul/Gemm whose data input is a float tensor (not quantized) and whose weight is a 2-D
+    Quant'd constant, else None."""
+    if not _std(node, "MatMul", "Gemm") or len(node.inputs) < 2 or len(node.outputs) != 1:
+        return None
+    x = node.inputs[0]
+    if x is None or activation_quant(x) is not None or x.dtype != ir.DataType.FLOAT or x.shape is None \
+            or len(x.shape) < 2 or node.outputs[0].shape is None:
+        return None
+    alpha, bias = 1.0, None
+    if node.op_type == "Gemm":
+        if node.attributes.get_int("transA", 0):
+            return None
+        alpha = node.attributes.get_float("alpha", 1.0)
+        trans_b = bool(node.attributes.get_int("transB", 0))
+        weight = constant_weight(node.inputs[1], 0 if trans_b else 1, transpose=trans_b)
+        if len(node.inputs) > 2 and node.inputs[2] is not None:
+            c = _const(node.inputs[2])
+            bias = _per_channel_bias(c, weight.q.shape[1]) if weight is not None and c is not None else False
+            if bias is None or bias is False:
+                return None
+            bias = bias * node.attributes.get_float("beta", 1.0)
+    else:
+        weight = constant_weight(node.inputs[1], 1)
+    if weight is None or weight.q.ndim != 2:
+        return None
+    return WeightOnlyMatch(node, x, weight, alpha, bias, [node])
+
+
 def _match_add(quant, out_params, add: ir.Node, clamp, nodes) -> AddMatch | None:
     a, b = (activation_quant(v) for v in add.inputs)
     if a is None or b is None:

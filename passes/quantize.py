@@ -1,5 +1,8 @@
 """The `quantize` pass: a float Graph → the fake-quant Graph of the quantization contract.
 
+With a weight-only config ("w4a16") only weights are quantized: no activation observers, no
+activation Quant nodes, no residual adds, and MatMuls of two activations stay float.
+
 Steps: fold BatchNormalization into Conv; cross-layer equalization when weights are per tensor
 (config `equalize`); calibrate (observe every quantized layer's data input and gather its input
 statistics, on a TVM build of the float graph or the reference evaluator); quantize each weight
@@ -103,7 +106,8 @@ class QuantizePass(Pass):
                                          all(w.granularity == "per_tensor" for _, (w, _a) in layers)):
             self.report.equalized_pairs = equalize(graph)
             layers = _select_layers(graph, config)
-        layers += _residual_adds(graph, layers)
+        if not config.weight_only:
+            layers += _residual_adds(graph, layers)
         stages = _stages(graph, [layer for layer, _ in layers])
         sequential = config.sequential is True or (
             config.sequential == "auto" and any(w.bits <= GPTQ_MAX_BITS for _, (w, _a) in layers) and len(stages) > 1)
@@ -118,7 +122,8 @@ class QuantizePass(Pass):
             for layer, (wspec, _aspec) in group:
                 if layer.weight is not None:
                     self.report.layers[layer.name] = self._quantize_weight(graph, layer, wspec, config, stats[id(layer.node)])
-            self._quantize_activations(graph, group, observers)
+            if not config.weight_only:
+                self._quantize_activations(graph, group, observers)
         self.report.sequential_stages = len(stages) if sequential else 1
         _remove_unused_initializers(graph)
         methods = [r.get("rounding") for r in self.report.layers.values()]
@@ -139,7 +144,7 @@ class QuantizePass(Pass):
         observers: dict[str, Observer] = {}
         stats: dict[int, LayerStats] = {}
         for layer, (wspec, aspec) in layers:
-            for value in _activation_inputs(layer):
+            for value in _activation_inputs(layer) if not config.weight_only else []:
                 observers.setdefault(value.name, Observer(value.name, aspec.observer_name))
             if layer.weight is not None:
                 want_h = config.rounding != "nearest" and wspec.bits <= GPTQ_MAX_BITS or config.rounding == "gptq"
@@ -262,7 +267,7 @@ def _select_layers(graph: ir.Graph, config: QuantConfig) -> list[tuple[Layer, tu
     selected = []
     for layer in found:
         specs = config.specs_for(layer.name)
-        if specs is not None:
+        if specs is not None and not (config.weight_only and layer.weight is None):
             selected.append((layer, specs))
     return selected
 

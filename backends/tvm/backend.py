@@ -73,7 +73,14 @@ def compile_graph(
         )
     check_static_shapes(graph)
     start = time.perf_counter()
-    module = lower_graph(graph, opset, groups=target.kind != "cuda", int8_dot=target.capabilities.get("int8_dot"))
+    cuda = target.kind == "cuda"
+    float_dtype = "float32"
+    if cuda:
+        from mlpc.backends.tvm.cuda import normalize_dtype
+
+        float_dtype = normalize_dtype(dtype)
+    module = lower_graph(graph, opset, groups=not cuda, device="cuda" if cuda else "cpu", float_dtype=float_dtype,
+                         int8_dot=target.capabilities.get("int8_dot"))
     if target.kind == "cuda":
         from mlpc.backends.tvm.cuda import build_cuda
 

@@ -44,14 +44,20 @@ def node_label(node: ir.Node) -> str:
 
 
 class LowerContext:
-    """What a converter may use: `bb` (the Relax BlockBuilder), `opset`, `int8_dot` (the target's
-    int8 dot-product instruction, e.g. "sdot", from its capabilities; picks the integer kernels'
+    """What a converter may use: `bb` (the Relax BlockBuilder), `opset`, `device` ("cpu" or
+    "cuda": the kind of code the module is built into, for converters whose kernel layout
+    depends on it), `float_dtype` (the build's float compute dtype, for kernels that choose
+    their own precision such as weight-only DequantMatMul), `int8_dot` (the target's int8
+    dot-product instruction, e.g. "sdot", from its capabilities; picks the CPU integer kernels'
     layout), and helpers that read constant operands, static shapes and dtypes of the node being
     lowered."""
 
-    def __init__(self, bb: relax.BlockBuilder, opset: int, int8_dot: str | None = None) -> None:
+    def __init__(self, bb: relax.BlockBuilder, opset: int, device: str = "cpu", float_dtype: str = "float32",
+                 int8_dot: str | None = None) -> None:
         self.bb = bb
         self.opset = opset
+        self.device = device
+        self.float_dtype = float_dtype
         self.int8_dot = int8_dot
         # Values known at lowering time (initializers, Constant/Shape/Size outputs).
         self.known: dict[ir.Value, np.ndarray] = {}

@@ -18,16 +18,16 @@ Stages, in order:
    (`cuda_toolchain`), the fatbin (SASS for the arch + PTX) is embedded in the library, and
    device.cu, device.ptx, device.cubin and kernels.json are written beside it.
 
-Not here yet: int8 and packed 4-/2-bit weight kernels (they arrive with the integer lowering in
-`ops_integer.py`; dlight's GEMV/Matmul rules schedule integer reductions, and the math kind per
-kernel is derived from its dtypes, so the roofline picks `int8_tensor`-class peaks only once a
-kernel is actually integer), and MetaSchedule tuning over RPC (a later issue).
+Integer kernels: convs and matmuls in the dp4a layout get mlpc's own schedule (`int_cuda`,
+the "dp4a" rule, tried first); weight-only kernels (`ops_dequant`) and the other integer ones take
+dlight's rules. Not here: MetaSchedule tuning for CUDA (`mlpc tune` is CPU-only).
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -94,18 +94,51 @@ def _dtype_of(expr: relax.Expr) -> str | None:
     return str(ty.dtype) if isinstance(ty, relax.TensorType) else None
 
 
+_HIDDEN = "mlpc_hidden_call_tir."
+
+
+@relax.expr_functor.mutator
+class _CallTirHider(relax.PyExprMutator):
+    """ToMixedPrecision (TVM 0.27) fails on any call_tir (the callee's type is not a tensor):
+    `hide` turns each call_tir into a call_packed of a named extern function (which it treats
+    as an fp32 op), `unhide` turns them back. mlpc's own TE kernels (integer, weight-only)
+    choose their precision themselves."""
+
+    _call_tir = tvm.ir.Op.get("relax.call_tir")
+
+    def __init__(self, mod: tvm.IRModule, hide: bool) -> None:
+        super().__init__(mod)
+        self.hide = hide
+        self.gvars = {gv.name_hint: gv for gv in mod.get_global_vars()}
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: D102 - visitor hook
+        call = super().visit_call_(call)
+        if self.hide and call.op.same_as(self._call_tir) and len(call.args) == 2:
+            return relax.Call(relax.ExternFunc(_HIDDEN + call.args[0].name_hint), list(call.args[1].fields), None,
+                              [call.ty_args[0]])
+        if not self.hide and isinstance(call.op, relax.ExternFunc) and str(call.op.global_symbol).startswith(_HIDDEN):
+            gvar = self.gvars[str(call.op.global_symbol)[len(_HIDDEN):]]
+            return relax.call_tir(gvar, relax.Tuple(list(call.args)), call.ty_args[0])
+        return call
+
+
+def _rewrite_functions(mod: tvm.IRModule, mutator: relax.PyExprMutator) -> tvm.IRModule:
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            mutator.builder_.update_func(gvar, mutator.visit_expr(func))
+    return mutator.builder_.get()
+
+
 def convert_precision(mod: tvm.IRModule, dtype: str) -> tvm.IRModule:
     """Return `mod` computing in `dtype` ("float32", "float16", "bfloat16"); the signature of
     "main" (float32 inputs and outputs) does not change."""
     if dtype == "float32":
         return mod
+    mod = _rewrite_functions(mod, _CallTirHider(mod, hide=True))
     mod = relax.transform.ToMixedPrecision(out_dtype="float32")(mod)
+    mod = _rewrite_functions(mod, _CallTirHider(mod, hide=False))
     if dtype == "bfloat16":
-        mutator = _Fp16CastsToBf16(mod)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                mutator.builder_.update_func(gvar, mutator.visit_expr(func))
-        mod = mutator.builder_.get()
+        mod = _rewrite_functions(mod, _Fp16CastsToBf16(mod))
     return relax.transform.FoldConstant()(mod)  # cast weights once, at build time
 
 
@@ -113,10 +146,20 @@ def convert_precision(mod: tvm.IRModule, dtype: str) -> tvm.IRModule:
 # 2. schedules
 
 
+class _Dp4aRule:
+    """mlpc's rule for the integer kernels in the dp4a layout (`int_cuda.schedule_quad`)."""
+
+    def apply(self, func: tirx.PrimFunc, target: tvm.target.Target, tunable: bool) -> s_tir.Schedule | None:
+        """The dp4a schedule of `func`, or None when it holds no dp4a-layout kernel."""
+        from mlpc.backends.tvm.int_cuda import schedule_quad
+
+        return schedule_quad(func)
+
+
 def _gpu_rules() -> list[tuple[str, Any]]:
     from tvm.s_tir import dlight as dl
 
-    return [("Matmul", dl.gpu.Matmul()), ("GEMV", dl.gpu.GEMV()), ("Reduction", dl.gpu.Reduction()),
+    return [("dp4a", _Dp4aRule()), ("Matmul", dl.gpu.Matmul()), ("GEMV", dl.gpu.GEMV()), ("Reduction", dl.gpu.Reduction()),
             ("GeneralReduction", dl.gpu.GeneralReduction()), ("Fallback", dl.gpu.Fallback())]
 
 
@@ -215,6 +258,19 @@ def _math_kind(dtypes: set[str]) -> str:
     return "fp32"
 
 
+def _kernel_math(rule: str, func: tirx.PrimFunc, scheduled: tirx.PrimFunc, dtypes: set[str]) -> str:
+    """The math class of a scheduled kernel: `_math_kind` of its arguments, or of its
+    intermediate buffers when it computes in float16 inside (weight-only kernels), "int8_dp4a"
+    for mlpc's dp4a kernels, "<kind>_tensor" when the schedule uses tensor cores (wmma)."""
+    if rule == "dp4a":
+        return "int8_dp4a"
+    inner = set(re.findall(r'sblock_alloc_buffer\(\(.*?\)\), "(\w+)"', func.script()))
+    kind = _math_kind(dtypes | inner)
+    if "wmma." in scheduled.script():
+        return {"fp16": "fp16_tensor", "bf16": "bf16_tensor", "int8": "int8_tensor"}.get(kind, kind)
+    return kind
+
+
 def schedule_for_gpu(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IRModule, list[dict[str, Any]]]:
     """Legalize and fuse `mod`, then schedule every PrimFunc with dlight's GPU rules.
 
@@ -251,7 +307,7 @@ def schedule_for_gpu(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.
             "calls": site["calls"],
             "flops": float(estimate_tir_flops(tvm.IRModule({"main": func}))),
             "bytes": site["bytes"],
-            "math": _math_kind(site["dtypes"]),
+            "math": _kernel_math(applied[0], func, applied[1], site["dtypes"]),
         })
     if unscheduled:
         raise LoweringError(

@@ -16,6 +16,7 @@ import tvm
 from tvm import relax
 
 from mlpc.backends.tvm import (  # noqa: F401  (importing registers the converters)
+    ops_dequant,
     ops_elementwise,
     ops_integer,
     ops_mlpc,
@@ -118,7 +119,8 @@ def _const_or_none(arr: np.ndarray) -> relax.Expr | None:
     return const(arr)
 
 
-def lower_graph(graph: ir.Graph, opset: int, groups: bool = True, int8_dot: str | None = None) -> tvm.IRModule:
+def lower_graph(graph: ir.Graph, opset: int, groups: bool = True, device: str = "cpu",
+                float_dtype: str = "float32", int8_dot: str | None = None) -> tvm.IRModule:
     """Return a Relax IRModule whose function "main" computes `graph` (ONNX default domain at `opset`).
 
     Parameters are graph.inputs in order (named after the sanitized value names); the result is
@@ -126,14 +128,17 @@ def lower_graph(graph: ir.Graph, opset: int, groups: bool = True, int8_dot: str 
     each group and each other computing node becomes one primitive function, i.e. one kernel
     (see grouping.py), and the module is marked so that TVM's FuseOps does not regroup them;
     `groups=False` ignores the groups (CUDA builds: TVM's ToMixedPrecision and FuseOps work on
-    the plain module there). `int8_dot` is the target's int8 dot-product instruction ("sdot":
-    integer kernels in the int8-quad layout, see int_pairs.py).
+    the plain module there). `device` ("cpu" or "cuda") picks the layout of the integer
+    kernels: the int16-pair layout for CPUs (`int_pairs`), the dp4a layout for CUDA (`int_cuda`);
+    `float_dtype` is the precision weight-only kernels compute in (float16 for fp16 CUDA builds).
+    `int8_dot` is the target's int8 dot-product instruction ("sdot": CPU integer kernels in the
+    int8-quad layout, see int_pairs.py).
     Raises UnsupportedOpError listing every unsupported node,
     LoweringError naming the node for any other failure.
     """
     _raise_unsupported(graph, opset)
     bb = relax.BlockBuilder()
-    ctx = LowerContext(bb, opset, int8_dot)
+    ctx = LowerContext(bb, opset, device, float_dtype, int8_dot)
     env: dict[ir.Value, relax.Expr] = {}
     params = []
     for value in graph.inputs:

@@ -10,6 +10,10 @@ four 2-bit or two 4-bit slots per byte, low bits first, 3-bit values in 4-bit sl
 the reduction axis, and decoded inside the reduction of a TE compute:
 `((Wp[n, r // per] >> (r % per)·slot) & mask)`, sign-extended for signed types. The compiled
 library therefore holds the packed bytes only.
+
+The layout of 8-bit kernels depends on the device: on CPUs the int16-pair layout of
+`int_pairs` (vpmaddwd), on CUDA the dp4a layout of `int_cuda` (int8 words, Σw zero-point
+correction); operands neither fits take plain int32 computes (relax matmul/conv).
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import numpy as np
 import onnx_ir as ir
 from tvm import relax, te, tirx, topi
 
-from mlpc.backends.tvm import int_pairs
+from mlpc.backends.tvm import int_cuda, int_pairs
 from mlpc.backends.tvm.packing import decode as _decode
 from mlpc.backends.tvm.packing import pack_rows, slot_bits
 from mlpc.backends.tvm.context import LowerContext, const, dtype_of, shape_of
@@ -140,7 +144,12 @@ def _integer_matmul(ctx: LowerContext, node, inputs):
     bzp = inputs[3] if len(inputs) > 3 else None
     packed = _packable(ctx, node, 1) if len(shape_of(a)) >= 2 else None
     a_zp = _scalar_zero_point(ctx, node, 2)
-    if packed is not None and packed[0].ndim == 2 and int_pairs.fits(packed[0].shape[1]) and a_zp is not None:
+    if ctx.device == "cuda" and packed is None:
+        quad = _cuda_matmul(ctx, node, a, a_zp)
+        if quad is not None:
+            return [quad]
+    if (ctx.device == "cpu" and packed is not None and packed[0].ndim == 2 and int_pairs.fits(packed[0].shape[1])
+            and a_zp is not None):
         w, bits = packed
         layout, extra = _dot_layout(ctx, node, 3, dtype_of(a), a_zp, w, 1)
         return [ctx.emit_te(int_pairs.pair_matmul, a, const(int_pairs.pack_pairs(w.T, bits, layout)),
@@ -153,7 +162,8 @@ def _integer_matmul(ctx: LowerContext, node, inputs):
         return [ctx.emit_te(_packed_matmul, a, const(wp), *extra, k=w.shape[0], bits=bits,
                             signed=w.dtype == np.int8, has_azp=azp is not None, has_bzp=bzp is not None)]
     b_const = ctx.const_of(node.inputs[1])
-    if b_const is not None and b_const.ndim == 2 and int_pairs.fits(b_const.shape[1]) and a_zp is not None:
+    if (ctx.device == "cpu" and b_const is not None and b_const.ndim == 2 and int_pairs.fits(b_const.shape[1])
+            and a_zp is not None):
         w = _centered_const(b_const, _optional(ctx, node, 3), 1)
         layout, extra = _dot_layout(ctx, node, None, dtype_of(a), a_zp, w, 1)
         return [ctx.emit_te(int_pairs.pair_matmul, a, const(int_pairs.pair_weight(w.T, layout)), *extra,
@@ -163,6 +173,20 @@ def _integer_matmul(ctx: LowerContext, node, inputs):
     else:
         b = _centered(b, bzp)
     return [op.matmul(_centered(a, azp, per_row=True), b, out_dtype="int32")]
+
+
+def _cuda_matmul(ctx: LowerContext, node: ir.Node, a: relax.Expr, a_zp: int | None) -> relax.Expr | None:
+    """IntegerMatMul in the dp4a layout (`int_cuda.quad_matmul`), or None when it does not fit."""
+    b_const = ctx.const_of(node.inputs[1])
+    if b_const is None or b_const.ndim != 2 or a_zp is None or len(shape_of(a)) < 2:
+        return None
+    w = _centered_const(b_const, _optional(ctx, node, 3), 1).T  # [N, K]
+    if not int_cuda.fits(w, dtype_of(a)):
+        return None
+    zp = int_cuda.staged_zero_point(a_zp, dtype_of(a))
+    sums = [const(int_cuda.weight_sums(w))] if zp else []
+    return ctx.emit_te(int_cuda.quad_matmul, a, const(int_cuda.quad_weight(w)), *sums, depth=w.shape[1],
+                       a_zero_point=a_zp)
 
 
 # -- IntegerConv ------------------------------------------------------------------------------
@@ -219,7 +243,15 @@ def _integer_conv(ctx: LowerContext, node, inputs):
     group = node.attributes.get_int("group", 1)
     packed = _packable(ctx, node, 1)
     x_zp = _scalar_zero_point(ctx, node, 2)
-    if packed is not None and group == 1 and int_pairs.fits(packed[0].shape[0]) and x_zp is not None:
+    cpu = ctx.device == "cpu"
+    w_quad = (_centered_const(w_arr, _optional(ctx, node, 3), 0)
+              if not cpu and packed is None and group == 1 and x_zp is not None else None)
+    if w_quad is not None and int_cuda.fits(w_quad, dtype_of(x)):
+        zp = int_cuda.staged_zero_point(x_zp, dtype_of(x))
+        sums = [const(int_cuda.weight_sums(w_quad))] if zp else []
+        y = ctx.emit_te(int_cuda.quad_conv, x, const(int_cuda.quad_weight(w_quad)), *sums, kernel=list(kernel),
+                        strides=strides, dilations=dilations, pads=pads, channels=w_quad.shape[1], x_zero_point=x_zp)
+    elif cpu and packed is not None and group == 1 and int_pairs.fits(packed[0].shape[0]) and x_zp is not None:
         w, bits = packed
         layout, extra = _dot_layout(ctx, node, 3, dtype_of(x), x_zp, w, 0)
         y = ctx.emit_te(int_pairs.pair_conv, x, const(int_pairs.pack_pairs(w, bits, layout)),
@@ -234,7 +266,7 @@ def _integer_conv(ctx: LowerContext, node, inputs):
                         strides=strides, dilations=dilations, pads=pads, group=group, cin_group=w.shape[1],
                         bits=bits, signed=w.dtype == np.int8, has_wzp=wzp is not None,
                         xzp=0 if x_zp is None else int(x_zp.reshape(())))
-    elif group == 1 and int_pairs.fits(w_arr.shape[0]) and x_zp is not None:
+    elif cpu and group == 1 and int_pairs.fits(w_arr.shape[0]) and x_zp is not None:
         w = _centered_const(w_arr, _optional(ctx, node, 3), 0)
         layout, extra = _dot_layout(ctx, node, None, dtype_of(x), x_zp, w, 0)
         y = ctx.emit_te(int_pairs.pair_conv, x, const(int_pairs.pair_weight(w, layout)), *extra,

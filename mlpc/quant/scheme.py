@@ -1,6 +1,8 @@
 """Quantization schemes as data: what bits, granularity, symmetry and observer each tensor gets.
 
-A scheme string names weight and activation bits ("w8a8", "w4a8", "w2a8"); a config (YAML or
+A scheme string names weight and activation bits ("w8a8", "w4a8", "w2a8"); "a16" means
+weight-only quantization ("w4a16", "w8a16"): activations stay float (float16 on a GPU with
+`--dtype fp16`), weights are integers dequantized inside the kernel. A config (YAML or
 JSON, or a dict) refines it per layer with glob rules on node names:
 
     scheme: w4a8
@@ -122,6 +124,7 @@ class QuantConfig:
     equalize: str | bool = "auto"
     sequential: str | bool = "auto"
     name: str = "custom"
+    weight_only: bool = False
 
     def __post_init__(self) -> None:
         if self.rounding not in ROUNDINGS:
@@ -152,7 +155,8 @@ _SCHEME_RE = re.compile(r"^w(\d+)a(\d+)$")
 
 
 def parse_scheme(scheme: str) -> QuantConfig:
-    """A QuantConfig from a scheme string "w<bits>a<bits>" (2–8 each), e.g. "w4a8".
+    """A QuantConfig from a scheme string "w<bits>a<bits>" (2–8 each), e.g. "w4a8", or
+    "w<bits>a16" for weight-only quantization (activations stay float), e.g. "w4a16".
 
     Weights are symmetric, per channel, narrow range; activations per tensor, asymmetric, signed
     or unsigned from the observed range (unsigned with zero point 0 when it is never negative).
@@ -163,11 +167,16 @@ def parse_scheme(scheme: str) -> QuantConfig:
     if m is None:
         raise QuantizationError(f"quantization scheme {scheme!r} is not of the form w<bits>a<bits>, e.g. w8a8 or w4a8")
     wbits, abits = int(m.group(1)), int(m.group(2))
-    for kind, bits in (("weight", wbits), ("activation", abits)):
+    weight_only = abits == 16
+    for kind, bits in (("weight", wbits), ("activation", 8 if weight_only else abits)):
         if not MIN_BITS <= bits <= MAX_BITS:
-            raise QuantizationError(f"scheme {scheme!r}: {kind} bits {bits} are outside {MIN_BITS}..{MAX_BITS}")
+            raise QuantizationError(
+                f"scheme {scheme!r}: {kind} bits {bits} are outside {MIN_BITS}..{MAX_BITS} "
+                "(or a16 for float activations)"
+            )
     return QuantConfig(
-        weight=replace(DEFAULT_WEIGHT, bits=wbits), activation=replace(DEFAULT_ACTIVATION, bits=abits), name=scheme
+        weight=replace(DEFAULT_WEIGHT, bits=wbits), activation=replace(DEFAULT_ACTIVATION, bits=8 if weight_only else abits),
+        name=scheme, weight_only=weight_only,
     )
 
 
@@ -235,6 +244,7 @@ def config_from_dict(data: Mapping[str, Any], scheme: str | None = None, source:
             equalize=data.get("equalize", "auto"),
             sequential=data.get("sequential", "auto"),
             name=base.name,
+            weight_only=base.weight_only,
         )
     except QuantizationError as e:
         raise QuantizationError(f"{source}: {e}") from e

@@ -74,7 +74,7 @@ def _run_and_check(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.n
 
 
 def test_registry() -> None:
-    assert list_ops() == ["Attention", "ConvNHWC", "IntegerAdd", "IntegerConv", "IntegerMatMul", "Requantize", "SiLU"]
+    assert list_ops() == ["Attention", "ConvNHWC", "DequantMatMul", "IntegerAdd", "IntegerConv", "IntegerMatMul", "Requantize", "SiLU"]
     for name in list_ops():
         op = get_op(name)
         assert onnx.defs.get_schema(name, 1, MLPC_DOMAIN).name == name

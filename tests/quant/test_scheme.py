@@ -17,7 +17,7 @@ def test_parse_scheme(scheme, wbits, abits):
     assert cfg.activation.granularity == "per_tensor" and cfg.activation.signed is None
 
 
-@pytest.mark.parametrize("scheme", ["w1a8", "w9a8", "w4a16", "int8", "w4"])
+@pytest.mark.parametrize("scheme", ["w1a8", "w9a8", "w4a12", "w4a32", "w1a16", "int8", "w4"])  # w4a16 is weight-only
 def test_bad_schemes(scheme):
     with pytest.raises(QuantizationError, match="w<bits>a<bits>|outside"):
         parse_scheme(scheme)

@@ -3,13 +3,13 @@ and a NumPy reference kernel each. Importing this package registers them with on
 
     >>> from mlpc.ir.ops import get_op, list_ops
     >>> list_ops()
-    ['Attention', 'ConvNHWC', 'IntegerAdd', 'IntegerConv', 'IntegerMatMul', 'Requantize', 'SiLU']
+    ['Attention', 'ConvNHWC', 'DequantMatMul', 'IntegerAdd', 'IntegerConv', 'IntegerMatMul', 'Requantize', 'SiLU']
     >>> get_op("Requantize").infer(node)      # [(shape, dtype)] of the node's outputs
 """
 
 from __future__ import annotations
 
-from mlpc.ir.ops import attention, conv_nhwc, integer_add, integer_conv, integer_matmul, requantize, silu  # noqa: F401  (registers the ops)
+from mlpc.ir.ops import attention, conv_nhwc, dequant_matmul, integer_add, integer_conv, integer_matmul, requantize, silu  # noqa: F401  (registers the ops)
 from mlpc.ir.ops._registry import (
     MLPC_DOMAIN,
     MLPC_OPSET_VERSION,

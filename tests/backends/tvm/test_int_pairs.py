@@ -74,7 +74,7 @@ def test_pair_kernels_without_avx2_are_scheduled_and_bit_exact(kind, caplog):
     else:
         model, feeds = _matmul_model((3, 40), 16, rng)
     with caplog.at_level(logging.INFO, logger="mlpc.backends.tvm.cpu_schedule"):
-        _tvm_vs_reference(model, feeds, get_target("x86"))
+        _tvm_vs_reference(model, feeds, target=get_target("x86"))
     assert not _unscheduled(caplog)
 
 

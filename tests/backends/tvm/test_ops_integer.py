@@ -35,10 +35,13 @@ def _expose_integers(model: ir.Model) -> None:
             model.graph.outputs.append(node.outputs[0])
 
 
-def _tvm_vs_reference(model: ir.Model, feeds: dict[str, np.ndarray], target: Target | None = None) -> None:
+def _tvm_vs_reference(model: ir.Model, feeds: dict[str, np.ndarray], device: str = "cpu",
+                      target: Target | None = None) -> None:
+    """Build `model` for `target` (default: this CPU), its integer kernels in `device`'s layout,
+    and compare every output with the reference evaluator: integer outputs bit for bit."""
     verify(model)
     ref = ReferenceEvaluator(model).run(feeds)
-    got = run(build(lower_graph(model.graph, model.opset_imports.get("", 17)), target or host()),
+    got = run(build(lower_graph(model.graph, model.opset_imports.get("", 17), device=device), target or host()),
               [feeds[v.name] for v in model.graph.inputs])
     for value, g in zip(model.graph.outputs, got):
         r = ref[value.name]
