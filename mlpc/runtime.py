@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,27 +27,29 @@ class TvmSession:
             self._main = relax.VirtualMachine(module, self._device)["main"]
         except Exception as e:
             raise ArtifactError(f"{library}: cannot load the compiled library: {e}") from e
+        self._staging = threading.local()  # per thread: {input index: aligned buffer}
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Call the model on input arrays (in input order); return the outputs in order.
 
         On the CPU, inputs are handed to TVM through DLPack without a copy when their data is
-        64-byte aligned (TVM's kernels assume that alignment), else through one aligned copy;
-        outputs are copied out, so later calls never change arrays already returned.
+        64-byte aligned (TVM's kernels assume that alignment), else copied into an aligned
+        staging buffer the session keeps per input (and per thread); outputs are copied out, so
+        later calls never change arrays already returned.
         """
-        tensors = [self._tensor(a) for a in arrays]
+        tensors = [self._tensor(a, i) for i, a in enumerate(arrays)]
         result = self._main(*tensors)
         items = result if isinstance(result, (list, tuple)) or hasattr(result, "__len__") else [result]
         return [self._numpy(item) for item in items]
 
-    def _tensor(self, a: np.ndarray):
+    def _tensor(self, a: np.ndarray, index: int):
         import tvm
 
         if self._on_cpu:
             import tvm_ffi
 
             try:
-                return tvm_ffi.from_dlpack(_aligned(a))
+                return tvm_ffi.from_dlpack(self._aligned(a, index))
             except (BufferError, TypeError, ValueError):  # dtypes NumPy cannot export (bfloat16)
                 pass
         return tvm.runtime.tensor(a, self._device)
@@ -61,18 +64,28 @@ class TvmSession:
         return tensor.numpy()
 
 
+    def _aligned(self, a: np.ndarray, index: int) -> np.ndarray:
+        """`a` itself when C-contiguous and 64-byte aligned, else its copy in the staging buffer
+        of input `index` (allocated once per shape and dtype)."""
+        if a.flags.c_contiguous and a.ctypes.data % _ALIGNMENT == 0:
+            return a
+        buffers = self._staging.__dict__.setdefault("buffers", {})
+        buffer = buffers.get(index)
+        if buffer is None or buffer.shape != a.shape or buffer.dtype != a.dtype:
+            buffer = buffers[index] = aligned_empty(a.shape, a.dtype)
+        np.copyto(buffer, a)
+        return buffer
+
+
 _ALIGNMENT = 64
 
 
-def _aligned(a: np.ndarray) -> np.ndarray:
-    """`a` itself when C-contiguous and 64-byte aligned, else an aligned contiguous copy."""
-    if a.flags.c_contiguous and a.ctypes.data % _ALIGNMENT == 0:
-        return a
-    raw = np.empty(a.nbytes + _ALIGNMENT, np.uint8)
+def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialized C-contiguous array whose data is 64-byte aligned."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + _ALIGNMENT, np.uint8)
     offset = -raw.ctypes.data % _ALIGNMENT
-    out = raw[offset:offset + a.nbytes].view(a.dtype).reshape(a.shape)
-    out[...] = a
-    return out
+    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
 
 
 def load_session(path: Path, manifest: dict[str, Any]) -> TvmSession:

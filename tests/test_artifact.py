@@ -27,6 +27,28 @@ def _ort(model_path, x):
     return ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
 
 
+def _unaligned(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of `a` whose data starts 4 bytes past a 64-byte boundary."""
+    raw = np.empty(a.nbytes + 128, np.uint8)
+    start = -raw.ctypes.data % 64 + 4
+    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def test_unaligned_inputs_are_staged_and_outputs_never_change_afterwards(built):
+    model_path, artifact = built
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal((2, 3, 8, 8)).astype(np.float32) for _ in range(2)]
+    first = artifact.run({"x": _unaligned(xs[0])})["logits"]
+    kept = first.copy()
+    second = artifact.run({"x": _unaligned(xs[1])})["logits"]  # reuses the staging buffer
+    np.testing.assert_array_equal(first, kept)
+    for x, got in zip(xs, (first, second)):
+        ref = _ort(model_path, x)
+        assert np.max(np.abs(got - ref)) <= 1e-4 * np.max(np.abs(ref))
+
+
 def test_round_trip_matches_onnxruntime(built):
     model_path, artifact = built
     x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
