@@ -139,7 +139,7 @@ def sensitivity_cmd(
     method: str = typer.Option("data", "--method", help="data (output perturbation) or hessian (Hutchinson trace)."),
     metric: str = typer.Option("mse", "--metric", help="data method: mse (relative output noise) or kl (logits)."),
     rounding: str = typer.Option(
-        "nearest", "--rounding", help="data method: nearest, or pass (the quantize pass's GPTQ/bias-corrected weights)."),
+        "pass", "--rounding", help="data method: pass (the quantize pass's GPTQ/bias-corrected weights) or nearest (faster)."),
     bits: str = typer.Option("2,3,4,8", "--bits", help="Candidate weight bits."),
     samples: int = typer.Option(64, "--samples", help="Calibration samples to use."),
     labels: Optional[Path] = typer.Option(

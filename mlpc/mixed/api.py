@@ -184,7 +184,7 @@ def mixed_precision(
     latency_budget: Any = None,
     method: str = "data",
     metric: str = "mse",
-    rounding: str = "nearest",
+    rounding: str = "pass",
     sensitivity: Sensitivity | str | Path | None = None,
     labels: Any = None,
     samples: int | None = 64,
@@ -200,8 +200,9 @@ def mixed_precision(
     `size_budget`: fraction of the fp32 size (≤ 1), bytes, or "40KiB"; `bops_budget`: fraction of
     the w8a8 BOPs or a count; `latency_budget`: "2ms" etc. (x86: per-layer latencies measured
     here; ARM/CUDA: analytic). `bits`: candidate widths (default: 2/3/4/8, or those of `sensitivity`). `method` "data" (output perturbation on
-    `calibration`, `metric` "mse"/"kl", `rounding` "nearest" or "pass": the quantize pass's own
-    GPTQ/bias-corrected weights, slower) or "hessian" (Hutchinson trace; `labels` optional, the
+    `calibration`, `metric` "mse"/"kl", `rounding` "pass" — each layer quantized by the quantize
+    pass itself (GPTQ, bias correction), the weights a build will have — or "nearest", faster but
+    it overrates the 2-bit error of layers GPTQ repairs) or "hessian" (Hutchinson trace; `labels` optional, the
     float model's predictions otherwise); or pass a precomputed `sensitivity` (a Sensitivity or
     a JSON file from `mlpc sensitivity`). Sizes count weights as stored (3-bit ones in 4-bit
     slots), at exactly b bits with `ideal_size`. `report` writes an HTML report with the Pareto frontier.
@@ -282,7 +283,7 @@ def compute_sensitivity(
     *,
     method: str = "data",
     metric: str = "mse",
-    rounding: str = "nearest",
+    rounding: str = "pass",
     bits: Any = DEFAULT_BITS,
     labels: Any = None,
     samples: int | None = 64,
