@@ -18,7 +18,7 @@ from typing import Any
 
 from mlpc.errors import InputError, QuantizationError
 from mlpc.mixed.ilp import Allocation, Problem, pareto, solve
-from mlpc.mixed.layers import DEFAULT_BITS, STORAGE_SLOTS, check_bits, fp32_bytes
+from mlpc.mixed.layers import DEFAULT_BITS, STORAGE_SLOTS, check_bits, fp32_bytes, target_bits
 from mlpc.mixed.sensitivity import Sensitivity
 
 logger = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def mixed_precision(
 
     `size_budget`: fraction of the fp32 size (≤ 1), bytes, or "40KiB"; `bops_budget`: fraction of
     the w8a8 BOPs or a count; `latency_budget`: "2ms" etc. (x86: per-layer latencies measured
-    here; ARM/CUDA: analytic). `bits`: candidate widths (default: 2/3/4/8, or those of `sensitivity`). `method` "data" (output perturbation on
+    here; ARM/CUDA: analytic). `bits`: candidate widths (default: those of `sensitivity`, else `target_bits` of the target: 2/4/8 on CPUs and GPUs). `method` "data" (output perturbation on
     `calibration`, `metric` "mse"/"kl", `rounding` "pass" — each layer quantized by the quantize
     pass itself (GPTQ, bias correction), the weights a build will have — or "nearest", faster but
     it overrates the 2-bit error of layers GPTQ repairs) or "hessian" (Hutchinson trace; `labels` optional, the
@@ -217,7 +217,7 @@ def mixed_precision(
     if isinstance(sensitivity, (str, Path)):
         sensitivity = Sensitivity.load(sensitivity)
     if bits is None:
-        bits = sensitivity.bits if sensitivity is not None else DEFAULT_BITS
+        bits = sensitivity.bits if sensitivity is not None else target_bits(tgt.kind)
     candidates = check_bits(bits)
     if sensitivity is None:
         if calibration is None:

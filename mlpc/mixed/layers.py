@@ -30,6 +30,17 @@ DEFAULT_BITS = (2, 3, 4, 8)
 STORAGE_SLOTS = (2, 4, 8)
 
 
+def target_bits(kind: str) -> tuple[int, ...]:
+    """The candidate weight widths worth choosing on a target kind: on CPUs and GPUs a weight runs
+    in a storage slot (`STORAGE_SLOTS`), so a 3-bit one costs what a 4-bit one costs and only
+    loses accuracy; other targets (FPGA dataflow) pay per bit.
+
+    >>> target_bits("x86"), target_bits("fpga")
+    ((2, 4, 8), (2, 3, 4, 8))
+    """
+    return STORAGE_SLOTS if kind in ("x86", "arm", "cuda") else DEFAULT_BITS
+
+
 def storage_bits(bits: int, slots: tuple[int, ...] | None = STORAGE_SLOTS) -> int:
     """Bits a `bits`-bit weight occupies when stored: the smallest slot that holds it (`bits`
     itself when `slots` is None).
@@ -96,7 +107,7 @@ def fake_quant_weight(w: np.ndarray, bits: int, channel_axis: int = 0) -> np.nda
 
         >>> w = np.array([[0.5, -1.0, 0.25]])
         >>> fake_quant_weight(w, 8).round(3).tolist()
-        [[0.5, -1.0, 0.252]]
+        [[0.504, -1.0, 0.252]]
     """
     from dataclasses import replace
 
