@@ -229,8 +229,10 @@ def data_sensitivity(
     (`metric` "mse" or "kl", see the module doc) with layer i alone quantized to b bits.
     `rounding` "nearest" quantizes the weight with round-to-nearest (`fake_quant_weight`, fast);
     "pass" runs mlpc's quantize pass on that layer alone (its GPTQ rounding, clipping search and
-    bias correction, calibrated on the same samples) and takes the weight and bias it chose —
-    the error the compiled model will actually have, at one calibration run per (layer, bits).
+    bias correction, calibrated on the calibration samples after those `samples` when there are
+    at least as many more — a rounding fitted to the samples it is judged on would look better
+    than it is — else on all of them) and takes the weight and bias it chose: the error the
+    compiled model will actually have, at one calibration run per (layer, bits).
 
         >>> sens = data_sensitivity("m.onnx", {"x": x_calib}, bits=(2, 4, 8), metric="kl")  # doctest: +SKIP
     """
@@ -249,7 +251,10 @@ def data_sensitivity(
         raise QuantizationError(
             "the model has no Conv/Gemm/MatMul layer with a constant weight: nothing to allocate bits to"
         )
-    data = CalibrationSet.load(calibration, graph, limit=samples)
+    everything = CalibrationSet.load(calibration, graph)
+    data = CalibrationSet(everything.samples[:samples], everything.source) if samples else everything
+    rest = everything.samples[len(data):]
+    fit = CalibrationSet(rest, everything.source) if len(rest) >= len(data) else everything
     weights = {layer.name: layer for layer in find_layers(graph) if layer.weight is not None}
     names = [weights[i.name].weight.name for i in infos]
     names += [weights[i.name].bias.name for i in infos if weights[i.name].bias is not None]
@@ -267,7 +272,7 @@ def data_sensitivity(
         omega[info.name] = {}
         for b in candidates:
             if rounding == "pass":
-                overrides = _pass_weights(ir_model, layer, b, data)
+                overrides = _pass_weights(ir_model, layer, b, fit)
             else:
                 overrides = {layer.weight.name: fake_quant_weight(w, b, layer.channel_axis)}
             err = norm = 0.0
