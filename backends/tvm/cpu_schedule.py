@@ -42,7 +42,8 @@ def _reduction_size(sch: s_tir.Schedule, loops: list) -> int:
     return math.prod(int(sch.get(loop).extent) for loop in loops)
 
 
-def _divisor(extent: int, candidates: tuple[int, ...]) -> int | None:
+def divisor(extent: int, candidates: tuple[int, ...]) -> int | None:
+    """The first of `candidates` that divides `extent` (and is not larger), or None."""
     return next((c for c in candidates if extent >= c and extent % c == 0), None)
 
 
@@ -106,7 +107,7 @@ def schedule_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lane
         if work >= PARALLEL_MIN_WORK and extents[0] > 1:
             sch.parallel(spatial[0])
         return
-    vector_len = _divisor(extents[-1], (2 * lanes, lanes, 4))
+    vector_len = divisor(extents[-1], (2 * lanes, lanes, 4))
     vector = None
     last = spatial[-1]
     if vector_len:
@@ -114,7 +115,7 @@ def schedule_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lane
     outer = list(spatial[:-1])
     tile = []
     for index in range(len(outer) - 1, -1, -1):
-        rows = _divisor(extents[index], (REGISTER_ROWS, 2))
+        rows = divisor(extents[index], (REGISTER_ROWS, 2))
         if rows:
             outer[index], row = sch.split(outer[index], [None, rows])
             tile.append(row)

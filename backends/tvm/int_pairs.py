@@ -369,10 +369,6 @@ def is_pair_block(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
     return block_layout(sch, block) is not None
 
 
-def _divisor(extent: int, candidates: tuple[int, ...]) -> int:
-    return next((c for c in candidates if extent % c == 0), 1)
-
-
 def _schedule_unpack(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, tile_loop, parallel_min_work: int) -> None:
     """Unpack weights eight lanes per vector: inside each parallel tile when
     `tile_loop` is given (matmul: a tile's weight slice is used by that tile only), else once
@@ -401,7 +397,7 @@ def schedule_pair(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, producers
     widening, weight unpacking)."""
     layout = block_layout(sch, block)
     intrinsic = layout.intrinsic if (avx2 if layout is PAIRS else dotprod) else None
-    from mlpc.backends.tvm.cpu_schedule import ACCUMULATOR_SCOPE, fold_write_back  # (it imports this module)
+    from mlpc.backends.tvm.cpu_schedule import ACCUMULATOR_SCOPE, divisor, fold_write_back  # (it imports this module)
 
     is_conv = sch.get(block).name_hint.endswith("conv")
     loops = sch.get_loops(block)
@@ -416,12 +412,12 @@ def schedule_pair(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, producers
         groups, lanes = sch.split(oc, [None, LANES])
         group_tile = None
         row_loop = sp[-1] if sp else None
-        rows = _divisor(extents[-1], (8, 4, 2)) if sp else 1
+        rows = (divisor(extents[-1], (8, 4, 2)) or 1) if sp else 1
     else:
         *lead, m, col = spatial
         columns = extents[-1]
-        rows = _divisor(extents[-2], (4, 2))
-        tile_groups = _divisor(columns // LANES, (4, 2)) if rows == 1 else 1
+        rows = divisor(extents[-2], (4, 2)) or 1
+        tile_groups = (divisor(columns // LANES, (4, 2)) or 1) if rows == 1 else 1
         groups, group_tile, lanes = sch.split(col, [None, tile_groups, LANES])
         row_loop = m
     row_tile = None
