@@ -172,6 +172,15 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     return "\n".join(lines)
 
 
+def publish(path: Path, data: dict[str, Any], section: str, markdown: str, readme: bool = True) -> None:
+    """Write a benchmark's results: `data` as JSON to `path`, `markdown` into README.md's `section`
+    (unless `readme` is False) and to standard output."""
+    write_json(path, data)
+    if readme:
+        update_readme_section(README, section, markdown)
+    print(markdown)
+
+
 def update_readme_section(readme: Path, section: str, markdown: str) -> None:
     """Replace the text between `<!-- results:SECTION -->` and `<!-- /results:SECTION -->` in `readme`.
 

@@ -199,10 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in networks:
             data["networks"][name] = bench_network(name, Path(tmp), args.synth_timeout)
-    common.write_json(args.output, data)
-    if not args.no_readme:
-        common.update_readme_section(common.README, "fpga", render(data))
-    print(render(data))
+    common.publish(args.output, data, "fpga", render(data), readme=not args.no_readme)
     return 0
 
 

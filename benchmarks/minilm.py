@@ -44,15 +44,13 @@ import numpy as np
 
 from benchmarks.common import (
     MIN_REPEAT,
-    README,
     RESULTS_DIR,
     configure_threads,
     fmt,
     machine_info,
     machine_line,
     markdown_table,
-    update_readme_section,
-    write_json,
+    publish,
 )
 
 logger = logging.getLogger(__name__)
@@ -517,10 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="mlpc-minilm-") as tmp:
             results = run_benchmark(args, Path(tmp))
-    write_json(args.output, results)
-    if not args.no_readme:
-        update_readme_section(README, SECTION, markdown(results))
-    print(markdown(results))
+    publish(args.output, results, SECTION, markdown(results), readme=not args.no_readme)
     return 0
 
 

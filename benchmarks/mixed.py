@@ -247,10 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
             data["models"][name] = bench_model(name, Path(tmp))
-    common.write_json(args.output, data)
-    if not args.no_readme:
-        common.update_readme_section(common.README, "mixed", render(data))
-    print(render(data))
+    common.publish(args.output, data, "mixed", render(data), readme=not args.no_readme)
     return 0
 
 

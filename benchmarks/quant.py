@@ -190,10 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in models:
             data["models"][name] = bench_model(name, Path(tmp), args.threads, args.repeat,
                                                tuple(s for s in args.schemes.split(",") if s))
-    common.write_json(args.output, data)
-    if not args.no_readme:
-        common.update_readme_section(common.README, "quant", render(data))
-    print(render(data))
+    common.publish(args.output, data, "quant", render(data), readme=not args.no_readme)
     return 0
 
 
