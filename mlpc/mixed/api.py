@@ -37,20 +37,25 @@ def parse_size_budget(value: Any, fp32_size: int) -> float | None:
     """
     if value is None:
         return None
-    text = str(value).strip().lower()
-    m = re.fullmatch(r"([0-9.eE+-]+)\s*([a-z]*)", text)
-    try:
-        number = float(m.group(1)) if m else float("nan")
-    except ValueError:
-        number = float("nan")
-    if m is None or not number > 0 or (m.group(2) and m.group(2) not in _UNITS):
+    number, unit = _quantity(value, r"[a-z]*")
+    if not number > 0 or (unit and unit not in _UNITS):
         raise InputError(
             f"--size-budget {value!r}: give a fraction of the fp32 size (e.g. 0.15), bytes, "
             "or a size with a unit (e.g. 40KiB, 1.5MB)"
         )
-    if not m.group(2) and number <= 1.0:
+    if not unit and number <= 1.0:
         return number * fp32_size
-    return number * _UNITS.get(m.group(2), 1)
+    return number * _UNITS.get(unit, 1)
+
+
+def _quantity(value: Any, units: str) -> tuple[float, str]:
+    """(number, unit) of a budget such as "40KiB" or "2ms" (lower-cased unit matching the
+    regular expression `units`, "" when absent); the number is NaN when `value` does not parse."""
+    m = re.fullmatch(rf"([0-9.eE+-]+)\s*({units})", str(value).strip().lower())
+    try:
+        return (float(m.group(1)), m.group(2) or "") if m else (float("nan"), "")
+    except ValueError:
+        return float("nan"), ""
 
 
 def parse_latency_budget(value: Any) -> float | None:
@@ -61,15 +66,10 @@ def parse_latency_budget(value: Any) -> float | None:
     """
     if value is None:
         return None
-    text = str(value).strip().lower()
-    m = re.fullmatch(r"([0-9.eE+-]+)\s*(s|ms|us|µs|ns)?", text)
-    try:
-        number = float(m.group(1)) if m else float("nan")
-    except ValueError:
-        number = float("nan")
-    if m is None or not number > 0:
+    number, unit = _quantity(value, r"(?:s|ms|us|µs|ns)?")
+    if not number > 0:
         raise InputError(f"--latency-budget {value!r}: give a time such as 2ms, 500us or 0.01s")
-    return number * _TIME[m.group(2) or "ms"]
+    return number * _TIME[unit or "ms"]
 
 
 def parse_bops_budget(value: Any, w8a8_bops: int) -> float | None:
