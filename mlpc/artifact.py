@@ -146,6 +146,7 @@ class Artifact:
         self.path = path
         self.manifest = manifest
         self._session: Any = None
+        self._specs: list[tuple[str, np.dtype, tuple[int, ...]]] | None = None
 
     @property
     def inputs(self) -> list[dict[str, Any]]:
@@ -167,13 +168,32 @@ class Artifact:
 
         Returns a dict keyed by output name. Raises InputError for missing, unknown or misshaped inputs.
         """
-        arrays = prepare_inputs(inputs, self.inputs)
+        arrays = self._exact_inputs(inputs)
+        if arrays is None:
+            arrays = prepare_inputs(inputs, self.inputs)
         if self._session is None:
             from mlpc.runtime import load_session
 
             self._session = load_session(self.path, self.manifest)
         results = self._session.run(arrays)
         return {spec["name"]: value for spec, value in zip(self.outputs, results)}
+
+    def _exact_inputs(self, inputs: Any) -> list[np.ndarray] | None:
+        """The arrays of a dict that holds exactly the model's inputs as C-contiguous arrays of
+        the right dtype and shape (the common case, checked cheaply); None for anything else,
+        which `prepare_inputs` then converts or refuses."""
+        if self._specs is None:
+            self._specs = [(s["name"], np.dtype(s["dtype"]), tuple(s["shape"])) for s in self.inputs]
+        if type(inputs) is not dict or len(inputs) != len(self._specs):
+            return None
+        arrays = []
+        for name, dtype, shape in self._specs:
+            value = inputs.get(name)
+            if type(value) is not np.ndarray or value.dtype != dtype or value.shape != shape \
+                    or not value.flags.c_contiguous:
+                return None
+            arrays.append(value)
+        return arrays
 
     def __repr__(self) -> str:
         return f"<mlpc.Artifact {self.path} target={self.manifest['target']['name']}>"

@@ -32,10 +32,11 @@ class TvmSession:
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Call the model on input arrays (in input order); return the outputs in order.
 
-        On the CPU, inputs are handed to TVM through DLPack without a copy when their data is
-        64-byte aligned (TVM's kernels assume that alignment), else copied into an aligned
-        staging buffer the session keeps per input (and per thread); outputs are copied out, so
-        later calls never change arrays already returned.
+        On the CPU, small inputs are copied into a 64-byte aligned staging buffer the session
+        keeps per input (and per thread) with its TVM tensor (TVM's kernels assume that
+        alignment; the copy is cheaper than checking it); large ones are handed over through
+        DLPack without a copy when already aligned. Outputs are copied out, so later calls never
+        change arrays already returned.
         """
         tensors = [self._tensor(a, i) for i, a in enumerate(arrays)]
         result = self._main(*tensors)
@@ -46,10 +47,8 @@ class TvmSession:
         import tvm
 
         if self._on_cpu:
-            import tvm_ffi
-
             try:
-                return tvm_ffi.from_dlpack(self._aligned(a, index))
+                return self._cpu_tensor(a, index)
             except (BufferError, TypeError, ValueError):  # dtypes NumPy cannot export (bfloat16)
                 pass
         return tvm.runtime.tensor(a, self._device)
@@ -58,26 +57,29 @@ class TvmSession:
         """A NumPy copy of a TVM tensor (through DLPack on the CPU)."""
         if self._on_cpu:
             try:
-                return np.array(np.from_dlpack(tensor), copy=True)
+                return np.from_dlpack(tensor).copy()
             except (BufferError, TypeError, RuntimeError):
                 pass
         return tensor.numpy()
 
+    def _cpu_tensor(self, a: np.ndarray, index: int):
+        """A TVM tensor holding `a`: `a` itself when large, C-contiguous and 64-byte aligned, else
+        the staging tensor of input `index` (allocated once per shape and dtype) after a copy."""
+        import tvm_ffi
 
-    def _aligned(self, a: np.ndarray, index: int) -> np.ndarray:
-        """`a` itself when C-contiguous and 64-byte aligned, else its copy in the staging buffer
-        of input `index` (allocated once per shape and dtype)."""
-        if a.flags.c_contiguous and a.ctypes.data % _ALIGNMENT == 0:
-            return a
-        buffers = self._staging.__dict__.setdefault("buffers", {})
-        buffer = buffers.get(index)
-        if buffer is None or buffer.shape != a.shape or buffer.dtype != a.dtype:
-            buffer = buffers[index] = aligned_empty(a.shape, a.dtype)
-        np.copyto(buffer, a)
-        return buffer
+        if a.nbytes > _STAGE_BELOW and a.flags.c_contiguous and a.ctypes.data % _ALIGNMENT == 0:
+            return tvm_ffi.from_dlpack(a)
+        staged = self._staging.__dict__.setdefault("inputs", {})
+        entry = staged.get(index)
+        if entry is None or entry[0].shape != a.shape or entry[0].dtype != a.dtype:
+            buffer = aligned_empty(a.shape, a.dtype)
+            entry = staged[index] = (buffer, tvm_ffi.from_dlpack(buffer))
+        np.copyto(entry[0], a)
+        return entry[1]
 
 
 _ALIGNMENT = 64
+_STAGE_BELOW = 64 * 1024  # inputs up to this size are always copied into the staging buffer
 
 
 def aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

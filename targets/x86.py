@@ -22,7 +22,7 @@ X86_TAGS = [
         description="x86-64 with AVX2 and FMA (Haswell, Zen and later)",
         tvm={"kind": "llvm", "mtriple": _TRIPLE, "mcpu": "haswell"},
         required_features=("avx2", "fma"),
-        capabilities={"vector_bits": 256, "int8_dot": None, "fast_bits": [8, 32]},
+        capabilities={"vector_bits": 256, "int8_dot": "pmaddubsw", "fast_bits": [8, 32]},
     ),
     Target(
         name="x86/avx512-vnni",
@@ -51,7 +51,7 @@ def host_target() -> Target:
         required_features=tuple(f for f in ("avx2", "fma", "avx512f") if f in flags),
         capabilities={
             "vector_bits": vector_bits,
-            "int8_dot": "vnni" if "avx512_vnni" in flags else None,
+            "int8_dot": "vnni" if "avx512_vnni" in flags else "pmaddubsw" if "avx2" in flags else None,
             "fast_bits": [8, 32],
             "cores": cores,
         },

@@ -48,7 +48,7 @@ class LowerContext:
     "cuda": the kind of code the module is built into, for converters whose kernel layout
     depends on it), `float_dtype` (the build's float compute dtype, for kernels that choose
     their own precision such as weight-only DequantMatMul), `int8_dot` (the target's int8
-    dot-product instruction, e.g. "sdot", from its capabilities; picks the CPU integer kernels'
+    dot-product instruction, "sdot" or "pmaddubsw", from its capabilities; picks the CPU integer kernels'
     layout), and helpers that read constant operands, static shapes and dtypes of the node being
     lowered."""
 

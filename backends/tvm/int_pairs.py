@@ -21,6 +21,13 @@ makes Σ (a − zp) · w exact in int32 (padding takes the value zp − offset, 
 8 × 4 update is tensorized with `llvm.aarch64.neon.sdot` (two instructions); without it LLVM
 vectorizes the loops.
 
+On AVX2 the same quad shape serves `vpmaddubsw` when the weights are small: uint8 activations
+(an int8 input plus 128, a uint8 input as is) times int8 weights, adjacent products summed into
+int16 — exact only while |a·w + a'·w'| ≤ 32767, i.e. |w| ≤ 64 (weights of 7 bits or fewer, all
+of mlpc's 2–4-bit weights) — then `vpmaddwd` with ones sums the int16 pairs into the eight int32
+lanes: 32 products per instruction pair instead of vpmaddwd's 16, and activations half as wide.
+The offset correction is the same as for sdot.
+
 The result equals the plain int32 reduction bit for bit.
 """
 from __future__ import annotations
@@ -41,23 +48,30 @@ logger = logging.getLogger(__name__)
 LANES = 8  # int32 lanes of one AVX2 accumulator (two NEON registers)
 PAIR_INTRINSIC = "mlpc_avx2_pmaddwd_8x2"
 QUAD_INTRINSIC = "mlpc_neon_sdot_8x4"
+UQUAD_INTRINSIC = "mlpc_avx2_pmaddubsw_8x4"
+# |w| bound that keeps vpmaddubsw's int16 pair sums exact: 2 · 255 · 64 = 32640 ≤ 32767.
+UQUAD_WEIGHT_LIMIT = 64
 
 
 @dataclass(frozen=True)
 class Layout:
     """An integer kernel layout: `group` reduction steps per output lane in one load, the
-    operands' `dtype`, the block-name `prefix` the scheduler recognizes, the TensorIntrin."""
+    activation operand's `dtype` and the weight's `weight_dtype`, the block-name `prefix` the
+    scheduler recognizes, the TensorIntrin and the CPU feature it `needs` ("avx2", "dotprod")."""
 
     name: str
     group: int
     dtype: str
+    weight_dtype: str
     prefix: str
     intrinsic: str
+    needs: str
 
 
-PAIRS = Layout("pairs", 2, "int16", "mlpc_pair_", PAIR_INTRINSIC)
-QUADS = Layout("quads", 4, "int8", "mlpc_quad_", QUAD_INTRINSIC)
-LAYOUTS = {layout.name: layout for layout in (PAIRS, QUADS)}
+PAIRS = Layout("pairs", 2, "int16", "int16", "mlpc_pair_", PAIR_INTRINSIC, "avx2")
+QUADS = Layout("quads", 4, "int8", "int8", "mlpc_quad_", QUAD_INTRINSIC, "dotprod")
+UQUADS = Layout("uquads", 4, "uint8", "int8", "mlpc_uquad_", UQUAD_INTRINSIC, "avx2")
+LAYOUTS = {layout.name: layout for layout in (PAIRS, QUADS, UQUADS)}
 BLOCK_PREFIX = PAIRS.prefix
 
 
@@ -148,6 +162,51 @@ def _quad_sdot(
 TensorIntrin.register(QUAD_INTRINSIC, _quad_desc, _quad_sdot, override=True)
 
 
+# -- the AVX2 byte intrinsic -------------------------------------------------------------------
+
+
+@T.prim_func(s_tir=True)
+def _uquad_desc(
+    A: T.Buffer((4,), "uint8", offset_factor=1),
+    B: T.Buffer((8, 4), "int8", offset_factor=1),
+    C: T.Buffer((8,), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
+        T.writes(C[0:8])
+        for i in T.serial(0, 8):
+            for k in T.serial(0, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+
+@T.prim_func(s_tir=True)
+def _uquad_avx2(
+    A: T.Buffer((4,), "uint8", offset_factor=1),
+    B: T.Buffer((8, 4), "int8", offset_factor=1),
+    C: T.Buffer((8,), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
+        T.writes(C[0:8])
+        # One expression, no named temporaries: see _pair_avx2.
+        C[T.ramp(T.int32(0), 1, 8)] += T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+            T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"),
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 8), dtype="uint8x32"),
+                B.vload([0, 0], dtype="int8x32"),
+                dtype="int16x16",
+            ),
+            T.broadcast(T.int16(1), 16),
+            dtype="int32x8",
+        )
+
+
+TensorIntrin.register(UQUAD_INTRINSIC, _uquad_desc, _uquad_avx2, override=True)
+
+
 # -- weights -----------------------------------------------------------------------------------
 
 
@@ -164,7 +223,7 @@ def pair_weight(w: np.ndarray, layout: Layout = PAIRS) -> np.ndarray:
     n, c = w.shape[0], w.shape[1]
     rest = w.shape[2:]
     cp = -(-c // g) * g
-    padded = np.zeros((n, cp, *rest), layout.dtype)
+    padded = np.zeros((n, cp, *rest), layout.weight_dtype)
     padded[:, :c] = w
     # [N, Cp, *K] -> [N/8, 8, *K, Cp/g, g] -> [N/8, *K, Cp/g, 8, g]
     moved = np.moveaxis(padded, 1, -1).reshape(n // LANES, LANES, *rest, cp // g, g)
@@ -174,19 +233,16 @@ def pair_weight(w: np.ndarray, layout: Layout = PAIRS) -> np.ndarray:
 
 def pack_pairs(w: np.ndarray, bits: int, layout: Layout = PAIRS) -> np.ndarray:
     """A 2–4-bit integer weight [N, R...] (as for `pair_weight`) packed for in-kernel unpacking:
-    uint8 [N/8, R[1:]..., ceil(Cp / per), 8], per = values per byte (2 for 3/4-bit, 4 for 2-bit);
-    byte (…, b, lane) holds, low bits first, the `per` values of output lane `lane` at the
-    layout's flat reduction steps b·per + t (step s = group index · g + position in the group),
-    so that unpacking reads eight consecutive bytes."""
+    uint8 [N/8, R[1:]..., Cp/g, 8·g/per], per = values per byte (2 for 3/4-bit, 4 for 2-bit).
+    The 8·g values of one reduction group (output lane l, step j at e = l·g + j: one vector of
+    the layout) are split into `per` runs of 8·g/per; byte i holds, low bits first, value i of
+    every run — so unpacking a run is one contiguous load, a shift and a mask."""
     slot = slot_bits(bits)
     per = 8 // slot
     grouped = pair_weight(w, layout).astype(np.int64)  # [G, *K, Cg, 8, g]
     *lead, cg, lanes, g = grouped.shape
-    steps = np.moveaxis(grouped, -1, -2).reshape(*lead, cg * g, lanes)  # [..., s, 8]
-    blocks = -(-cg * g // per)
-    padded = np.zeros((*lead, blocks * per, lanes), np.int64)
-    padded[..., : cg * g, :] = steps
-    values = padded.reshape(*lead, blocks, per, lanes) & ((1 << slot) - 1)
+    width = lanes * g // per
+    values = grouped.reshape(*lead, cg, per, width) & ((1 << slot) - 1)
     shifts = (np.arange(per) * slot).reshape(per, 1)
     return (values << shifts).sum(axis=-2).astype(np.uint8)
 
@@ -201,19 +257,25 @@ def weight_sums(w: np.ndarray) -> np.ndarray:
 
 def activation_offset(dtype: str, zero_point: int, layout: Layout) -> int:
     """What is subtracted from an activation before the products: its zero point in the pair
-    layout (exact centering in int16), 128 for uint8 and 0 for int8 in the quad layout (int8
-    operands; `offset_correction` adds the difference back)."""
+    layout (exact centering in int16); in the quad layouts whatever maps the input type onto the
+    operand type — 128 for uint8 and 0 for int8 (int8 operands, sdot), 0 for uint8 and −128 for
+    int8 (uint8 operands, vpmaddubsw) — with `offset_correction` adding the difference back."""
     if layout is PAIRS:
         return zero_point
+    if layout is UQUADS:
+        return -128 if dtype == "int8" else 0
     return 128 if dtype == "uint8" else 0
 
 
-def quads_fit(dtype: str, weight: np.ndarray | None = None) -> bool:
-    """Whether the quad (int8) layout holds these operands exactly: int8/uint8 activations and
-    weights (zero point subtracted) in [-128, 127]."""
+def quads_fit(dtype: str, weight: np.ndarray | None = None, layout: Layout = QUADS) -> bool:
+    """Whether a quad layout holds these operands exactly: int8/uint8 activations and weights
+    (zero point subtracted) in [-128, 127] for sdot, within ±UQUAD_WEIGHT_LIMIT for vpmaddubsw."""
     if dtype not in ("int8", "uint8"):
         return False
-    return weight is None or (weight.size > 0 and weight.min() >= -128 and weight.max() <= 127)
+    if weight is None:
+        return True
+    lo, hi = (-UQUAD_WEIGHT_LIMIT, UQUAD_WEIGHT_LIMIT) if layout is UQUADS else (-128, 127)
+    return weight.size > 0 and weight.min() >= lo and weight.max() <= hi
 
 
 def offset_correction(w: np.ndarray, dtype: str, zero_point: int, layout: Layout) -> np.ndarray | None:
@@ -236,12 +298,13 @@ def unpack_pairs(packed: te.Tensor, *zero_point: te.Tensor, shape: tuple[int, ..
     slot = slot_bits(bits)
     per = 8 // slot
     g = layout.group
+    width = LANES * g // per
 
     def body(grp, *idx):
         *k, cg, lane, j = idx
-        step = cg * g + j
-        byte = packed[(grp, *k, tirx.indexdiv(step, per), lane)].astype("int32")
-        v = tirx.bitwise_and(tirx.shift_right(byte, (tirx.indexmod(step, per) * slot).astype("int32")),
+        e = lane * g + j
+        byte = packed[(grp, *k, cg, tirx.indexmod(e, width))].astype("int32")
+        v = tirx.bitwise_and(tirx.shift_right(byte, (tirx.indexdiv(e, width) * slot).astype("int32")),
                              (1 << slot) - 1)
         if signed:
             half = 1 << (slot - 1)
@@ -249,17 +312,18 @@ def unpack_pairs(packed: te.Tensor, *zero_point: te.Tensor, shape: tuple[int, ..
         if zero_point:
             zp = zero_point[0]
             v = v - (zp[grp * LANES + lane] if len(zp.shape) == 1 else zp()).astype("int32")
-        return tirx.if_then_else(step < channels, v.astype(layout.dtype), tirx.const(0, layout.dtype))
+        return tirx.if_then_else(cg * g + j < channels, v.astype(layout.weight_dtype),
+                                 tirx.const(0, layout.weight_dtype))
 
     return te.compute(shape, body, name=f"{layout.prefix}input_weight")
 
 
 def _operand(value, offset: int, layout: Layout):
-    """An activation minus `offset` in the layout's operand dtype (int8 operands are computed in
-    int32 first: uint8 − 128 does not fit the input type)."""
+    """An activation minus `offset` in the layout's operand dtype (byte operands are computed in
+    int32 first: uint8 − 128 and int8 + 128 do not fit the input type)."""
     if layout is PAIRS:
         return value.astype("int16") - tirx.const(offset, "int16")
-    return (value.astype("int32") - offset).astype("int8")
+    return (value.astype("int32") - offset).astype(layout.dtype)
 
 
 def _with_correction(acc: te.Tensor, correction: te.Tensor | None, axis: int, layout: Layout) -> te.Tensor:
@@ -370,33 +434,35 @@ def is_pair_block(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
 
 
 def _schedule_unpack(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, tile_loop, parallel_min_work: int) -> None:
-    """Unpack weights eight lanes per vector: inside each parallel tile when
-    `tile_loop` is given (matmul: a tile's weight slice is used by that tile only), else once
-    per call over all cores."""
+    """Unpack weights one `pack_pairs` run per vector (a contiguous load, shift and mask): inside
+    each parallel tile when `tile_loop` is given (matmul: a tile's weight slice is used by that
+    tile only), else once per call over all cores."""
     if tile_loop is not None:
         sch.compute_at(block, tile_loop)
     loops = sch.get_loops(block)
     first = len(loops) - (len(sch.get(block).iter_vars))
-    own = loops[first:]
-    sch.reorder(own[-1], own[-2])  # eight consecutive bytes per vector, one slot at a time
-    sch.vectorize(own[-2])
-    sch.unroll(own[-1])
-    if tile_loop is None and len(own) > 2:
-        work = math.prod(int(sch.get(loop).extent) for loop in own)
-        outer = sch.fuse(*own[:-2])
+    *outer, lane, step = loops[first:]
+    vector = sch.fuse(lane, step)
+    packed = next(r.source for r in sch.get(block).reads if r.source.dtype == "uint8")
+    run, offset = sch.split(vector, [None, int(packed.shape[-1])])
+    sch.vectorize(offset)
+    sch.unroll(run)
+    if tile_loop is None and outer:
+        work = math.prod(int(sch.get(loop).extent) for loop in (*outer, run, offset))
+        fused = sch.fuse(*outer)
         if work >= parallel_min_work:
-            sch.parallel(outer)
+            sch.parallel(fused)
 
 
 def schedule_pair(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, producers: list, *, avx2: bool,
                   parallel_min_work: int, schedule_injective, dotprod: bool = False) -> None:
     """Register-tile a pair or quad reduction block (see the module doc) whose fused epilogue is
     already one block, compute that epilogue at the tile's write-back, run the tiles in parallel
-    when the kernel is big enough, and tensorize the 8 × g update: pairs with vpmaddwd when
-    `avx2`, quads with sdot when `dotprod`. `producers`: the block's producers (activation
+    when the kernel is big enough, and tensorize the 8 × g update: pairs with vpmaddwd and uint8
+    quads with vpmaddubsw when `avx2`, int8 quads with sdot when `dotprod`. `producers`: the block's producers (activation
     widening, weight unpacking)."""
     layout = block_layout(sch, block)
-    intrinsic = layout.intrinsic if (avx2 if layout is PAIRS else dotprod) else None
+    intrinsic = layout.intrinsic if {"avx2": avx2, "dotprod": dotprod}[layout.needs] else None
     from mlpc.backends.tvm.cpu_schedule import ACCUMULATOR_SCOPE, divisor, fold_write_back  # (it imports this module)
 
     is_conv = sch.get(block).name_hint.endswith("conv")
@@ -444,7 +510,10 @@ def schedule_pair(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, producers
     fold_write_back(sch, write_back, parallel)
     for producer in producers:
         if sch.get(producer).name_hint.endswith("input_weight"):
-            _schedule_unpack(sch, producer, parallel if not is_conv else None, parallel_min_work)
+            # A matmul of one row tile unpacks each tile's weight slice in that tile; more rows
+            # would unpack it once per row tile, so they share one unpacking per call, as convs do.
+            one_row_tile = not is_conv and math.prod(extents[:-1]) <= rows
+            _schedule_unpack(sch, producer, parallel if one_row_tile else None, parallel_min_work)
         else:
             schedule_injective(sch, producer)
     if not intrinsic:  # while the block is still a whole reduction (vectorize refuses the bare update)
@@ -462,5 +531,5 @@ def schedule_pair(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, producers
             pass
 
 
-__all__ = ["LAYOUTS", "PAIRS", "QUADS", "Layout", "block_layout", "fits", "is_pair_block", "offset_correction",
+__all__ = ["LAYOUTS", "PAIRS", "QUADS", "UQUADS", "Layout", "block_layout", "fits", "is_pair_block", "offset_correction",
            "pack_pairs", "pair_conv", "pair_matmul", "pair_weight", "quads_fit", "schedule_pair"]

@@ -131,7 +131,7 @@ def lower_graph(graph: ir.Graph, opset: int, groups: bool = True, device: str = 
     the plain module there). `device` ("cpu" or "cuda") picks the layout of the integer
     kernels: the int16-pair layout for CPUs (`int_pairs`), the dp4a layout for CUDA (`int_cuda`);
     `float_dtype` is the precision weight-only kernels compute in (float16 for fp16 CUDA builds).
-    `int8_dot` is the target's int8 dot-product instruction ("sdot": CPU integer kernels in the
+    `int8_dot` is the target's int8 dot-product instruction ("sdot", "pmaddubsw": CPU integer kernels in the
     int8-quad layout, see int_pairs.py).
     Raises UnsupportedOpError listing every unsupported node,
     LoweringError naming the node for any other failure.

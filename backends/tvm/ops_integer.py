@@ -96,21 +96,24 @@ def _scalar_zero_point(ctx: LowerContext, node: ir.Node, index: int) -> int | No
 
 def _dot_layout(ctx: LowerContext, node: ir.Node, zp_index: int | None, act_dtype: str, act_zp: int,
                 w: np.ndarray, out_axis: int) -> tuple[int_pairs.Layout, list[relax.Expr]]:
-    """The layout of a pair-kernel IntegerConv/IntegerMatMul and the extra operand it takes:
-    int8 quads (sdot) when the target has the ARM dot product and the operands fit int8, with
-    the activation-offset correction; else int16 pairs. `w` is the integer weight (its outputs
-    along `out_axis`); `zp_index` the input holding the zero point still to be subtracted from it
-    (None: `w` is already centered); a zero point that is not a constant keeps the pairs."""
-    if ctx.int8_dot != "sdot" or not int_pairs.quads_fit(act_dtype):
+    """The layout of a pair-kernel IntegerConv/IntegerMatMul and the extra operand it takes: a
+    quad layout with its activation-offset correction when the target has a byte dot product
+    and the operands fit it exactly — int8 quads for the ARM dot product (`int8_dot` "sdot"),
+    uint8 quads for AVX2's vpmaddubsw ("pmaddubsw", weights of at most 7 bits) — else int16
+    pairs. `w` is the integer weight (its outputs along `out_axis`); `zp_index` the input holding
+    the zero point still to be subtracted from it (None: `w` is already centered); a zero point
+    that is not a constant keeps the pairs."""
+    layout = {"sdot": int_pairs.QUADS, "pmaddubsw": int_pairs.UQUADS}.get(ctx.int8_dot)
+    if layout is None or not int_pairs.quads_fit(act_dtype):
         return int_pairs.PAIRS, []
     if zp_index is not None:
         if len(node.inputs) > zp_index and node.inputs[zp_index] is not None and ctx.const_of(node.inputs[zp_index]) is None:
             return int_pairs.PAIRS, []
         w = _centered_const(w, _optional(ctx, node, zp_index), out_axis)
-    if not int_pairs.quads_fit(act_dtype, w):
+    if not int_pairs.quads_fit(act_dtype, w, layout):
         return int_pairs.PAIRS, []
-    correction = int_pairs.offset_correction(np.moveaxis(w, out_axis, 0), act_dtype, act_zp, int_pairs.QUADS)
-    return int_pairs.QUADS, [] if correction is None else [const(correction)]
+    correction = int_pairs.offset_correction(np.moveaxis(w, out_axis, 0), act_dtype, act_zp, layout)
+    return layout, [] if correction is None else [const(correction)]
 
 
 # -- IntegerMatMul ----------------------------------------------------------------------------

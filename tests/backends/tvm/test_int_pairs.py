@@ -113,7 +113,9 @@ def test_pair_weight_layout():
 
 
 def _assembly(model, target_name: str) -> str:
-    executable = build(lower_graph(model.graph, 19), get_target(target_name))
+    """The assembly of `model` built for the target, lowered with the target's int8_dot."""
+    target = get_target(target_name)
+    executable = build(lower_graph(model.graph, 19, int8_dot=target.capabilities["int8_dot"]), target)
     return "".join(m.inspect_source("s") for m in executable.mod.imports if m.kind == "llvm") or \
         executable.mod.inspect_source("s")
 
@@ -200,14 +202,74 @@ def test_neoverse_n1_build_multiplies_with_sdot():
     assert "pmaddwd" not in assembly
 
 
-@pytest.mark.parametrize("int8_dot", [None, "sdot"])
-def test_kernels_without_a_tensor_intrinsic_are_scheduled_and_exact(int8_dot, caplog):
-    """Without vpmaddwd or sdot (the baseline x86 tag, 128-bit) the same loops are vectorized: a
-    regression test for pair kernels that every non-AVX2 build (all of ARM) left unscheduled."""
-    model, feeds = _quad_conv_model(np.uint8, 7, 16, 8, np.random.default_rng(5))
+@pytest.mark.parametrize(("int8_dot", "bits"), [(None, 8), ("sdot", 8), ("pmaddubsw", 4)])
+def test_kernels_without_a_tensor_intrinsic_are_scheduled_and_exact(int8_dot, bits, caplog):
+    """Without vpmaddwd, vpmaddubsw or sdot (the baseline x86 tag, 128-bit) the same loops are
+    vectorized: a regression test for pair kernels that every non-AVX2 build (all of ARM) left
+    unscheduled."""
+    model, feeds = _quad_conv_model(np.uint8, 7, 16, bits, np.random.default_rng(5))
     ref = ReferenceEvaluator(model).run(feeds)["y"]
     with caplog.at_level(logging.INFO, logger="mlpc.backends.tvm.cpu_schedule"):
         got = run(build(lower_graph(model.graph, 19, int8_dot=int8_dot), get_target("x86")), [feeds["x"]])[0]
         build(lower_graph(model.graph, 19, int8_dot=int8_dot), get_target("arm/cortex-a72"))
     assert not _unscheduled(caplog)
     np.testing.assert_array_equal(got, ref)
+
+
+# -- the uint8-quad layout (AVX2 vpmaddubsw, weights of at most 7 bits) ----------------------------
+
+
+def _uquads_vs_reference(model, feeds, caplog) -> str:
+    """Build with int8_dot="pmaddubsw" for this AVX2 host; assert bit-exact and scheduled;
+    return the lowered module's text."""
+    verify(model)
+    ref = ReferenceEvaluator(model).run(feeds)
+    mod = lower_graph(model.graph, 19, int8_dot="pmaddubsw")
+    with caplog.at_level(logging.INFO, logger="mlpc.backends.tvm.cpu_schedule"):
+        got = run(build(mod, get_target("x86/avx2")), [feeds[v.name] for v in model.graph.inputs])
+    assert not _unscheduled(caplog)
+    for value, g in zip(model.graph.outputs, got):
+        np.testing.assert_array_equal(g, ref[value.name])
+    return str(mod)
+
+
+@pytest.mark.parametrize("x_dtype,xzp,bits,wzp", [
+    (np.uint8, 0, 4, False),  # post-ReLU activations as they are
+    (np.uint8, 201, 4, True),  # padding takes the zero point
+    (np.int8, 0, 2, False),  # int8 + 128 and the correction
+    (np.int8, -37, 4, True),  # packed 4-bit weights with a zero point
+    (np.uint8, 3, 2, False),  # packed 2-bit
+])
+def test_uquad_conv_bit_exact(x_dtype, xzp, bits, wzp, caplog):
+    model, feeds = _quad_conv_model(x_dtype, xzp, 16, bits, np.random.default_rng(bits + abs(xzp)), wzp)
+    text = _uquads_vs_reference(model, feeds, caplog)
+    assert "mlpc_uquad_conv" in text and "mlpc_pair_conv" not in text
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_uquad_matmul_exact_at_the_saturation_limit(sign, caplog):
+    """7-bit weights at ±64 against activations of 255: every int16 pair sum of vpmaddubsw is
+    ±32640, one step below saturation; a long reduction must still be exact."""
+    rng = np.random.default_rng(7)
+    a = np.full((2, 515), 255, np.uint8)
+    a[1, ::3] = 0
+    b = np.full((515, 16), sign * 64, np.int8)
+    b[::5] = rng.integers(-64, 65, (103, 16))
+    inits = {"b": b, "azp": np.array(0, np.uint8)}
+    node = helper.make_node("IntegerMatMul", ["a", "b", "azp"], ["y"], domain="mlpc")
+    qp = QuantParams(bits=8, scale=np.ones(16), axis=1)
+    model = _integer_model([node], {"a": a}, inits, {"y": (TensorProto.INT32, [2, 16])}, {"b": qp})
+    assert "mlpc_uquad_matmul" in _uquads_vs_reference(model, {"a": a}, caplog)
+
+
+def test_eight_bit_weights_keep_the_pair_layout_on_avx2():
+    """Weights beyond ±64 would saturate vpmaddubsw's int16 sums: they keep the exact pairs."""
+    model, _ = _quad_conv_model(np.uint8, 0, 16, 8, np.random.default_rng(0))
+    text = str(lower_graph(model.graph, 19, int8_dot="pmaddubsw"))
+    assert "mlpc_pair_conv" in text and "mlpc_uquad_conv" not in text
+
+
+def test_avx2_build_multiplies_with_vpmaddubsw():
+    model, _ = _quad_conv_model(np.uint8, 0, 16, 4, np.random.default_rng(0))
+    assembly = _assembly(model, "x86/avx2")
+    assert re.search(r"vpmaddubsw\s+(\d*\(%\w+[^)]*\)|%ymm\d+), %ymm\d+, %ymm\d+", assembly)
