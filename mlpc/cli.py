@@ -4,6 +4,7 @@
     mlpc compile model.onnx --quantize mixed --calib c.npz --size-budget 0.15 [--latency-budget 2ms] -o out/
     mlpc sensitivity model.onnx --calib c.npz -o sens.json [--method hessian]
     mlpc tune model.onnx --target host --trials 64 [--time 10m] --db tuning-db
+    mlpc tune model.onnx --target cuda/sm_80 --rpc-tracker HOST:9190 --rpc-key KEY --db tuning.json
     mlpc run out/ --inputs in.npz -o out.npz
     mlpc inspect model.onnx | out/ [--json]
     mlpc targets [--json]

@@ -128,7 +128,12 @@ def _ask_cuda_device(tracker: Any, rpc_key: str, timeout_s: int) -> tuple[bool, 
 
 def require_gpu(target: Target, rpc_tracker: str | None, rpc_key: str | None) -> str:
     """Return a description of the GPU candidates will be measured on; raise TargetError (nothing
-    written yet) when there is none: no local GPU and no `rpc_tracker`, or a remote without one."""
+    written yet) when there is none: no local GPU and no `rpc_tracker`, or a remote without one
+    (LoweringError when the CUDA toolkit that builds the candidates is missing here)."""
+    from mlpc.backends.tvm.cuda_toolchain import find_tool
+
+    for tool in ("nvcc", "ptxas", "fatbinary"):
+        find_tool(tool)
     if rpc_tracker is not None:
         if not rpc_key:
             raise InputError(f"--rpc-tracker {rpc_tracker!r}: give the GPU server's key with --rpc-key")
