@@ -367,6 +367,7 @@ def tune(
     on_progress: ProgressFn | None = None,
     should_stop: Callable[[list[TuningTask]], str | None] | None = None,
     seed: int = 0,
+    runner: Any = None,
 ) -> TuneResult:
     """Tune `model`'s kernels for `target` with MetaSchedule, `trials` measurements in all.
 
@@ -376,6 +377,7 @@ def tune(
     later call resumes. `rpc_tracker` ("host:port") and `rpc_key` measure on a remote device.
     CUDA targets need a GPU to measure on, this machine's or the RPC server's (checked first:
     TargetError, nothing written); `dtype` is their compute precision, as in `mlpc compile --dtype`.
+    `runner`, a MetaSchedule Runner, measures instead of the local or RPC one (no GPU check then).
     `trials_per_batch` candidates are measured per search round, drawn from `population` candidates.
     `on_progress(tasks, task)` is called after every measured batch. Returns a TuneResult.
     """
@@ -390,10 +392,11 @@ def tune(
     cuda = tgt.kind == "cuda"
     if cuda:
         from mlpc.backends.tvm.cuda import normalize_dtype
-        from mlpc.backends.tvm.tuning_cuda import require_gpu
+        from mlpc.backends.tvm.tuning_cuda import require_gpu, require_toolkit
 
         dtype = normalize_dtype(dtype)
-        device = require_gpu(tgt, rpc_tracker, rpc_key)
+        require_toolkit()
+        device = require_gpu(tgt, rpc_tracker, rpc_key) if runner is None else f"the given runner {runner!r}"
         logger.info("measuring candidates for %s on %s", tgt.name, device)
     elif dtype not in ("float32", "fp32"):
         raise InputError(f"--dtype {dtype} needs a CUDA target; {tgt.name!r} computes in float32")
@@ -412,10 +415,12 @@ def tune(
     if not tasks:
         raise InputError(f"{model}: the model has no kernels to tune")
     builder = make_builder(tgt)
-    runner = make_runner(rpc_tracker, rpc_key)
+    runner = make_runner(rpc_tracker, rpc_key) if runner is None else runner
+    search_options: dict[str, int] = {}
     if cuda:  # mlpc compile's schedules, timed on the GPU like the candidates (once per database)
-        from mlpc.backends.tvm.tuning_cuda import measure_defaults
+        from mlpc.backends.tvm.tuning_cuda import SEARCH_OPTIONS, measure_defaults
 
+        search_options = SEARCH_OPTIONS
         for task in tasks:
             task.default_ms = db.tasks.get(task.key, {}).get("default_ms")
         measure_defaults([t for t in tasks if t.default_ms is None], tvm_target, builder, runner)
@@ -458,7 +463,7 @@ def tune(
                 if result.stopped:
                     break
                 search = ms.search_strategy.EvolutionarySearch(population_size=population,
-                                                               genetic_num_iters=GENETIC_ITERS)
+                                                               genetic_num_iters=GENETIC_ITERS, **search_options)
                 result.stopped = _tune_task(task, tasks, db, cache, tvm_target, builder, runner, work_dir, search,
                                             trials_per_batch, on_progress, stop_reason, seed)
                 if result.stopped:

@@ -43,6 +43,12 @@ from mlpc.targets import Target
 logger = logging.getLogger(__name__)
 
 BUILD_TIMEOUT_S = 120.0  # nvcc + ptxas + fatbinary per candidate, on a shared 2-core machine
+# EvolutionarySearch options for CUDA. Most random points of a small kernel's CUDA space fail
+# VerifyGPUCode (e.g. fewer than a warp of threads: batch-1 matmuls of the zoo MLP, where the
+# three design spaces themselves are invalid); with MetaSchedule's defaults (5 failed sampling
+# rounds, 50 unmeasured seeds) a population of 32 found none, and 128 took 62 s per round here.
+# 50 rounds and 16 seeds: 29 s at 128, 16 s at 32, both with candidates.
+SEARCH_OPTIONS = {"max_fail_count": 50, "init_min_unmeasured": 16}
 README_HINT = "see the README, 'Tuning for a GPU'"
 
 
@@ -126,14 +132,19 @@ def _ask_cuda_device(tracker: Any, rpc_key: str, timeout_s: int) -> tuple[bool, 
     return True, str(device.compute_version), str(device.device_name)
 
 
-def require_gpu(target: Target, rpc_tracker: str | None, rpc_key: str | None) -> str:
-    """Return a description of the GPU candidates will be measured on; raise TargetError (nothing
-    written yet) when there is none: no local GPU and no `rpc_tracker`, or a remote without one
-    (LoweringError when the CUDA toolkit that builds the candidates is missing here)."""
+def require_toolkit() -> None:
+    """Raise LoweringError unless nvcc, ptxas and fatbinary (which build the candidates) are here."""
     from mlpc.backends.tvm.cuda_toolchain import find_tool
 
     for tool in ("nvcc", "ptxas", "fatbinary"):
         find_tool(tool)
+
+
+def require_gpu(target: Target, rpc_tracker: str | None, rpc_key: str | None) -> str:
+    """Return a description of the GPU candidates will be measured on; raise TargetError (nothing
+    written yet) when there is none: no local GPU and no `rpc_tracker`, or a remote without one
+    (LoweringError when the CUDA toolkit that builds the candidates is missing here)."""
+    require_toolkit()
     if rpc_tracker is not None:
         if not rpc_key:
             raise InputError(f"--rpc-tracker {rpc_tracker!r}: give the GPU server's key with --rpc-key")
@@ -271,6 +282,7 @@ def measure_defaults(tasks: list[Any], tvm_target: tvm.target.Target, builder: A
 
 
 __all__ = [
+    "SEARCH_OPTIONS",
     "builder_worker_init",
     "extract_cuda_tasks",
     "make_cuda_builder",
@@ -278,5 +290,6 @@ __all__ = [
     "parse_tracker",
     "remote_cuda_device",
     "require_gpu",
+    "require_toolkit",
     "space_generator",
 ]

@@ -332,6 +332,40 @@ def test_compile_applies_the_tuning_database(mlp_onnx: Path, built: dict, tmp_pa
     assert len((db_path / RECORDS).read_text().splitlines()) == 1
 
 
+@pytest.mark.slow  # ~5 min here: MetaSchedule's search over three CUDA kernels, nvcc per candidate
+@pytest.mark.timeout(1200)
+def test_tune_loop_for_cuda_with_tvm_dummy_runner(mlp_onnx: Path, tmp_path: Path) -> None:
+    """The whole `tune` loop for CUDA except the GPU: evolutionary search, candidates built by the
+    CUDA builder, compile's default schedules built and "measured", records and progress written,
+    compile applying them. The RUN TIMES ARE RANDOM: they come from TVM's own test double
+    (`meta_schedule.testing.dummy_object.DummyRunner`, 5-30 s per run); only the mechanics are checked."""
+    from tvm.s_tir.meta_schedule.testing.dummy_object import DummyRunner
+
+    db = tmp_path / "tuning.json"
+    result = tune(
+        mlp_onnx,
+        TARGET,
+        db,
+        trials=12,
+        trials_per_batch=4,
+        population=32,
+        use_cache=False,
+        runner=DummyRunner(),
+    )
+    assert result.stopped is None
+    assert all(
+        t.default_ms is not None for t in result.tasks
+    )  # the default schedules went through the runner
+    tuned = [t for t in result.tasks if t.budget]
+    assert sum(t.budget for t in tuned) == 12 and all(t.trials == t.budget and t.best_ms for t in tuned)
+    assert len((db / RECORDS).read_text().splitlines()) == 12
+    art = mlpc.compile(mlp_onnx, target=TARGET, tuning_db=db, output_dir=tmp_path / "tuned")
+    winners = sorted(t.name for t in result.tasks if t.beats_default)
+    assert sorted(art.manifest["backend"]["tuned_kernels"]) == winners
+    rules = {k["function"]: k["rule"] for k in json.loads((art.path / "kernels.json").read_text())["kernels"]}
+    assert sorted(name for name, rule in rules.items() if rule == "MetaSchedule") == winners
+
+
 @pytest.fixture
 def gpu_rpc_tracker(tmp_path: Path) -> Iterator[str]:
     """A tracker and a TVM Python RPC server on loopback on this (GPU) machine; yields "host:port"."""
