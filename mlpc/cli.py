@@ -4,6 +4,7 @@
     mlpc compile model.onnx --quantize mixed --calib c.npz --size-budget 0.15 [--latency-budget 2ms] -o out/
     mlpc sensitivity model.onnx --calib c.npz -o sens.json [--method hessian]
     mlpc tune model.onnx --target host --trials 64 [--time 10m] --db tuning-db
+    mlpc tune model.onnx --target cuda/sm_80 --rpc-tracker HOST:9190 --rpc-key KEY --db tuning.json
     mlpc run out/ --inputs in.npz -o out.npz
     mlpc inspect model.onnx | out/ [--json]
     mlpc targets [--json]
@@ -266,8 +267,9 @@ def _print_verification(report: dict[str, Any] | None) -> None:
 @app.command("tune")
 def tune_cmd(
     model: Path = typer.Argument(..., help="The model: an .onnx file."),
-    target: str = typer.Option("host", "--target", "-t", help="Target tag (a CPU: see `mlpc targets`)."),
+    target: str = typer.Option("host", "--target", "-t", help="Target tag (a CPU or cuda/...: see `mlpc targets`)."),
     trials: int = typer.Option(64, "--trials", help="Measurements in all, spread over the kernels by their share of time."),
+    dtype: str = typer.Option("fp32", "--dtype", help="CUDA targets: the compute precision of the build to tune (fp32, fp16, bf16)."),
     time_limit: Optional[str] = typer.Option(None, "--time", help="Stop after this long, e.g. 90s, 10m, 1h."),
     db: Path = typer.Option(Path("tuning-db"), "--db", help="The tuning database directory (created or resumed)."),
     input_shape: list[str] = typer.Option([], "--input-shape", help="NAME=DIMS, e.g. x=1x3x224x224 (repeatable)."),
@@ -282,7 +284,7 @@ def tune_cmd(
     shapes = dict(parse_input_shape(s) for s in input_shape)
     limit = parse_duration(time_limit) if time_limit else None
     with TuneDisplay(err, f"extracting and timing the kernels of {model.name}...") as display:
-        result = tune(model, target, db, trials, time_limit_s=limit, input_shapes=shapes,
+        result = tune(model, target, db, trials, time_limit_s=limit, input_shapes=shapes, dtype=dtype,
                       rpc_tracker=rpc_tracker, rpc_key=rpc_key, on_progress=display.update)
     display.print_summary(result, out)
     if result.stopped and result.stopped.startswith("interrupted"):

@@ -53,8 +53,8 @@ def compile_graph(
     """Lower `model` to Relax, build it for `target` and write the library into `out_dir`.
 
     `schedules=False` skips mlpc's default CPU schedules; `dtype` is the compute precision
-    (float32; float16/bfloat16 for CUDA targets). CPU builds apply tuned schedules from
-    `tuning_db` (a `mlpc tune` database directory) and the user's tuning cache first.
+    (float32; float16/bfloat16 for CUDA targets). Builds apply tuned schedules from `tuning_db`
+    (a `mlpc tune` database directory) and the user's tuning cache for the target first.
     Returns the manifest's "backend" section (with "tuned_kernels"). Raises UnsupportedOpError listing every node
     that cannot be lowered, LoweringError for build failures, ExportError if writing fails.
     """
@@ -84,7 +84,7 @@ def compile_graph(
     if target.kind == "cuda":
         from mlpc.backends.tvm.cuda import build_cuda
 
-        return build_cuda(module, target, out_dir, dtype)
+        return build_cuda(module, target, out_dir, dtype, tuning_db=tuning_db)
     if dtype not in ("float32", "fp32"):
         raise TargetError(f"--dtype {dtype} needs a CUDA target; {target.name!r} computes in float32")
     tuned: list[str] = []
@@ -105,10 +105,6 @@ def compile_graph(
 
 def _tuning_pass(target: Target, tuning_db: str | Path | None, tuned: list[str]) -> Any:
     """The pass applying `tuning_db` and the user cache to a CPU build (None when there are none)."""
-    if target.kind not in ("x86", "arm"):
-        if tuning_db is not None:
-            logger.warning("tuning database %s ignored: tuned schedules apply to CPU targets only", tuning_db)
-        return None
     from mlpc.backends.tvm.tuning_db import apply_databases_pass, databases_for_compile
 
     tvm_target = target.tvm_target()

@@ -9,9 +9,11 @@ Stages, in order:
    fp32, elementwise ops follow their inputs, softmax/norms keep fp32 where TVM's policy says);
    bf16 is the same plan with every fp16 cast turned into a bf16 cast. Inputs and outputs stay
    float32 for the user.
-2. `schedule_for_gpu`: legalize, fuse, then dlight's GPU rules (Matmul, GEMV, Reduction,
-   GeneralReduction, Fallback; Fallback binds convolutions and other spatial kernels) per
-   PrimFunc, recording which rule scheduled it; every PrimFunc must end with thread bindings.
+2. `schedule_for_gpu`: legalize, fuse (`fuse_for_gpu`, also what `mlpc tune` extracts its
+   tasks from), then per PrimFunc the first schedule that applies: mlpc's dp4a rule, a tuned
+   schedule from `mlpc tune`'s database or the user cache ("MetaSchedule"), dlight's GPU rules
+   (Matmul, GEMV, Reduction, GeneralReduction, Fallback; Fallback binds convolutions and other
+   spatial kernels), recording which one scheduled it; every PrimFunc must end with thread bindings.
 3. `analyze_kernels`: per PrimFunc the launch shape (from its thread bindings), FLOPs and bytes
    of its buffers (what the roofline estimate in `mlpc inspect` reads).
 4. `tvm.compile` with TVM's CUDA codegen; the CUDA C goes through nvcc/ptxas/fatbinary
@@ -20,7 +22,8 @@ Stages, in order:
 
 Integer kernels: convs and matmuls in the dp4a layout get mlpc's own schedule (`int_cuda`,
 the "dp4a" rule, tried first); weight-only kernels (`ops_dequant`) and the other integer ones take
-dlight's rules. Not here: MetaSchedule tuning for CUDA (`mlpc tune` is CPU-only).
+dlight's rules. MetaSchedule tuning for CUDA (candidates built here, measured on a GPU through
+RPC) is in `tuning_cuda`.
 """
 from __future__ import annotations
 
@@ -156,11 +159,37 @@ class _Dp4aRule:
         return schedule_quad(func)
 
 
-def _gpu_rules() -> list[tuple[str, Any]]:
+class _TunedRule:
+    """Tuned schedules from `mlpc tune` databases (`tuning_db.tuned_primfunc`)."""
+
+    def __init__(self, dbs: list[Any]) -> None:
+        self.dbs = dbs
+
+    def apply(self, func: tirx.PrimFunc, target: tvm.target.Target, tunable: bool) -> s_tir.Schedule | None:
+        """The tuned schedule of `func`, or None when no database holds one."""
+        from mlpc.backends.tvm.tuning_db import tuned_primfunc
+
+        tuned = tuned_primfunc(self.dbs, func, target, str(func.attrs.get("global_symbol", "kernel"))
+                               if func.attrs else "kernel")
+        return None if tuned is None else s_tir.Schedule(tvm.IRModule({"main": tuned}))
+
+
+TUNED_RULE = "MetaSchedule"
+
+
+def _gpu_rules(dbs: list[Any] = ()) -> list[tuple[str, Any]]:
     from tvm.s_tir import dlight as dl
 
-    return [("dp4a", _Dp4aRule()), ("Matmul", dl.gpu.Matmul()), ("GEMV", dl.gpu.GEMV()), ("Reduction", dl.gpu.Reduction()),
-            ("GeneralReduction", dl.gpu.GeneralReduction()), ("Fallback", dl.gpu.Fallback())]
+    tuned = [(TUNED_RULE, _TunedRule(list(dbs)))] if dbs else []
+    return [("dp4a", _Dp4aRule()), *tuned, ("Matmul", dl.gpu.Matmul()), ("GEMV", dl.gpu.GEMV()),
+            ("Reduction", dl.gpu.Reduction()), ("GeneralReduction", dl.gpu.GeneralReduction()),
+            ("Fallback", dl.gpu.Fallback())]
+
+
+def default_gpu_schedule(func: tirx.PrimFunc, target: tvm.target.Target) -> tuple[str, tirx.PrimFunc] | None:
+    """The schedule `mlpc compile` gives kernel `func` without a tuning database: (rule, PrimFunc),
+    or None when no rule binds it to threads."""
+    return _apply_first_rule(func, target, _gpu_rules())
 
 
 def _apply_first_rule(func: tirx.PrimFunc, target: tvm.target.Target, rules: list[tuple[str, Any]]
@@ -271,8 +300,19 @@ def _kernel_math(rule: str, func: tirx.PrimFunc, scheduled: tirx.PrimFunc, dtype
     return kind
 
 
-def schedule_for_gpu(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IRModule, list[dict[str, Any]]]:
-    """Legalize and fuse `mod`, then schedule every PrimFunc with dlight's GPU rules.
+def fuse_for_gpu(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """Legalize and fuse Relax `mod` into PrimFunc kernels as the CUDA build does (a new module)."""
+    with target:
+        return tvm.transform.Sequential([
+            relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR(),
+        ])(mod.clone())
+
+
+def schedule_for_gpu(mod: tvm.IRModule, target: tvm.target.Target, tuning_dbs: list[Any] = ()
+                     ) -> tuple[tvm.IRModule, list[dict[str, Any]]]:
+    """Legalize and fuse `mod`, then schedule every PrimFunc: mlpc's dp4a rule, a tuned schedule
+    from `tuning_dbs` (`tuning_db.TuningDatabase`s, rule "MetaSchedule"), dlight's GPU rules.
 
     Returns the scheduled module (a new one: `mod` is not modified) and, per PrimFunc, a dict
     {function, rule, launches: [{grid, block}], calls, flops, bytes, math}: FLOPs and bytes (of
@@ -281,12 +321,8 @@ def schedule_for_gpu(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.
     """
     from tvm.s_tir.analysis import estimate_tir_flops
 
-    with target:
-        mod = tvm.transform.Sequential([
-            relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
-            relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR(),
-        ])(mod.clone())
-    rules = _gpu_rules()
+    mod = fuse_for_gpu(mod, target)
+    rules = _gpu_rules(tuning_dbs)
     sites = _call_sites(mod)
     plans, unscheduled = [], []
     for gvar, func in list(mod.functions_items()):
@@ -390,11 +426,14 @@ def _kernel_table(plans: list[dict[str, Any]], device: DeviceCode) -> list[dict[
     return rows
 
 
-def build_cuda(module: tvm.IRModule, target: Target, out_dir: Path, dtype: str = "float32") -> dict[str, Any]:
+def build_cuda(module: tvm.IRModule, target: Target, out_dir: Path, dtype: str = "float32",
+               tuning_db: str | Path | None = None) -> dict[str, Any]:
     """Build Relax `module` for CUDA `target` computing in `dtype`; write model.so (host code with
-    the fatbin embedded), device.cu/.ptx/.cubin and kernels.json into `out_dir`.
+    the fatbin embedded), device.cu/.ptx/.cubin and kernels.json into `out_dir`. Kernels that
+    `tuning_db` (a `mlpc tune` database directory) or the user's tuning cache for `target` hold a
+    schedule for take it instead of dlight's.
 
-    Returns the manifest's "backend" section. Raises LoweringError (scheduling, TVM or CUDA
+    Returns the manifest's "backend" section (with "tuned_kernels"). Raises LoweringError (scheduling, TVM or CUDA
     toolkit failures) or ExportError (writing files).
     """
     start = time.perf_counter()
@@ -402,9 +441,12 @@ def build_cuda(module: tvm.IRModule, target: Target, out_dir: Path, dtype: str =
     arch = str(target.tvm["arch"])
     ensure_cuda_runtime()
     tvm_target = target.tvm_target()
+    from mlpc.backends.tvm.tuning_db import databases_for_compile
+
+    dbs = databases_for_compile(tvm_target, tuning_db)
     try:
         mod = convert_precision(module, dtype)
-        scheduled, plans = schedule_for_gpu(mod, tvm_target)
+        scheduled, plans = schedule_for_gpu(mod, tvm_target, dbs)
     except (LoweringError, TargetError):
         raise
     except Exception as e:
@@ -425,7 +467,8 @@ def build_cuda(module: tvm.IRModule, target: Target, out_dir: Path, dtype: str =
     seconds = time.perf_counter() - start
     logger.info("built %s for %s (%s, %d kernels) in %.2fs", LIBRARY, target.name, dtype, len(kernels), seconds)
     return {"name": "tvm", "library": LIBRARY, "tvm_version": tvm.__version__, "build_seconds": round(seconds, 3),
-            "device": "cuda", "arch": arch, "dtype": dtype, "kernels": KERNELS, "device_files": DEVICE_FILES}
+            "device": "cuda", "arch": arch, "dtype": dtype, "kernels": KERNELS, "device_files": DEVICE_FILES,
+            "tuned_kernels": [p["function"] for p in plans if p["rule"] == TUNED_RULE]}
 
 
 def _write_files(executable: Any, target: Target, out_dir: Path, device: DeviceCode,

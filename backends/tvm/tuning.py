@@ -7,6 +7,8 @@ on this machine, times the number of calls; a loop-work estimate when measuring 
 and the trial budget goes to the tasks where it pays. Each task is then tuned in turn with
 MetaSchedule's evolutionary search; records are appended to the database as they are measured,
 so Ctrl-C or a time limit keeps them, and a second run skips the tasks that spent their budget.
+CUDA targets (`tuning_cuda`) build candidates here with nvcc and measure them on a GPU, this
+machine's or one reached through an RPC tracker; their tasks are weighed by loop work.
 
     result = tune("mlp.onnx", "host", db_path="tuning-db", trials=64)
     mlpc.compile("mlp.onnx", tuning_db="tuning-db")
@@ -108,9 +110,10 @@ class TuneResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def model_module(model: Any, target: Target, input_shapes: Mapping[str, Sequence[int]] | None = None) -> tvm.IRModule:
+def model_module(model: Any, target: Target, input_shapes: Mapping[str, Sequence[int]] | None = None,
+                 float_dtype: str = "float32") -> tvm.IRModule:
     """Load `model` and run mlpc's default pass pipeline and lowering as `mlpc compile` does;
-    return the Relax IRModule before TVM's pipeline."""
+    return the Relax IRModule before TVM's pipeline (`float_dtype`: the CUDA build's precision)."""
     from mlpc.backends.tvm.backend import check_static_shapes, default_opset
     from mlpc.backends.tvm.lower import lower_graph, unsupported_nodes
     from mlpc.frontend import load_model
@@ -127,18 +130,27 @@ def model_module(model: Any, target: Target, input_shapes: Mapping[str, Sequence
         raise UnsupportedOpError(f"{len(missing)} node(s) use ops mlpc cannot compile ({', '.join(ops)}); "
                                  "`mlpc compile` names them all")
     check_static_shapes(loaded.model.graph)
-    return lower_graph(loaded.model.graph, opset)
+    cuda = target.kind == "cuda"
+    return lower_graph(loaded.model.graph, opset, groups=not cuda, device="cuda" if cuda else "cpu",
+                       float_dtype=float_dtype, int8_dot=target.capabilities.get("int8_dot"))
 
 
-def extract_tasks(mod: tvm.IRModule, tvm_target: tvm.target.Target) -> list[TuningTask]:
-    """Run mlpc's CPU fusion passes on `mod` and return one task per distinct fused kernel, with
-    its number of calls from the Relax functions."""
+def extract_tasks(mod: tvm.IRModule, tvm_target: tvm.target.Target, dtype: str = "float32") -> list[TuningTask]:
+    """Fuse `mod` as the build for `tvm_target` does (mlpc's CPU fusion passes; for CUDA the
+    precision conversion to `dtype` and the GPU fusion) and return one task per distinct fused
+    kernel, with its number of calls from the Relax functions."""
     from tvm import relax
 
     from mlpc.backends.tvm.cpu_schedule import fusion_passes
 
-    with tvm_target:
-        fused = tvm.transform.Sequential(fusion_passes(tvm_target))(mod)
+    kept: list[str] = []
+    if str(tvm_target.kind.name) == "cuda":
+        from mlpc.backends.tvm.tuning_cuda import extract_cuda_tasks
+
+        fused, kept = extract_cuda_tasks(mod, tvm_target, dtype)
+    else:
+        with tvm_target:
+            fused = tvm.transform.Sequential(fusion_passes(tvm_target))(mod)
     calls: dict[str, int] = {}
 
     def visit(expr: Any) -> None:
@@ -152,7 +164,8 @@ def extract_tasks(mod: tvm.IRModule, tvm_target: tvm.target.Target) -> list[Tuni
             relax.analysis.post_order_visit(func, visit)
     tasks: dict[str, TuningTask] = {}
     for gvar, func in fused.functions.items():
-        if not isinstance(func, tvm.tirx.PrimFunc) or (func.attrs and func.attrs.get("tirx.is_scheduled")):
+        if not isinstance(func, tvm.tirx.PrimFunc) or (func.attrs and func.attrs.get("tirx.is_scheduled")) \
+                or gvar.name_hint in kept:
             continue
         wl = workload(func)
         key = workload_hash(wl)
@@ -204,16 +217,18 @@ def measure_default(task: TuningTask, tvm_target: tvm.target.Target, lanes: int)
 
 
 def weigh_tasks(tasks: list[TuningTask], tvm_target: tvm.target.Target, lanes: int, measure: bool) -> None:
-    """Set each task's weight to its share of the model time: measured default latency × calls when
-    `measure` (code for the host), else loop work × calls."""
+    """Set each task's weight to its share of the model time: default latency × calls when every
+    task has one (measured here when `measure`: code for the host), else loop work × calls."""
     for task in tasks:
         if measure:
             try:
                 task.default_ms = measure_default(task, tvm_target, lanes)
             except Exception as e:
-                logger.warning("could not time kernel %s with its default schedule (%s); weighing it by size",
+                logger.warning("could not time kernel %s with its default schedule (%s); weighing by size",
                                task.name, str(e).strip().splitlines()[-1])
-        task.weight = (task.default_ms if task.default_ms is not None else _loop_work(task.mod) * 1e-6) * task.calls
+    timed = all(task.default_ms is not None for task in tasks)
+    for task in tasks:
+        task.weight = (task.default_ms if timed else _loop_work(task.mod) * 1e-6) * task.calls
     total = sum(t.weight for t in tasks) or 1.0
     for task in tasks:
         task.weight /= total
@@ -249,12 +264,12 @@ def make_runner(rpc_tracker: str | None, rpc_key: str | None, timeout_sec: float
     """MetaSchedule's LocalRunner, or its RPCRunner through the tracker "host:port" with device `rpc_key`."""
     from tvm.s_tir import meta_schedule as ms
 
+    from mlpc.backends.tvm.tuning_cuda import parse_tracker
+
     if rpc_tracker is None:
         return ms.runner.LocalRunner(timeout_sec=timeout_sec)
-    host, _, port = rpc_tracker.rpartition(":")
-    if not host or not port.isdigit() or not rpc_key:
-        raise InputError(f"--rpc-tracker {rpc_tracker!r}: give HOST:PORT, and a device key with --rpc-key")
-    config = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=rpc_key,
+    host, port = parse_tracker(rpc_tracker, rpc_key)
+    config = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=rpc_key,
                                  session_timeout_sec=int(timeout_sec))
     return ms.runner.RPCRunner(rpc_config=config, max_workers=1)
 
@@ -272,10 +287,16 @@ def export_shared(mod: Any, cxx: str, options: Sequence[str] = ()) -> str:
 
 def make_builder(target: Target) -> Any:
     """MetaSchedule's LocalBuilder (workers with the lazy tensor-intrinsic import); for a target of
-    another architecture its candidates are cross-linked shared libraries (`export_shared`)."""
+    another architecture its candidates are cross-linked shared libraries (`export_shared`); for
+    CUDA targets `tuning_cuda.make_cuda_builder`."""
     from tvm.s_tir import meta_schedule as ms
 
     from mlpc.backends.tvm.cross import is_cross, toolchain
+
+    if target.kind == "cuda":
+        from mlpc.backends.tvm.tuning_cuda import make_cuda_builder
+
+        return make_cuda_builder(target)
 
     f_export = None
     if is_cross(target):
@@ -337,6 +358,7 @@ def tune(
     *,
     time_limit_s: float | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    dtype: str = "float32",
     rpc_tracker: str | None = None,
     rpc_key: str | None = None,
     trials_per_batch: int = 32,
@@ -345,6 +367,7 @@ def tune(
     on_progress: ProgressFn | None = None,
     should_stop: Callable[[list[TuningTask]], str | None] | None = None,
     seed: int = 0,
+    runner: Any = None,
 ) -> TuneResult:
     """Tune `model`'s kernels for `target` with MetaSchedule, `trials` measurements in all.
 
@@ -352,6 +375,9 @@ def tune(
     kernel to the user cache (`use_cache`). `time_limit_s` stops after that many seconds; Ctrl-C and
     `should_stop(tasks)` returning a reason stop too — the records measured so far are kept and a
     later call resumes. `rpc_tracker` ("host:port") and `rpc_key` measure on a remote device.
+    CUDA targets need a GPU to measure on, this machine's or the RPC server's (checked first:
+    TargetError, nothing written); `dtype` is their compute precision, as in `mlpc compile --dtype`.
+    `runner`, a MetaSchedule Runner, measures instead of the local or RPC one (no GPU check then).
     `trials_per_batch` candidates are measured per search round, drawn from `population` candidates.
     `on_progress(tasks, task)` is called after every measured batch. Returns a TuneResult.
     """
@@ -359,14 +385,25 @@ def tune(
 
     start = time.perf_counter()
     tgt = get_target(target)
-    if tgt.kind not in ("x86", "arm"):
-        raise InputError(f"target {tgt.name!r} ({tgt.kind}): mlpc tunes CPU targets (x86, arm) only")
+    if tgt.kind not in ("x86", "arm", "cuda"):
+        raise InputError(f"target {tgt.name!r} ({tgt.kind}): mlpc tunes CPU (x86, arm) and CUDA targets")
     if trials <= 0:
         raise InputError(f"--trials {trials}: give a positive number of trials")
+    cuda = tgt.kind == "cuda"
+    if cuda:
+        from mlpc.backends.tvm.cuda import normalize_dtype
+        from mlpc.backends.tvm.tuning_cuda import require_gpu, require_toolkit
+
+        dtype = normalize_dtype(dtype)
+        require_toolkit()
+        device = require_gpu(tgt, rpc_tracker, rpc_key) if runner is None else f"the given runner {runner!r}"
+        logger.info("measuring candidates for %s on %s", tgt.name, device)
+    elif dtype not in ("float32", "fp32"):
+        raise InputError(f"--dtype {dtype} needs a CUDA target; {tgt.name!r} computes in float32")
     install_lazy_tensor_intrin()
     # MetaSchedule's rules tensorize with these intrinsics: x86 with VNNI, and every ARM target
     # (its default rules name the NEON dot-product intrinsics whether or not the core has them)
-    if tgt.capabilities.get("int8_dot") or tgt.kind == "arm":
+    if not cuda and (tgt.capabilities.get("int8_dot") or tgt.kind == "arm"):
         importlib.import_module(f"{TENSOR_INTRIN}.{INTRINSICS[tgt.kind]}")
     tvm_target = tgt.tvm_target()
     db = TuningDatabase.open(db_path, tvm_target, create=True)
@@ -374,11 +411,21 @@ def tune(
         raise InputError(f"tuning database {db_path} cannot be used for target {tgt.name} (see the warning); "
                          "give another --db")
     cache = TuningDatabase.open(cache_dir(tvm_target), tvm_target, create=True) if use_cache else None
-    tasks = extract_tasks(model_module(model, tgt, input_shapes), tvm_target)
+    tasks = extract_tasks(model_module(model, tgt, input_shapes, dtype), tvm_target, dtype)
     if not tasks:
         raise InputError(f"{model}: the model has no kernels to tune")
+    builder = make_builder(tgt)
+    runner = make_runner(rpc_tracker, rpc_key) if runner is None else runner
+    search_options: dict[str, int] = {}
+    if cuda:  # mlpc compile's schedules, timed on the GPU like the candidates (once per database)
+        from mlpc.backends.tvm.tuning_cuda import SEARCH_OPTIONS, measure_defaults
+
+        search_options = SEARCH_OPTIONS
+        for task in tasks:
+            task.default_ms = db.tasks.get(task.key, {}).get("default_ms")
+        measure_defaults([t for t in tasks if t.default_ms is None], tvm_target, builder, runner)
     lanes = max(int(tgt.capabilities.get("vector_bits", 128)) // 32, 4)
-    weigh_tasks(tasks, tvm_target, lanes, measure=rpc_tracker is None and not tgt.missing_on_host())
+    weigh_tasks(tasks, tvm_target, lanes, measure=not cuda and rpc_tracker is None and not tgt.missing_on_host())
     for task, budget in zip(tasks, allocate_budget([t.weight for t in tasks], trials)):
         task.budget = budget
         saved = db.tasks.get(task.key, {})
@@ -407,8 +454,6 @@ def tune(
 
     previous = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
     result = TuneResult(tasks, Path(db_path), cache_path=None if cache is None else cache.path)
-    builder = make_builder(tgt)
-    runner = make_runner(rpc_tracker, rpc_key)
     try:
         with tempfile.TemporaryDirectory(prefix="mlpc-tune-") as work_dir:
             for task in sorted(tasks, key=lambda t: -t.weight):
@@ -418,7 +463,7 @@ def tune(
                 if result.stopped:
                     break
                 search = ms.search_strategy.EvolutionarySearch(population_size=population,
-                                                               genetic_num_iters=GENETIC_ITERS)
+                                                               genetic_num_iters=GENETIC_ITERS, **search_options)
                 result.stopped = _tune_task(task, tasks, db, cache, tvm_target, builder, runner, work_dir, search,
                                             trials_per_batch, on_progress, stop_reason, seed)
                 if result.stopped:
@@ -450,8 +495,13 @@ def _tune_task(task: TuningTask, tasks: list[TuningTask], db: TuningDatabase, ca
     task.status = "tuning"
     if on_progress is not None:
         on_progress(tasks, task)
+    space: Any = "post-order-apply"
+    if str(tvm_target.kind.name) == "cuda":
+        from mlpc.backends.tvm.tuning_cuda import space_generator
+
+        space = space_generator(task.mod)
     context = ms.TuneContext(
-        mod=task.mod, target=tvm_target, space_generator="post-order-apply", search_strategy=search,
+        mod=task.mod, target=tvm_target, space_generator=space, search_strategy=search,
         task_name=task.name, num_threads=2, rand_state=seed + task.trials,
     ).clone()
     callbacks = [*ms.MeasureCallback.create("default"),

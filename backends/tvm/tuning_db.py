@@ -8,6 +8,7 @@ the records were measured for, and per task the trial budget and the trials spen
     db = TuningDatabase.open("tuning.json", tvm_target, create=True)   # `mlpc tune --db`
     dbs = databases_for_compile(tvm_target, "tuning.json")             # explicit db, then the user cache
     apply_pass = apply_databases_pass(dbs, tvm_target, tuned_names)    # in mlpc's CPU pipeline
+    func = tuned_primfunc(dbs, prim_func, tvm_target, name)            # one kernel (CUDA builds)
 
 A database that cannot be read, or that was written for another target or TVM version, is
 ignored with a warning naming the file: compiling never fails because of it. The per-user cache
@@ -188,6 +189,26 @@ def databases_for_compile(tvm_target: tvm.target.Target, tuning_db: str | Path |
     return dbs
 
 
+def tuned_primfunc(dbs: list[TuningDatabase], func: tvm.tirx.PrimFunc, tvm_target: tvm.target.Target,
+                   name: str) -> tvm.tirx.PrimFunc | None:
+    """The first database's tuned schedule of kernel `func` (called `name` in warnings), with
+    `func`'s attributes and marked "tirx.is_scheduled"; None when no database holds one."""
+    key = workload(func)
+    for db in dbs:
+        try:
+            scheduled = db.schedule(key, tvm_target)
+        except Exception as e:  # a record that no longer replays on this function
+            logger.warning("tuning database %s: record for %s not applied (%s)", db.path, name,
+                           str(e).strip().splitlines()[-1])
+            continue
+        if scheduled is not None:
+            scheduled = scheduled.without_attr("global_symbol")
+            for attr, value in (dict(func.attrs) if func.attrs else {}).items():
+                scheduled = scheduled.with_attr(attr, value)
+            return scheduled.with_attr(SCHEDULED_ATTR, True)
+    return None
+
+
 def apply_databases_pass(dbs: list[TuningDatabase], tvm_target: tvm.target.Target,
                          tuned: list[str]) -> tvm.transform.Pass:
     """A module pass replacing each PrimFunc that a database holds a schedule for by the tuned
@@ -200,22 +221,10 @@ def apply_databases_pass(dbs: list[TuningDatabase], tvm_target: tvm.target.Targe
         for gvar, func in list(mod.functions.items()):
             if not isinstance(func, tvm.tirx.PrimFunc) or (func.attrs and func.attrs.get(SCHEDULED_ATTR)):
                 continue
-            key = workload(func)
-            for db in dbs:
-                try:
-                    scheduled = db.schedule(key, tvm_target)
-                except Exception as e:  # a record that no longer replays on this function
-                    logger.warning("tuning database %s: record for %s not applied (%s)", db.path, gvar.name_hint,
-                                   str(e).strip().splitlines()[-1])
-                    continue
-                if scheduled is not None:
-                    attrs = dict(func.attrs) if func.attrs else {}
-                    scheduled = scheduled.without_attr("global_symbol")
-                    for name, value in attrs.items():
-                        scheduled = scheduled.with_attr(name, value)
-                    mod[gvar] = scheduled.with_attr(SCHEDULED_ATTR, True)
-                    tuned.append(gvar.name_hint)
-                    break
+            scheduled = tuned_primfunc(dbs, func, tvm_target, gvar.name_hint)
+            if scheduled is not None:
+                mod[gvar] = scheduled
+                tuned.append(gvar.name_hint)
         if tuned:
             logger.info("tuned schedules applied to %d kernel(s): %s", len(tuned), ", ".join(tuned))
         return mod
@@ -224,4 +233,4 @@ def apply_databases_pass(dbs: list[TuningDatabase], tvm_target: tvm.target.Targe
 
 
 __all__ = ["TuningDatabase", "apply_databases_pass", "cache_dir", "cache_root", "databases_for_compile",
-           "workload", "workload_hash"]
+           "tuned_primfunc", "workload", "workload_hash"]

@@ -71,7 +71,8 @@ def check_artifact(path: Path, dtype: str, target: str) -> None:
     cubin = (path / backend["device_files"]["cubin"]).read_bytes()
     assert cubin[:4] == b"\x7fELF" and cubin in (path / backend["library"]).read_bytes()  # fatbin embedded
     for k in kernels:
-        assert k["rule"] in ("dp4a", "Matmul", "GEMV", "Reduction", "GeneralReduction", "Fallback")
+        # MetaSchedule: a schedule from the user's tuning cache (`mlpc tune`), if it holds one
+        assert k["rule"] in ("dp4a", "MetaSchedule", "Matmul", "GEMV", "Reduction", "GeneralReduction", "Fallback")
         assert 1 <= int(np.prod(k["block"])) <= 1024 and int(np.prod(k["grid"])) >= 1
         assert k["calls"] >= 1 and k["bytes"] > 0
 
