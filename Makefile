@@ -38,9 +38,10 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -m "not slow" -n 2 --dist loadfile tests
 
+# The CPU benchmark (benchmarks/cpu.py): default, tuned and int8 builds against onnxruntime and
+# PyTorch, batch 1 and 8, all timed in one process (tuning runs first, in one subprocess).
 bench: setup
-	$(PY) benchmarks/run.py
-	$(PY) benchmarks/passes.py
+	$(PY) benchmarks/cpu.py
 
 conformance: setup
 	$(PY) tests/conformance/run_conformance.py --jobs 2

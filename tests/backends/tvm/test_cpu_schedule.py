@@ -49,3 +49,27 @@ def test_scheduled_build_matches_naive_build(lowered):
     naive = run(build(mod, host, schedules=False), inputs)
     for got, ref in zip(scheduled, naive):
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(ref))))
+
+
+@pytest.mark.parametrize("channels, inner_kind", [(3, "unrolled"), (16, "vectorized")])
+def test_injective_blocks_keep_their_innermost_axis(channels, inner_kind):
+    """An NCHW→NHWC transpose is not flattened into one loop (whose every element would recompute
+    its indices with divisions): the outer axes are fused, the channel axis is unrolled when shorter
+    than a vector, else split into vectors; the result equals NumPy's."""
+    from tvm import s_tir, te
+
+    from mlpc.backends.tvm.cpu_schedule import schedule_primfunc
+
+    x = te.placeholder((1, channels, 32, 32), "float32", name="x")
+    y = te.compute((1, 32, 32, channels), lambda n, h, w, c: x[n, c, h, w], name="y")
+    func = schedule_primfunc(te.create_prim_func([x, y]), lanes=8)
+    sch = s_tir.Schedule(func)
+    loops = [sch.get(loop) for loop in sch.get_loops(sch.get_sblock("y"))]
+    assert int(loops[0].extent) == 32 * 32
+    assert loops[-1].kind == getattr(tvm.tirx.ForKind, inner_kind.upper())
+    assert int(loops[-1].extent) == min(channels, 8)
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=get_target("host").tvm_target())
+    data = np.random.default_rng(0).standard_normal((1, channels, 32, 32)).astype("float32")
+    out = tvm.runtime.tensor(np.zeros((1, 32, 32, channels), "float32"))
+    lib["main"](tvm.runtime.tensor(data), out)
+    np.testing.assert_array_equal(out.numpy(), data.transpose(0, 2, 3, 1))
