@@ -234,7 +234,7 @@ def to_stream(value: np.ndarray, order: np.ndarray | None) -> np.ndarray:
     if order is None:
         return flat
     out = np.empty_like(flat)
-    out[order] = flat
+    out[np.asarray(order).reshape(-1)] = flat
     return out
 
 

@@ -312,11 +312,12 @@ def load_folding(source: str | Path | dict[str, Any], layers: list[MvauLayer]) -
         if not isinstance(spec, dict):
             raise InputError(f"{where}: layer {key!r}: expected an object like {{\"PE\": 4, \"SIMD\": 8}}")
         pe, simd = spec.get("PE", 1), spec.get("SIMD", 1)
-        simd_dim = "MW" if layer.window is None else "C_in (a convolution's window streams SIMD channels)"
+        simd_dim = "MW" if layer.window is None else "C_in"
         for what, v, n, dim in (("PE", pe, layer.mh, "MH"), ("SIMD", simd, layer.simd_limit, simd_dim)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1 or n % v:
+                why = "; a convolution's window streams SIMD channels of one pixel per beat" if dim == "C_in" else ""
                 raise InputError(f"{where}: layer {key!r}: {what}={v!r} must divide {dim}={n} "
-                                 f"(choose one of {divisors(n)})")
+                                 f"(choose one of {divisors(n)}{why})")
         style = spec.get("ram_style", "auto")
         if style not in ("auto", "block", "distributed"):
             raise InputError(f"{where}: layer {key!r}: ram_style {style!r} is not auto, block or distributed")

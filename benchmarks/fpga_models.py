@@ -1,4 +1,4 @@
-"""A small CNN trained on scikit-learn's digits (8×8), for the FPGA tests and benchmark:
+"""Small networks for the FPGA tests and benchmark: a CNN trained on scikit-learn's digits (8×8),
 conv3x3 (pad 1) → ReLU → MaxPool 2 → conv3x3 → ReLU → Flatten → Gemm, written as ONNX by hand."""
 from __future__ import annotations
 
