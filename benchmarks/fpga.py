@@ -41,7 +41,12 @@ from benchmarks import common
 
 logger = logging.getLogger("benchmarks.fpga")
 
-NETWORKS = ("tfc-w2a2", "unsw-w2a2", "cnn-w2a2")
+NETWORKS = ("tfc-w2a2", "unsw-w2a2", "cnn-w2a2", "cnv-w2a2")
+# finn-examples build/bnn-pynq/folding_config/cnv-w1a1_folding_config.json, its MVAU entries (the same
+# folding as tests/fpga/test_folding.py's cycle-model check), applied to the w2a2 network here.
+CNV_FOLDING = {f"MatrixVectorActivation_{i}": {"PE": pe, "SIMD": simd} for i, (pe, simd) in enumerate(
+    [(16, 3), (32, 32), (16, 32), (16, 32), (4, 32), (1, 32), (1, 4), (1, 8), (5, 1)])}
+CNV_SLOWEST_FINN = 32_768  # FINN's cycle model on that folding (the issue's figure)
 CALIBRATION_SAMPLES = 256
 # finn-examples build/bnn-pynq/folding_config/tfc-w2a2_folding_config.json, its MVAU entries.
 TFC_FOLDING = {"StreamingFCLayer_Batch_0": {"PE": 16, "SIMD": 49, "ram_style": "block"},
@@ -130,7 +135,19 @@ def bench_network(network: str, work: Path, synth_timeout_s: float | None = None
     """Train, quantize w2a2 and build one network; return its figures."""
     import mlpc
 
-    if network == "cnn-w2a2":
+    x_test = y_test = samples = None
+    if network == "cnv-w2a2":
+        from benchmarks.fpga_models import cnv_model
+
+        model_path = work / "cnv-w2a2.onnx"
+        model_path.write_bytes(cnv_model().SerializeToString())
+        rng = np.random.default_rng(0)
+        calib = work / f"{network}_calib.npz"
+        np.savez(calib, x=rng.random((32, 3, 32, 32), dtype=np.float32))
+        samples = rng.random((4, 1, 3, 32, 32), dtype=np.float32)  # 4 inferences: ~130k cycles each run
+        binary = False
+        target, options = "fpga/xczu7ev", {"folding": CNV_FOLDING}
+    elif network == "cnn-w2a2":
         model_path, x_test, y_test, spec = _cnn(work)
         binary = False
         calib = work / f"{network}_calib.npz"
@@ -151,14 +168,18 @@ def bench_network(network: str, work: Path, synth_timeout_s: float | None = None
             target, options = "fpga/xczu7ev", {"fps": 1e6}
     out = work / f"{network}_fpga"
     start = time.perf_counter()
+    fpga_options: dict[str, Any] = {"synth_timeout_s": synth_timeout_s}
+    if samples is not None:
+        fpga_options["samples"] = samples
     mlpc.compile(model_path, target=target, output_dir=out, quantize="w2a2", calibration=calib,
-                 fpga_options={"synth_timeout_s": synth_timeout_s}, **options)
+                 fpga_options=fpga_options, **options)
     seconds = time.perf_counter() - start
     report = json.loads((out / "report.json").read_text())
     perf, sim = report["performance"], report["simulation"]
     return {
         "target": target, "part": report["part"]["part"], "clock_mhz": report["clock_mhz"],
         "folding": "finn-examples" if "folding" in options else f"auto, --fps {options['fps']:g}",
+        "inferences_simulated": sim["inferences"],
         "layers": [{k: la[k] for k in ("name", "kind", "mw", "mh", "pe", "simd", "cycles", "ram_style", "bits",
                                        "window", "channels", "in_hw", "kernel", "estimate") if k in la}
                    for la in report["layers"]],
@@ -169,7 +190,8 @@ def bench_network(network: str, work: Path, synth_timeout_s: float | None = None
                        "stalled_mismatches": sim["stalled"]["mismatches"]},
         "resources": report["resources"]["comparison"],
         "yosys_seconds": report["synthesis"]["seconds"], "utilization": report["utilization"],
-        "accuracy_fake_quant": _accuracy(out / "model.qonnx.onnx", x_test, y_test, binary),
+        "accuracy_fake_quant": None if x_test is None else _accuracy(out / "model.qonnx.onnx", x_test, y_test,
+                                                                      binary),
         "compile_seconds": round(seconds, 1),
         "mlpc_commit": common.machine_info().get("mlpc_commit"),
     }
@@ -178,7 +200,8 @@ def bench_network(network: str, work: Path, synth_timeout_s: float | None = None
 def render(data: dict[str, Any]) -> str:
     """The README section for a results dict."""
     lines = [common.machine_line(data["machine"]), "",
-             "Each design simulated (Verilator) on 32 calibration inputs, at full rate and with random stalls, "
+             "Each design simulated (Verilator) on 32 calibration inputs (cnv-w2a2: 4 random images), at full rate "
+             "and with random stalls, "
              "against the reference interpreter; resources from yosys `synth_xilinx`; throughput and latency at "
              "the target's stated clock (yosys gives no timing: no Fmax is claimed).", ""]
     rows = []
@@ -191,7 +214,8 @@ def render(data: dict[str, Any]) -> str:
                      f"{res['FF']['measured']:,} ({res['FF']['estimate']:,})",
                      f"{res['BRAM36']['measured']:g} ({res['BRAM36']['estimate']:g})",
                      f"{res['DSP']['measured']:g}", f"{r['simulation']['mismatches']}",
-                     f"{r['accuracy_fake_quant']:.1f}", f"{r['yosys_seconds']:.0f}"])
+                     "—" if r["accuracy_fake_quant"] is None else f"{r['accuracy_fake_quant']:.1f}",
+                     f"{r['yosys_seconds']:.0f}"])
     lines.append(common.markdown_table(
         ["network", "part", "folding", "PE/SIMD per layer", "II model", "II simulated", "FPS @ clock",
          "latency µs", "LUT yosys (est.)", "FF yosys (est.)", "BRAM36 yosys (est.)", "DSP", "mismatches",
@@ -207,7 +231,9 @@ def render(data: dict[str, Any]) -> str:
     for name, r in data["networks"].items():
         if not any(la.get("kind") in ("conv", "maxpool") for la in r["layers"]):
             continue
-        lines += ["", f"{name}, per unit (cycles per inference; the II is the slowest; LUT estimate per unit):", ""]
+        finn = (f" FINN's cycle model on finn-examples' CNV-w1a1 folding: slowest layer {CNV_SLOWEST_FINN:,} cycles."
+                if name.startswith("cnv") else "")
+        lines += ["", f"{name}, per unit (cycles per inference; the II is the slowest; LUT estimate per unit).{finn}", ""]
         rows = []
         for la in r["layers"]:
             if la.get("kind") == "maxpool":
@@ -239,14 +265,16 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown networks {unknown}; choose from {', '.join(NETWORKS)}")
     data: dict[str, Any] = {"machine": common.machine_info(), "networks": {}}
-    if args.output.exists():  # networks not rerun keep their last figures
+    fresh: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in networks:
+            fresh[name] = bench_network(name, Path(tmp), args.synth_timeout)
+    if args.output.exists():  # networks not rerun keep their last figures (read now: another run may have ended)
         previous = json.loads(args.output.read_text())
         commit = previous.get("machine", {}).get("mlpc_commit")
         for name, r in previous.get("networks", {}).items():
             data["networks"][name] = {"mlpc_commit": commit, **r}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in networks:
-            data["networks"][name] = bench_network(name, Path(tmp), args.synth_timeout)
+    data["networks"].update(fresh)
     data["networks"] = {n: data["networks"][n] for n in NETWORKS if n in data["networks"]}
     common.publish(args.output, data, "fpga", render(data), readme=not args.no_readme)
     return 0

@@ -47,3 +47,42 @@ def train_digits_cnn(c1: int = 8, c2: int = 16, epochs: int = 12, seed: int = 0)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
     data = {"x_train": x[:split], "y_train": y[:split], "x_test": x[split:], "y_test": y[split:]}
     return model, data
+
+
+# FINN's CNV (finn-examples bnn-pynq, after Umuroglu et al. 2017): valid 3×3 convolutions
+# 3→64→64, pool, 64→128→128, pool, 128→256→256, then 256→512→512→10 fully connected.
+CNV_CHANNELS = (3, 64, 64, 128, 128, 256, 256)
+CNV_FC = (256, 512, 512, 10)
+
+
+def cnv_model(seed: int = 0) -> onnx.ModelProto:
+    """FINN's CNV topology on 3×32×32 inputs with torch's default (untrained) initialization, as
+    ONNX (batch 1, opset 17): for hardware figures only (CIFAR-10 is not packaged here)."""
+    import torch
+
+    torch.manual_seed(seed)
+    nodes, inits, prev = [], {}, "x"
+    for i in range(6):
+        conv = torch.nn.Conv2d(CNV_CHANNELS[i], CNV_CHANNELS[i + 1], 3)
+        inits[f"cw{i}"], inits[f"cb{i}"] = conv.weight.detach().numpy(), conv.bias.detach().numpy()
+        nodes += [helper.make_node("Conv", [prev, f"cw{i}", f"cb{i}"], [f"c{i}"], name=f"conv{i}"),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}")]
+        prev = f"r{i}"
+        if i in (1, 3):
+            nodes.append(helper.make_node("MaxPool", [prev], [f"p{i}"], name=f"pool{i}", kernel_shape=[2, 2],
+                                          strides=[2, 2]))
+            prev = f"p{i}"
+    nodes.append(helper.make_node("Flatten", [prev], ["f"], name="flatten"))
+    prev = "f"
+    for i in range(3):
+        fc = torch.nn.Linear(CNV_FC[i], CNV_FC[i + 1])
+        inits[f"fw{i}"], inits[f"fb{i}"] = fc.weight.detach().numpy(), fc.bias.detach().numpy()
+        out = "logits" if i == 2 else f"h{i}"
+        nodes.append(helper.make_node("Gemm", [prev, f"fw{i}", f"fb{i}"], [out], name=f"fc{i}", transB=1))
+        if i < 2:
+            nodes.append(helper.make_node("Relu", [out], [f"hr{i}"], name=f"fc_relu{i}"))
+            prev = f"hr{i}"
+    graph = helper.make_graph(nodes, "cnv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+                              initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)

@@ -265,9 +265,9 @@ def _simulate(rtl: Path, sources: list[str], inferences: int) -> dict[str, Any]:
                 f"{res['outputs_expected']} output beats differ (first: beat {res['first_mismatch']}), "
                 f"{res['outputs_checked']} arrived; this is an mlpc bug — please report it with the model")
     return {**{k: full[k] for k in ("mismatches", "outputs_checked", "outputs_expected", "cycles",
-                                    "latency_cycles", "ii_cycles", "passed")},
+                                    "latency_cycles", "ii_cycles", "passed", "fifo_peak")},
             "inferences": inferences, "simulator": "verilator",
-            "stalled": {k: stalled[k] for k in ("mismatches", "outputs_checked", "cycles", "passed")}}
+            "stalled": {k: stalled[k] for k in ("mismatches", "outputs_checked", "cycles", "passed", "fifo_peak")}}
 
 
 def _json_default(o: Any) -> Any:

@@ -51,6 +51,10 @@ def test_w2a2_cnn_simulates_bit_exactly_and_synthesizes(digits_cnn, tmp_path):
     assert sim["inferences"] == 32
     assert sim["outputs_checked"] == sim["outputs_expected"] == 32 * report["design"]["output"]["beats_per_inference"]
     assert report["design"]["input"]["beats_per_inference"] == 64  # 8 × 8 pixels, one channel
+    # every FIFO (one in front of each MVAU) reports its highest occupancy, within its depth
+    depths = report["design"]["fifo_depths"]
+    assert {name: d for name, (_, d) in sim["fifo_peak"].items()} == {f"fifo{i}": d for i, d in enumerate(depths) if d}
+    assert all(0 < peak <= d for peak, d in sim["stalled"]["fifo_peak"].values())
     perf = report["performance"]
     assert sim["ii_cycles"] == perf["ii_cycles"] == max(la["cycles"] for la in layers) <= 100e6 / 150_000
     synth = report["synthesis"]
