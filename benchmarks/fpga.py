@@ -1,8 +1,8 @@
-"""FPGA dataflow designs of FINN's reference MLP topologies: cycles, throughput, latency and
-resources (mlpc's estimate vs yosys), simulated bit-exactly with Verilator.
+"""FPGA dataflow designs of FINN's reference MLP topologies and a small CNN: cycles, throughput,
+latency and resources (mlpc's estimate vs yosys), simulated bit-exactly with Verilator.
 
-    python benchmarks/fpga.py                        # both networks (yosys takes minutes each)
-    python benchmarks/fpga.py --networks tfc-w2a2
+    python benchmarks/fpga.py                        # every network (yosys takes minutes each)
+    python benchmarks/fpga.py --networks cnn-w2a2    # the others' figures are kept from the last run
 
 Networks (trained here with torch, quantized w2a2 by mlpc on 256 calibration samples):
 
@@ -14,6 +14,9 @@ Networks (trained here with torch, quantized w2a2 by mlpc on 256 calibration sam
   the closest public analogue of a CAN-IDS), here on a synthetic 600-feature binary task
   (sklearn make_classification; UNSW-NB15 is not packaged here), built for `fpga/xczu7ev` with
   `--fps 1000000` (FINN's example targets 1M FPS at 100 MHz) and mlpc's automatic folding.
+- `cnn-w2a2`: conv3x3 (1→8, pad 1) → ReLU → MaxPool 2 → conv3x3 (8→16) → ReLU → Flatten → Gemm (64→10)
+  on sklearn's 8×8 digits (benchmarks/fpga_models.py, the model tests/fpga/test_fpga_cnn.py builds),
+  for `fpga/xczu7ev` at `--fps 150000`: sliding-window generators, a streaming max pool and MVAUs.
 
 Writes benchmarks/results/fpga.json and the `fpga` section of benchmarks/README.md.
 """
@@ -38,7 +41,12 @@ from benchmarks import common
 
 logger = logging.getLogger("benchmarks.fpga")
 
-NETWORKS = ("tfc-w2a2", "unsw-w2a2")
+NETWORKS = ("tfc-w2a2", "unsw-w2a2", "cnn-w2a2", "cnv-w2a2")
+# finn-examples build/bnn-pynq/folding_config/cnv-w1a1_folding_config.json, its MVAU entries (the same
+# folding as tests/fpga/test_folding.py's cycle-model check), applied to the w2a2 network here.
+CNV_FOLDING = {f"MatrixVectorActivation_{i}": {"PE": pe, "SIMD": simd} for i, (pe, simd) in enumerate(
+    [(16, 3), (32, 32), (16, 32), (16, 32), (4, 32), (1, 32), (1, 4), (1, 8), (5, 1)])}
+CNV_SLOWEST_FINN = 32_768  # FINN's cycle model on that folding (the issue's figure)
 CALIBRATION_SAMPLES = 256
 # finn-examples build/bnn-pynq/folding_config/tfc-w2a2_folding_config.json, its MVAU entries.
 TFC_FOLDING = {"StreamingFCLayer_Batch_0": {"PE": 16, "SIMD": 49, "ram_style": "block"},
@@ -87,6 +95,16 @@ def _train(sizes: list[int], x: np.ndarray, y: np.ndarray, binary: bool, epochs:
     return {k: v.detach().numpy() for k, v in net.state_dict().items()}
 
 
+def _cnn(work: Path) -> tuple[Path, np.ndarray, np.ndarray, dict[str, Any]]:
+    """The digits CNN: (model path, test images, test labels, compile options)."""
+    from benchmarks.fpga_models import train_digits_cnn
+
+    model, data = train_digits_cnn()
+    path = work / "cnn-w2a2.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path, data["x_test"], data["y_test"], {"fps": 150_000.0, "calib": data["x_train"][:CALIBRATION_SAMPLES]}
+
+
 def _data(network: str) -> tuple[list[int], np.ndarray, np.ndarray, bool]:
     if network == "tfc-w2a2":
         from sklearn.datasets import load_digits
@@ -117,28 +135,53 @@ def bench_network(network: str, work: Path, synth_timeout_s: float | None = None
     """Train, quantize w2a2 and build one network; return its figures."""
     import mlpc
 
-    sizes, x, y, binary = _data(network)
-    split = int(0.75 * len(x))
-    state = _train(sizes, x[:split], y[:split], binary)
-    model_path = work / f"{network}.onnx"
-    model_path.write_bytes(_mlp_onnx(sizes, state, network).SerializeToString())
-    calib = work / f"{network}_calib.npz"
-    np.savez(calib, x=x[:CALIBRATION_SAMPLES])
-    out = work / f"{network}_fpga"
-    if network == "tfc-w2a2":
-        target, options = "fpga/xc7z020", {"folding": TFC_FOLDING}
+    x_test = y_test = samples = None
+    if network == "cnv-w2a2":
+        from benchmarks.fpga_models import cnv_model
+
+        model_path = work / "cnv-w2a2.onnx"
+        model_path.write_bytes(cnv_model().SerializeToString())
+        rng = np.random.default_rng(0)
+        calib = work / f"{network}_calib.npz"
+        np.savez(calib, x=rng.random((32, 3, 32, 32), dtype=np.float32))
+        samples = rng.random((4, 1, 3, 32, 32), dtype=np.float32)  # 4 inferences: ~130k cycles each run
+        binary = False
+        target, options = "fpga/xczu7ev", {"folding": CNV_FOLDING}
+    elif network == "cnn-w2a2":
+        model_path, x_test, y_test, spec = _cnn(work)
+        binary = False
+        calib = work / f"{network}_calib.npz"
+        np.savez(calib, x=spec["calib"])
+        target, options = "fpga/xczu7ev", {"fps": spec["fps"]}
     else:
-        target, options = "fpga/xczu7ev", {"fps": 1e6}
+        sizes, x, y, binary = _data(network)
+        split = int(0.75 * len(x))
+        state = _train(sizes, x[:split], y[:split], binary)
+        x_test, y_test = x[split:], y[split:]
+        model_path = work / f"{network}.onnx"
+        model_path.write_bytes(_mlp_onnx(sizes, state, network).SerializeToString())
+        calib = work / f"{network}_calib.npz"
+        np.savez(calib, x=x[:CALIBRATION_SAMPLES])
+        if network == "tfc-w2a2":
+            target, options = "fpga/xc7z020", {"folding": TFC_FOLDING}
+        else:
+            target, options = "fpga/xczu7ev", {"fps": 1e6}
+    out = work / f"{network}_fpga"
     start = time.perf_counter()
+    fpga_options: dict[str, Any] = {"synth_timeout_s": synth_timeout_s}
+    if samples is not None:
+        fpga_options["samples"] = samples
     mlpc.compile(model_path, target=target, output_dir=out, quantize="w2a2", calibration=calib,
-                 fpga_options={"synth_timeout_s": synth_timeout_s}, **options)
+                 fpga_options=fpga_options, **options)
     seconds = time.perf_counter() - start
     report = json.loads((out / "report.json").read_text())
     perf, sim = report["performance"], report["simulation"]
     return {
         "target": target, "part": report["part"]["part"], "clock_mhz": report["clock_mhz"],
         "folding": "finn-examples" if "folding" in options else f"auto, --fps {options['fps']:g}",
-        "layers": [{k: la[k] for k in ("name", "mw", "mh", "pe", "simd", "cycles", "ram_style", "bits")}
+        "inferences_simulated": sim["inferences"],
+        "layers": [{k: la[k] for k in ("name", "kind", "mw", "mh", "pe", "simd", "cycles", "ram_style", "bits",
+                                       "window", "channels", "in_hw", "kernel", "estimate") if k in la}
                    for la in report["layers"]],
         "ii_cycles": perf["ii_cycles"], "ii_cycles_measured": perf["ii_cycles_measured"],
         "throughput_fps": perf["throughput_fps"], "latency_cycles_measured": perf["latency_cycles_measured"],
@@ -147,15 +190,18 @@ def bench_network(network: str, work: Path, synth_timeout_s: float | None = None
                        "stalled_mismatches": sim["stalled"]["mismatches"]},
         "resources": report["resources"]["comparison"],
         "yosys_seconds": report["synthesis"]["seconds"], "utilization": report["utilization"],
-        "accuracy_fake_quant": _accuracy(out / "model.qonnx.onnx", x[split:], y[split:], binary),
+        "accuracy_fake_quant": None if x_test is None else _accuracy(out / "model.qonnx.onnx", x_test, y_test,
+                                                                      binary),
         "compile_seconds": round(seconds, 1),
+        "mlpc_commit": common.machine_info().get("mlpc_commit"),
     }
 
 
 def render(data: dict[str, Any]) -> str:
     """The README section for a results dict."""
     lines = [common.machine_line(data["machine"]), "",
-             "Each design simulated (Verilator) on 32 calibration inputs, at full rate and with random stalls, "
+             "Each design simulated (Verilator) on 32 calibration inputs (cnv-w2a2: 4 random images), at full rate "
+             "and with random stalls, "
              "against the reference interpreter; resources from yosys `synth_xilinx`; throughput and latency at "
              "the target's stated clock (yosys gives no timing: no Fmax is claimed).", ""]
     rows = []
@@ -168,7 +214,8 @@ def render(data: dict[str, Any]) -> str:
                      f"{res['FF']['measured']:,} ({res['FF']['estimate']:,})",
                      f"{res['BRAM36']['measured']:g} ({res['BRAM36']['estimate']:g})",
                      f"{res['DSP']['measured']:g}", f"{r['simulation']['mismatches']}",
-                     f"{r['accuracy_fake_quant']:.1f}", f"{r['yosys_seconds']:.0f}"])
+                     "—" if r["accuracy_fake_quant"] is None else f"{r['accuracy_fake_quant']:.1f}",
+                     f"{r['yosys_seconds']:.0f}"])
     lines.append(common.markdown_table(
         ["network", "part", "folding", "PE/SIMD per layer", "II model", "II simulated", "FPS @ clock",
          "latency µs", "LUT yosys (est.)", "FF yosys (est.)", "BRAM36 yosys (est.)", "DSP", "mismatches",
@@ -177,9 +224,31 @@ def render(data: dict[str, Any]) -> str:
     for name, r in data["networks"].items():
         shown = {k: "—" if r["resources"][k]["error"] is None else f"{100 * r['resources'][k]['error']:+.0f} %"
                  for k in ("LUT", "FF")}
-        lines.append(f"- {name}: estimate error against yosys LUT {shown['LUT']} (FINN's formula), FF {shown['FF']} "
-                     f"(mlpc's register count); pipeline latency {r['latency_us_measured']:.2f} µs on chip "
-                     f"(host I/O not included) vs the CAN-IDS {CAN_IDS_LATENCY_MS * 1000:.0f} µs end to end.")
+        where = "" if not r.get("mlpc_commit") else f" (measured at mlpc {r['mlpc_commit']})"
+        ids = "" if name.startswith("cnn") else f" vs the CAN-IDS {CAN_IDS_LATENCY_MS * 1000:.0f} µs end to end"
+        lines.append(f"- {name}{where}: estimate error against yosys LUT {shown['LUT']}, FF {shown['FF']}; pipeline "
+                     f"latency {r['latency_us_measured']:.2f} µs on chip (host I/O not included){ids}.")
+    for name, r in data["networks"].items():
+        if not any(la.get("kind") in ("conv", "maxpool") for la in r["layers"]):
+            continue
+        finn = (f" FINN's cycle model on finn-examples' CNV-w1a1 folding: slowest layer {CNV_SLOWEST_FINN:,} cycles."
+                if name.startswith("cnv") else "")
+        lines += ["", f"{name}, per unit (cycles per inference; the II is the slowest; LUT estimate per unit).{finn}", ""]
+        rows = []
+        for la in r["layers"]:
+            if la.get("kind") == "maxpool":
+                shape = f"maxpool {la['kernel'][0]}×{la['kernel'][1]} on {la['channels']}×{la['in_hw'][0]}×{la['in_hw'][1]}"
+            elif la.get("kind") == "conv":
+                w = la["window"]
+                shape = (f"conv {w['kernel'][0]}×{w['kernel'][1]} pad {w['pads_tlbr'][0]} on {w['channels']}×"
+                         f"{w['in_hw'][0]}×{w['in_hw'][1]} → {la['mh']}×{w['out_hw'][0]}×{w['out_hw'][1]}")
+            else:
+                shape = f"fc {la['mw']}→{la['mh']}"
+            window = f"{la['window']['cycles']:,}" if la.get("kind") == "conv" else "—"
+            rows.append([la["name"], shape, f"{la['pe']}/{la['simd']}", f"{la['cycles']:,}", window,
+                         f"{la['estimate']['LUT']:,}"])
+        lines.append(common.markdown_table(["unit", "shape", "PE/SIMD", "cycles", "window cycles", "LUT est."],
+                                           rows))
     return "\n".join(lines)
 
 
@@ -196,9 +265,17 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown networks {unknown}; choose from {', '.join(NETWORKS)}")
     data: dict[str, Any] = {"machine": common.machine_info(), "networks": {}}
+    fresh: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in networks:
-            data["networks"][name] = bench_network(name, Path(tmp), args.synth_timeout)
+            fresh[name] = bench_network(name, Path(tmp), args.synth_timeout)
+    if args.output.exists():  # networks not rerun keep their last figures (read now: another run may have ended)
+        previous = json.loads(args.output.read_text())
+        commit = previous.get("machine", {}).get("mlpc_commit")
+        for name, r in previous.get("networks", {}).items():
+            data["networks"][name] = {"mlpc_commit": commit, **r}
+    data["networks"].update(fresh)
+    data["networks"] = {n: data["networks"][n] for n in NETWORKS if n in data["networks"]}
     common.publish(args.output, data, "fpga", render(data), readme=not args.no_readme)
     return 0
 

@@ -99,7 +99,8 @@ def compile(  # noqa: A001 - the public name users expect
     that per-layer config (activations 8-bit); `mixed_report` writes the HTML report.
     For `fpga/*` targets, `fps` is the throughput the folding must meet (default: the fastest that
     fits), `folding` a FINN-style JSON file/dict of PE/SIMD per layer, `fpga_options` passes
-    `simulate_design`/`synthesize_design`/`synth_timeout_s` to the FPGA backend; the design is
+    `simulate_design`/`synthesize_design`/`synth_timeout_s`/`samples` (float inputs for the testbench,
+    default: up to 32 calibration samples) to the FPGA backend; the design is
     checked by simulating it against the reference interpreter (`verify` adds nothing).
     """
     start = time.perf_counter()
@@ -169,9 +170,9 @@ def compile(  # noqa: A001 - the public name users expect
         if tuning_db is not None:
             options["tuning_db"] = tuning_db
         if tgt.kind == "fpga":
-            options = {"fps": fps, "folding": folding, **(fpga_options or {}),
+            options = {"fps": fps, "folding": folding,
                        "fake_quant_model": ctx.options.get("fake_quant_model", fake_quant),
-                       "samples": _fpga_samples(calibration, loaded.model.graph)}
+                       "samples": _fpga_samples(calibration, loaded.model.graph), **(fpga_options or {})}
         manifest["backend"] = backend.compile_graph(loaded.model, tgt, tmp, schedules=schedules, **options)
 
     report = None

@@ -1,9 +1,9 @@
 """The FPGA backend's entry point: the integer Graph → a streaming dataflow design in an
 artifact directory (FINN's flow as named steps, each leaving its output in the artifact):
 
-    extract   the integer Graph → MVAU layers with exact thresholds      (network.py)
+    extract   the integer Graph → MVAU (+ sliding window) and max-pool units  (network.py)
     fold      PE × SIMD per layer from --fps or --folding                  (folding.py)
-    rtl       Verilog: top module, MVAUs, FIFOs, width converters, .mem    (rtl.py)
+    rtl       Verilog: top module, MVAUs, windows, pools, FIFOs, .mem      (rtl.py)
     testbench vectors from the reference interpreter + Verilator harness  (sim.py)
     simulate  Verilator: every output bit-exact, measured cycles           (sim.py)
     synth     yosys synth_xilinx: measured LUT/FF/BRAM36/DSP                (synth.py)
@@ -26,20 +26,24 @@ import numpy as np
 import onnx_ir as ir
 
 from mlpc.backends.fpga.folding import (
+    Folding,
     choose_folding,
     estimate_resources,
     folding_to_json,
+    layer_cycles,
     load_folding,
-    mvau_cycles,
+    pool_cycles,
+    pool_resources,
     ram_style,
-    total_resources,
+    window_cycles,
+    window_rows,
 )
-from mlpc.backends.fpga.network import Network, extract_network
+from mlpc.backends.fpga.network import MvauLayer, Network, PoolLayer, Unit, extract_network
 from mlpc.backends.fpga.report import report_html, resource_comparison, utilization
 from mlpc.backends.fpga.rtl import fifo_depths, ports, write_rtl
 from mlpc.backends.fpga.sim import simulate, write_testbench
 from mlpc.backends.fpga.synth import synthesize
-from mlpc.errors import LoweringError
+from mlpc.errors import InputError, LoweringError
 from mlpc.targets import Target
 from mlpc.targets.fpga import fpga_part
 
@@ -71,20 +75,29 @@ def compile_graph(
     """
     net = extract_network(model.graph)
     part = fpga_part(target)
-    overrides = load_folding(folding, net.layers) if folding is not None else {}
-    folds = choose_folding(net.layers, part, fps, overrides)
+    overrides = load_folding(folding, net.mvaus) if folding is not None else {}
+    folds = unit_folds(net.layers, choose_folding(net.mvaus, part, fps, overrides))
+    cycles = [unit_cycles(la, f) for la, f in zip(net.layers, folds)]
+    if fps is not None and max(cycles) > part.clock_mhz * 1e6 / fps:
+        slow = net.layers[cycles.index(max(cycles))]
+        raise InputError(f"--fps {fps:g} cannot be met on {part.part} at {part.clock_mhz:g} MHz: {slow.name} "
+                         f"({slow.source}) needs {max(cycles)} cycles per inference at the folding of the layer "
+                         "before it; lower --fps")
     rtl = out_dir / RTL_DIR
     sources = [p.name for p in write_rtl(net, folds, rtl)]
     p = ports(net, folds)
     inputs, expected = _vectors(model, net, samples)
     write_testbench(rtl, p, inputs, expected)
-    (out_dir / "folding.json").write_text(json.dumps(folding_to_json(net.layers, folds), indent=2) + "\n")
+    mfolds = [f for la, f in zip(net.layers, folds) if isinstance(la, MvauLayer)]
+    (out_dir / "folding.json").write_text(json.dumps(folding_to_json(net.mvaus, mfolds), indent=2) + "\n")
 
-    cycles = [mvau_cycles(layer.mh, layer.mw, f.pe, f.simd, layer.vectors) for layer, f in zip(net.layers, folds)]
     ii = max(cycles)
     clock = part.clock_mhz * 1e6
     latency_model = sum(cycles) + 3 * len(cycles)  # each MVAU: its cycles + a 3-stage pipeline
-    estimate = total_resources(net.layers, folds)
+    estimate = {"LUT": 0, "FF": 0, "BRAM36": 0, "DSP": 0}
+    for la, f in zip(net.layers, folds):
+        for k, v in unit_resources(la, f).items():
+            estimate[k] += v
     report: dict[str, Any] = {
         "part": {**part.to_json(), "resources": part.resources()},
         "clock_mhz": part.clock_mhz,
@@ -116,8 +129,8 @@ def compile_graph(
     report["resources"] = {
         "estimate": estimate, "measured": measured,
         "comparison": resource_comparison(estimate, measured),
-        "note": ("estimates: FINN's MVAU formulas (LUT, BRAM) and mlpc's register count (FF) for the MVAUs "
-                 "only; measured: yosys synth_xilinx cell counts for the whole design (FIFOs and width "
+        "note": ("estimates: FINN's MVAU formulas (LUT, BRAM) and mlpc's register count (FF) for the MVAUs, "
+                 "mlpc's own counts for sliding windows and max pools; measured: yosys synth_xilinx cell counts for the whole design (FIFOs and width "
                  "converters included); error = estimate / measured − 1"),
     }
     report["utilization"] = utilization(measured or estimate, part.to_json())
@@ -141,16 +154,54 @@ def _onnx_proto(data: Any) -> Any:
     return onnx.load_from_string(data) if isinstance(data, bytes) else data
 
 
+def unit_folds(layers: list[Unit], mvau_folds: list[Folding]) -> list[Folding]:
+    """Per unit: the MVAUs' foldings, and for a max pool PE = the elements per beat of the unit
+    before it (all channels of a pixel when it comes first), so no width converter is needed."""
+    it = iter(mvau_folds)
+    folds: list[Folding] = []
+    for la in layers:
+        if isinstance(la, PoolLayer):
+            pe = folds[-1].pe if folds else la.channels
+            folds.append(Folding(pe, pe))
+        else:
+            folds.append(next(it))
+    return folds
+
+
+def unit_cycles(unit: Unit, fold: Folding) -> int:
+    """Cycles per inference of one unit (an MVAU with its sliding window, or a max pool)."""
+    return pool_cycles(unit, fold.pe) if isinstance(unit, PoolLayer) else layer_cycles(unit, fold)
+
+
+def unit_resources(unit: Unit, fold: Folding) -> dict[str, int]:
+    """The analytic LUT/FF/BRAM36/DSP of one unit."""
+    return pool_resources(unit, fold.pe) if isinstance(unit, PoolLayer) else estimate_resources(unit, fold)
+
+
 def _layer_json(layer: Any, fold: Any, cycles: int) -> dict[str, Any]:
+    if isinstance(layer, PoolLayer):
+        b, _ = layer.in_bits
+        return {"name": layer.name, "source": layer.source, "kind": "maxpool", "channels": layer.channels,
+                "in_hw": [layer.in_h, layer.in_w], "kernel": [layer.k_h, layer.k_w],
+                "out_hw": [layer.out_h, layer.out_w], "pe": fold.pe, "simd": fold.pe, "cycles": cycles,
+                "bits": f"a{b}", "estimate": pool_resources(layer, fold.pe)}
     wb, _ = layer.w_bits
     ib, _ = layer.in_bits
     ob, _ = layer.out_bits
-    return {"name": layer.name, "source": layer.source, "mw": layer.mw, "mh": layer.mh, "vectors": layer.vectors,
+    out = {"name": layer.name, "source": layer.source, "kind": "mvau" if layer.window is None else "conv",
+           "mw": layer.mw, "mh": layer.mh, "vectors": layer.vectors,
             "pe": fold.pe, "simd": fold.simd, "cycles": cycles, "ram_style": ram_style(layer, fold),
             "bits": f"w{wb}/a{ib}/o{ob}", "accumulator_bits": layer.acc_bits,
             "activation": "thresholds" if layer.has_activation else "none (accumulator out)",
             "thresholds_per_channel": 0 if layer.thresholds is None else int(layer.thresholds.shape[1]),
             "estimate": estimate_resources(layer, fold)}
+    if layer.window is not None:
+        w = layer.window
+        out["window"] = {"channels": w.channels, "in_hw": [w.in_h, w.in_w], "kernel": [w.k_h, w.k_w],
+                         "stride": [w.stride_h, w.stride_w], "pads_tlbr": list(w.pads), "pad_value": w.pad_value,
+                         "out_hw": [w.out_h, w.out_w], "line_buffer_rows": window_rows(w),
+                         "cycles": window_cycles(w, fold.simd)}
+    return out
 
 
 def _vectors(model: ir.Model, net: Network, samples: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -168,9 +219,23 @@ def _vectors(model: ir.Model, net: Network, samples: np.ndarray | None) -> tuple
     ins, outs = [], []
     for sample in samples:
         r = ev.run({x.name: np.asarray(sample, np.float32).reshape(shape)}, [net.input_value, net.output_value])
-        ins.append(np.asarray(r[net.input_value]).reshape(-1))
-        outs.append(np.asarray(r[net.output_value]).reshape(-1))
+        ins.append(to_stream(np.asarray(r[net.input_value]), net.in_order))
+        outs.append(to_stream(np.asarray(r[net.output_value]), net.out_order))
     return np.array(ins, np.int64), np.array(outs, np.int64)
+
+
+def to_stream(value: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    """A Graph value's elements in stream order (stream[order] = value.reshape(-1)).
+
+        >>> to_stream(np.arange(8).reshape(1, 2, 2, 2), np.array([0, 2, 4, 6, 1, 3, 5, 7])).tolist()
+        [0, 4, 1, 5, 2, 6, 3, 7]
+    """
+    flat = np.asarray(value).reshape(-1)
+    if order is None:
+        return flat
+    out = np.empty_like(flat)
+    out[np.asarray(order).reshape(-1)] = flat
+    return out
 
 
 def _spanning_inputs(graph: ir.Graph, shape: list[int], lo: int, hi: int) -> np.ndarray:
@@ -200,9 +265,9 @@ def _simulate(rtl: Path, sources: list[str], inferences: int) -> dict[str, Any]:
                 f"{res['outputs_expected']} output beats differ (first: beat {res['first_mismatch']}), "
                 f"{res['outputs_checked']} arrived; this is an mlpc bug — please report it with the model")
     return {**{k: full[k] for k in ("mismatches", "outputs_checked", "outputs_expected", "cycles",
-                                    "latency_cycles", "ii_cycles", "passed")},
+                                    "latency_cycles", "ii_cycles", "passed", "fifo_peak")},
             "inferences": inferences, "simulator": "verilator",
-            "stalled": {k: stalled[k] for k in ("mismatches", "outputs_checked", "cycles", "passed")}}
+            "stalled": {k: stalled[k] for k in ("mismatches", "outputs_checked", "cycles", "passed", "fifo_peak")}}
 
 
 def _json_default(o: Any) -> Any:

@@ -11,8 +11,14 @@ throughput = f_clk / max(cycles). Resources start from FINN's published MVAU for
 distributed weight memory; RAMB18 by the weight memory's width and depth) — the report sets
 them against yosys' measured counts.
 
-`choose_folding` picks, per layer, the cheapest PE × SIMD (divisors of MH and MW) meeting the
-cycle budget f_clk / fps; `load_folding` reads a FINN-style JSON override:
+A convolution's sliding window emits SIMD channels of one pixel per beat for each of the
+KH·KW window positions of every output pixel, so it needs OH·OW·KH·KW·C/SIMD cycles (and reads
+H·W·C/SIMD beats); its MVAU's SIMD must divide C_in (FINN's constraint too). A max pool takes
+one beat of PE channels per cycle: H·W·C/PE. Neither is ever slower than the MVAU feeding or fed
+by it, so the folding is chosen for the MVAUs; their cycles enter the II all the same.
+
+`choose_folding` picks, per layer, the cheapest PE × SIMD (divisors of MH and MW, or C_in for a
+convolution) meeting the cycle budget f_clk / fps; `load_folding` reads a FINN-style JSON override:
 
     {"mvau0": {"PE": 16, "SIMD": 49, "ram_style": "block"}, "mvau1": {"PE": 8, "SIMD": 8}}
 
@@ -29,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mlpc.backends.fpga.network import MvauLayer
+from mlpc.backends.fpga.network import ConvWindow, MvauLayer, PoolLayer
 from mlpc.errors import InputError
 from mlpc.targets.fpga import FpgaPart
 
@@ -52,6 +58,39 @@ class Folding:
 def mvau_cycles(mh: int, mw: int, pe: int, simd: int, vectors: int = 1) -> int:
     """Cycles an MVAU needs per inference: (MH/PE)·(MW/SIMD)·vectors."""
     return (mh // pe) * (mw // simd) * vectors
+
+
+def window_cycles(window: ConvWindow, simd: int) -> int:
+    """Cycles of a sliding-window generator per inference: the larger of the beats it emits,
+    OH·OW·KH·KW·C/SIMD, and the beats it reads, H·W·C/SIMD (one of each per cycle)."""
+    folds = window.channels // simd
+    return max(window.out_h * window.out_w * window.k_h * window.k_w, window.in_h * window.in_w) * folds
+
+
+def pool_cycles(pool: PoolLayer, pe: int) -> int:
+    """Cycles of a streaming max pool per inference: H·W·C/PE (one input beat per cycle)."""
+    return pool.in_h * pool.in_w * pool.channels // pe
+
+
+def layer_cycles(layer: MvauLayer, fold: Folding) -> int:
+    """Cycles of an MVAU per inference (with its sliding window for a convolution: the slower one)."""
+    cycles = mvau_cycles(layer.mh, layer.mw, fold.pe, fold.simd, layer.vectors)
+    return max(cycles, window_cycles(layer.window, fold.simd)) if layer.window is not None else cycles
+
+
+def window_rows(window: ConvWindow) -> int:
+    """Rows the sliding window's line buffer holds: a power of two ≥ 2·KH + SH, so the rows of the
+    next windows (and of the next image) arrive while the current ones are read."""
+    need = 2 * window.k_h + window.stride_h
+    return 1 << (need - 1).bit_length()
+
+
+def window_buffer_bits(window: ConvWindow, simd: int, bits: int) -> int:
+    """Bits of the sliding window's line buffer (rows × W × C, W and C/SIMD padded to powers of two
+    so the address is a bit concatenation)."""
+    wpad = 1 << max(0, (window.in_w - 1).bit_length())
+    fpad = 1 << max(0, (window.channels // simd - 1).bit_length())
+    return window_rows(window) * wpad * fpad * simd * bits
 
 
 def divisors(n: int) -> list[int]:
@@ -97,7 +136,37 @@ def estimate_resources(layer: MvauLayer, fold: Folding) -> dict[str, int]:
     # merges it into the ROM logic)
     ff = (4 * cb + aw + 5 + q * a + p * layer.acc_bits + p * layer.out_bits[0]
           + (sf * q * a if nf > 1 else 0) + fifo_pointers)
+    res = {"LUT": lut, "FF": ff, "BRAM36": math.ceil(bram18 / 2), "DSP": 0}
+    if layer.window is not None:
+        for k, v in window_resources(layer.window, fold.simd, a).items():
+            res[k] += v
+    return res
+
+
+def window_resources(window: ConvWindow, simd: int, bits: int) -> dict[str, int]:
+    """mlpc's estimate of a sliding-window generator: FINN's 300-LUT base for the control, the
+    line buffer as LUT-RAM (64 bits per LUT) below BRAM_BITS_THRESHOLD and RAMB18s above it, and
+    its registers (counters, the output word)."""
+    buf = window_buffer_bits(window, simd, bits)
+    width = simd * bits
+    depth = buf // width
+    block = buf >= BRAM_BITS_THRESHOLD
+    lut = 300 + (0 if block else math.ceil(buf / 64))
+    bram18 = _bram18(width, depth) if block else 0
+    cw = max(window.in_h, window.in_w, window.out_h, window.out_w).bit_length() + 2
+    ff = 12 * cw + width + 2
     return {"LUT": lut, "FF": ff, "BRAM36": math.ceil(bram18 / 2), "DSP": 0}
+
+
+def pool_resources(pool: PoolLayer, pe: int) -> dict[str, int]:
+    """mlpc's estimate of a streaming max pool: PE comparators and muxes (one LUT per bit each),
+    the row of partial maxima (OW·C values) as LUT-RAM, the counters and the output word."""
+    bits = pool.in_bits[0]
+    row = pool.out_w * pool.channels * bits
+    lut = 2 * pe * bits + math.ceil(row / 64) + 40
+    cw = max(pool.in_h, pool.in_w).bit_length() + 2
+    ff = 6 * cw + pe * bits + 1
+    return {"LUT": lut, "FF": ff, "BRAM36": 0, "DSP": 0}
 
 
 def acc_luts_of(acc_bits: int) -> int:
@@ -158,14 +227,16 @@ def choose_folding(layers: list[MvauLayer], part: FpgaPart, fps: float | None,
             if layer.name in overrides:
                 folds.append(overrides[layer.name])
                 continue
-            if layer.vectors > budget:
-                best = clock / layer.vectors
+            fastest = layer_cycles(layer, Folding(layer.mh, layer.simd_limit))
+            if fastest > budget:
+                best = clock / fastest
                 raise InputError(
                     f"--fps {fps:g} cannot be met on {part.part} at {part.clock_mhz:g} MHz: layer {layer.name} "
-                    f"({layer.source}, {layer.mw}x{layer.mh}) needs at least {layer.vectors} cycle(s) per "
+                    f"({layer.source}, {layer.mw}x{layer.mh}) needs at least {fastest} cycle(s) per "
                     f"inference even fully unfolded, i.e. at most {best:,.0f} FPS; lower --fps")
-            options = [(pe * simd, -simd, pe, simd) for pe in divisors(layer.mh) for simd in divisors(layer.mw)
-                       if mvau_cycles(layer.mh, layer.mw, pe, simd, layer.vectors) <= budget]
+            options = [(pe * simd, -simd, pe, simd) for pe in divisors(layer.mh)
+                       for simd in divisors(layer.simd_limit)
+                       if layer_cycles(layer, Folding(pe, simd)) <= budget]
             _, _, pe, simd = min(options)
             folds.append(Folding(pe, simd))
         total = total_resources(layers, folds)
@@ -187,8 +258,7 @@ def choose_folding(layers: list[MvauLayer], part: FpgaPart, fps: float | None,
             "or a larger part")
     while True:
         order = sorted((i for i, layer in enumerate(layers) if layer.name not in overrides),
-                       key=lambda i: -mvau_cycles(layers[i].mh, layers[i].mw, folds[i].pe, folds[i].simd,
-                                                  layers[i].vectors))
+                       key=lambda i: -layer_cycles(layers[i], folds[i]))
         if not order:
             return folds
         i = order[0]
@@ -203,7 +273,7 @@ def choose_folding(layers: list[MvauLayer], part: FpgaPart, fps: float | None,
 
 def _next_step(layer: MvauLayer, fold: Folding) -> Folding | None:
     """The next faster folding: SIMD up to MW first, then PE."""
-    bigger = [d for d in divisors(layer.mw) if d > fold.simd]
+    bigger = [d for d in divisors(layer.simd_limit) if d > fold.simd]
     if bigger:
         return Folding(fold.pe, bigger[0], fold.ram_style)
     bigger = [d for d in divisors(layer.mh) if d > fold.pe]
@@ -242,10 +312,12 @@ def load_folding(source: str | Path | dict[str, Any], layers: list[MvauLayer]) -
         if not isinstance(spec, dict):
             raise InputError(f"{where}: layer {key!r}: expected an object like {{\"PE\": 4, \"SIMD\": 8}}")
         pe, simd = spec.get("PE", 1), spec.get("SIMD", 1)
-        for what, v, n, dim in (("PE", pe, layer.mh, "MH"), ("SIMD", simd, layer.mw, "MW")):
+        simd_dim = "MW" if layer.window is None else "C_in"
+        for what, v, n, dim in (("PE", pe, layer.mh, "MH"), ("SIMD", simd, layer.simd_limit, simd_dim)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1 or n % v:
+                why = "; a convolution's window streams SIMD channels of one pixel per beat" if dim == "C_in" else ""
                 raise InputError(f"{where}: layer {key!r}: {what}={v!r} must divide {dim}={n} "
-                                 f"(choose one of {divisors(n)})")
+                                 f"(choose one of {divisors(n)}{why})")
         style = spec.get("ram_style", "auto")
         if style not in ("auto", "block", "distributed"):
             raise InputError(f"{where}: layer {key!r}: ram_style {style!r} is not auto, block or distributed")
@@ -259,4 +331,5 @@ def folding_to_json(layers: list[MvauLayer], folds: list[Folding]) -> dict[str, 
             for layer, f in zip(layers, folds)}
 
 
-__all__ = ["Folding", "asdict", "choose_folding", "estimate_resources", "load_folding", "mvau_cycles"]
+__all__ = ["Folding", "asdict", "choose_folding", "estimate_resources", "layer_cycles", "load_folding", "mvau_cycles",
+           "pool_cycles", "pool_resources", "window_cycles"]

@@ -49,14 +49,26 @@ def _pct(error: float | None) -> str:
     return "–" if error is None else f"{100 * error:+.1f} %"
 
 
+def _shape(layer: dict[str, Any]) -> str:
+    """A unit's shape: MW×MH, with a convolution's window, or a pool's kernel and map."""
+    if layer.get("kind") == "maxpool":
+        h, w = layer["in_hw"]
+        return f"maxpool {layer['kernel'][0]}×{layer['kernel'][1]} on {layer['channels']}×{h}×{w}"
+    if "window" in layer:
+        win = layer["window"]
+        return (f"conv {win['kernel'][0]}×{win['kernel'][1]} s{win['stride'][0]} → {win['out_hw'][0]}×"
+                f"{win['out_hw'][1]} px: {layer['mw']}×{layer['mh']}")
+    return f"{layer['mw']}×{layer['mh']}"
+
+
 def report_html(report: dict[str, Any]) -> str:
     """A self-contained HTML page of the report."""
     e = html.escape
     perf = report["performance"]
     rows = "".join(
-        f"<tr><td>{e(layer['name'])}</td><td>{layer['mw']}×{layer['mh']}</td><td>{layer['pe']}</td>"
+        f"<tr><td>{e(layer['name'])}</td><td>{e(_shape(layer))}</td><td>{layer['pe']}</td>"
         f"<td>{layer['simd']}</td><td>{e(layer['bits'])}</td><td>{layer['cycles']:,}</td>"
-        f"<td>{e(layer['ram_style'])}</td><td>{layer['estimate']['LUT']:,}</td>"
+        f"<td>{e(layer.get('ram_style', '–'))}</td><td>{layer['estimate']['LUT']:,}</td>"
         f"<td>{layer['estimate']['BRAM36']}</td></tr>" for layer in report["layers"])
     res = report["resources"]
     res_rows = "".join(
@@ -84,7 +96,7 @@ latency {perf['latency_cycles_model']:,} cycles ({perf['latency_us_model']:.3f} 
 {_measured(perf)}.
 Requested: {_fmt(report.get('fps_requested'))} FPS.</p>
 <h2>Layers</h2>
-<table><tr><th>layer</th><th>MW×MH</th><th>PE</th><th>SIMD</th><th>bits (w/in/out)</th><th>cycles</th>
+<table><tr><th>layer</th><th>shape (MW×MH)</th><th>PE</th><th>SIMD</th><th>bits (w/in/out)</th><th>cycles</th>
 <th>weights</th><th>LUT est.</th><th>BRAM36 est.</th></tr>{rows}</table>
 <h2>Resources</h2>
 <table><tr><th>resource</th><th>estimate</th><th>yosys</th><th>estimate error</th><th>part</th>

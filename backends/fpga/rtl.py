@@ -1,12 +1,14 @@
-"""Verilog for a folded Network: one `mlpc_mvau` per layer, FIFOs sized from the schedule,
-width converters where one layer's PE differs from the next one's SIMD, and a top module
-with AXI-Stream-style valid/ready ports:
+"""Verilog for a folded Network: one `mlpc_mvau` per layer (a convolution's behind an
+`mlpc_swg` sliding-window generator), `mlpc_pool` max pools, a FIFO in front of each MVAU, width
+converters where one unit's PE differs from the next one's SIMD, and a top module with
+AXI-Stream-style valid/ready ports:
 
     in_data[SIMD0·IB0] in_valid in_ready → … → out_data[PE_last·OB_last] out_valid out_ready
 
-An input vector of MW0 elements streams as MW0/SIMD0 beats (element s of a beat in bits
-s·IB0 …); the output as MH/PE beats, neuron nf·PE + p in bits p·OB. Weights and thresholds go
-to `<layer>_w.mem`/`<layer>_t.mem` ($readmemh), read by the shared modules in `hdl/`.
+The input streams in the design's order (`Network.in_order`: channels-last for a feature map),
+SIMD0 elements per beat (element s of a beat in bits s·IB0 …); the output likewise, PE elements
+per beat — an MVAU's neuron nf·PE + p in bits p·OB. Weights and thresholds go to
+`<layer>_w.mem`/`<layer>_t.mem` ($readmemh), read by the shared modules in `hdl/`.
 
     >>> files = write_rtl(net, folds, out_dir)      # doctest: +SKIP
 """
@@ -19,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpc.backends.fpga.folding import Folding, ram_style
-from mlpc.backends.fpga.network import MvauLayer, Network
+from mlpc.backends.fpga.folding import BRAM_BITS_THRESHOLD, Folding, ram_style, window_buffer_bits, window_rows
+from mlpc.backends.fpga.network import MvauLayer, Network, PoolLayer, Unit
 
 logger = logging.getLogger(__name__)
 
 HDL_DIR = Path(__file__).parent / "hdl"
-LIBRARY = ("mlpc_mvau.v", "mlpc_fifo.v", "mlpc_dwc.v")
+LIBRARY = ("mlpc_mvau.v", "mlpc_fifo.v", "mlpc_dwc.v", "mlpc_swg.v", "mlpc_pool.v")
 TOP = "mlpc_top"
 
 
@@ -96,10 +98,18 @@ def _threshold_words(layer: MvauLayer, fold: Folding) -> list[str]:
     return [_hex_word(table[n * fold.pe:(n + 1) * fold.pe].reshape(-1), tb) for n in range(layer.mh // fold.pe)]
 
 
-def fifo_depths(layers: list[MvauLayer], folds: list[Folding]) -> list[int]:
-    """The FIFO in front of each layer holds one input vector's beats (MW/SIMD) plus two, so a
-    producer never waits while its consumer reruns its buffered input for the later neuron folds."""
-    return [layer.mw // fold.simd + 2 for layer, fold in zip(layers, folds)]
+def fifo_depths(layers: list[Unit], folds: list[Folding]) -> list[int]:
+    """The FIFO in front of each MVAU holds one input vector's beats (MW/SIMD) plus two, so a
+    producer never waits while its consumer reruns its buffered input for the later neuron folds
+    (0: a max pool, which has none). Sized by this rule, not by simulating the schedule."""
+    return [layer.mw // fold.simd + 2 if isinstance(layer, MvauLayer) else 0 for layer, fold in zip(layers, folds)]
+
+
+def beat_elems(unit: Unit, fold: Folding) -> tuple[int, int]:
+    """(elements per input beat, elements per output beat) of a unit."""
+    if isinstance(unit, PoolLayer):
+        return fold.pe, fold.pe
+    return fold.simd, fold.pe
 
 
 def ports(net: Network, folds: list[Folding]) -> StreamPorts:
@@ -107,8 +117,8 @@ def ports(net: Network, folds: list[Folding]) -> StreamPorts:
     first, last = net.layers[0], net.layers[-1]
     ib, isg = first.in_bits
     ob, osg = last.out_bits
-    return StreamPorts(folds[0].simd, ib, isg, folds[-1].pe, ob, osg,
-                       first.mw // folds[0].simd * first.vectors, last.mh // folds[-1].pe * last.vectors)
+    in_n, out_n = beat_elems(first, folds[0])[0], beat_elems(last, folds[-1])[1]
+    return StreamPorts(in_n, ib, isg, out_n, ob, osg, first.in_elems // in_n, last.out_elems // out_n)
 
 
 def write_rtl(net: Network, folds: list[Folding], out_dir: Path) -> list[Path]:
@@ -119,14 +129,43 @@ def write_rtl(net: Network, folds: list[Folding], out_dir: Path) -> list[Path]:
     for name in LIBRARY:
         shutil.copyfile(HDL_DIR / name, out_dir / name)
         sources.append(out_dir / name)
-    for layer, fold in zip(net.layers, folds):
+    for layer, fold in zip(net.mvaus, [f for la, f in zip(net.layers, folds) if isinstance(la, MvauLayer)]):
         (out_dir / f"{layer.name}_w.mem").write_text("\n".join(_weight_words(layer, fold)) + "\n")
         (out_dir / f"{layer.name}_t.mem").write_text("\n".join(_threshold_words(layer, fold)) + "\n")
     top = out_dir / f"{TOP}.v"
     top.write_text(top_module(net, folds))
     sources.append(top)
-    logger.info("fpga: wrote %s and %d memory files", top.name, 2 * len(net.layers))
+    logger.info("fpga: wrote %s and %d memory files", top.name, 2 * len(net.mvaus))
     return sources
+
+
+def _describe(unit: Unit, fold: Folding) -> str:
+    if isinstance(unit, PoolLayer):
+        return f"{unit.name} maxpool {unit.k_h}x{unit.k_w} on {unit.channels}x{unit.in_h}x{unit.in_w} PE={fold.pe}"
+    conv = "" if unit.window is None else f" conv{unit.window.k_h}x{unit.window.k_w}"
+    return f"{unit.name}{conv} {unit.mw}x{unit.mh} PE={fold.pe} SIMD={fold.simd}"
+
+
+def _swg_params(layer: MvauLayer, fold: Folding) -> dict[str, int]:
+    w = layer.window
+    bits = window_buffer_bits(w, fold.simd, layer.in_bits[0])
+    return {"C": w.channels, "SIMD": fold.simd, "IB": layer.in_bits[0], "H": w.in_h, "W": w.in_w, "KH": w.k_h,
+            "KW": w.k_w, "SH": w.stride_h, "SW": w.stride_w, "PT": w.pads[0], "PL": w.pads[1], "OH": w.out_h,
+            "OW": w.out_w, "PAD_VALUE": w.pad_value & ((1 << layer.in_bits[0]) - 1), "ROWS": window_rows(w),
+            "RAM_BLOCK": int(bits >= BRAM_BITS_THRESHOLD)}
+
+
+def _stream(lines: list[str], kind: str, name: str, params: dict[str, int | str], src: tuple[str, str, str],
+            width: int, out: tuple[str, str, str] | None = None) -> tuple[str, str, str]:
+    """Instantiate one streaming module from `src` (data, valid, ready); declare and return its output."""
+    data, valid, ready = out or (f"{name}_data", f"{name}_valid", f"{name}_ready")
+    if out is None:
+        lines += [f"    wire [{width - 1}:0] {data};", f"    wire {valid}, {ready};"]
+    plist = ", ".join(f".{k}({v})" for k, v in params.items())
+    lines += [f"    {kind} #({plist}) {name} (",
+              f"        .clk(clk), .rst(rst), .in_data({src[0]}), .in_valid({src[1]}), .in_ready({src[2]}),",
+              f"        .out_data({data}), .out_valid({valid}), .out_ready({ready}));"]
+    return data, valid, ready
 
 
 def top_module(net: Network, folds: list[Folding]) -> str:
@@ -134,8 +173,8 @@ def top_module(net: Network, folds: list[Folding]) -> str:
     p = ports(net, folds)
     depths = fifo_depths(net.layers, folds)
     lines = [
-        "// Generated by mlpc: a streaming dataflow design, one MVAU per layer.",
-        "// Layers: " + "; ".join(f"{la.name} {la.mw}x{la.mh} PE={f.pe} SIMD={f.simd}" for la, f in zip(net.layers, folds)),
+        "// Generated by mlpc: a streaming dataflow design, one unit per layer.",
+        "// Units: " + "; ".join(_describe(la, f) for la, f in zip(net.layers, folds)),
         f"module {TOP} (",
         "    input wire clk,",
         "    input wire rst,",
@@ -147,42 +186,35 @@ def top_module(net: Network, folds: list[Folding]) -> str:
         "    input wire out_ready",
         ");",
     ]
-    prev = ("in_data", "in_valid", "in_ready", p.in_elems, p.in_bits)
+    src = ("in_data", "in_valid", "in_ready")
+    elems = p.in_elems
     for i, (layer, fold) in enumerate(zip(net.layers, folds)):
         ib = layer.in_bits[0]
-        data, valid, ready, elems, bits = prev
-        if elems != fold.simd:  # width converter
-            w = fold.simd * ib
-            lines += [f"    wire [{w - 1}:0] dwc{i}_data;", f"    wire dwc{i}_valid, dwc{i}_ready;",
-                      f"    mlpc_dwc #(.EB({ib}), .IN_N({elems}), .OUT_N({fold.simd})) dwc{i} (",
-                      f"        .clk(clk), .rst(rst), .in_data({data}), .in_valid({valid}), .in_ready({ready}),",
-                      f"        .out_data(dwc{i}_data), .out_valid(dwc{i}_valid), .out_ready(dwc{i}_ready));"]
-            data, valid, ready = f"dwc{i}_data", f"dwc{i}_valid", f"dwc{i}_ready"
-        w = fold.simd * ib
-        lines += [f"    wire [{w - 1}:0] fifo{i}_data;", f"    wire fifo{i}_valid, fifo{i}_ready;",
-                  f"    mlpc_fifo #(.W({w}), .DEPTH({depths[i]})) fifo{i} (",
-                  f"        .clk(clk), .rst(rst), .in_data({data}), .in_valid({valid}), .in_ready({ready}),",
-                  f"        .out_data(fifo{i}_data), .out_valid(fifo{i}_valid), .out_ready(fifo{i}_ready));"]
-        ob = layer.out_bits[0]
-        nt, tb = threshold_layout(layer)
+        need, give = beat_elems(layer, fold)
+        if elems != need:  # width converter
+            src = _stream(lines, "mlpc_dwc", f"dwc{i}", {"EB": ib, "IN_N": elems, "OUT_N": need}, src, need * ib)
         last = i == len(net.layers) - 1
-        odata, ovalid, oready = ("out_data", "out_valid", "out_ready") if last else \
-            (f"{layer.name}_data", f"{layer.name}_valid", f"{layer.name}_ready")
-        if not last:
-            lines += [f"    wire [{fold.pe * ob - 1}:0] {odata};", f"    wire {ovalid}, {oready};"]
+        out = ("out_data", "out_valid", "out_ready") if last else None
+        ob = layer.out_bits[0]
+        if isinstance(layer, PoolLayer):
+            params = {"C": layer.channels, "PE": fold.pe, "B": ib, "SIGNED": int(layer.in_bits[1]), "H": layer.in_h,
+                      "W": layer.in_w, "KH": layer.k_h, "KW": layer.k_w, "OH": layer.out_h, "OW": layer.out_w}
+            src = _stream(lines, "mlpc_pool", layer.name, params, src, fold.pe * ob, out)
+            elems = give
+            continue
+        if layer.window is not None:
+            src = _stream(lines, "mlpc_swg", f"swg{i}", _swg_params(layer, fold), src, fold.simd * ib)
+        src = _stream(lines, "mlpc_fifo", f"fifo{i}", {"W": fold.simd * ib, "DEPTH": depths[i]}, src, fold.simd * ib)
+        nt, tb = threshold_layout(layer)
         params = {
             "MW": layer.mw, "MH": layer.mh, "PE": fold.pe, "SIMD": fold.simd,
             "IB": ib, "IN_SIGNED": int(layer.in_bits[1]), "WB": layer.w_bits[0], "W_SIGNED": int(layer.w_bits[1]),
             "AB": layer.acc_bits, "OB": ob, "HAS_ACT": int(layer.has_activation), "NT": nt, "TB": tb,
             "OUT_MIN": layer.out_range[0] if layer.has_activation else 0,
             "RAM_BLOCK": int(ram_style(layer, fold) == "block"),
+            "WEIGHT_FILE": f'"{layer.name}_w.mem"', "THRESH_FILE": f'"{layer.name}_t.mem"',
         }
-        plist = ", ".join(f".{k}({v})" for k, v in params.items())
-        lines += [f"    mlpc_mvau #({plist},",
-                  f"        .WEIGHT_FILE(\"{layer.name}_w.mem\"), .THRESH_FILE(\"{layer.name}_t.mem\")) {layer.name} (",
-                  f"        .clk(clk), .rst(rst), .in_data(fifo{i}_data), .in_valid(fifo{i}_valid), "
-                  f".in_ready(fifo{i}_ready),",
-                  f"        .out_data({odata}), .out_valid({ovalid}), .out_ready({oready}));"]
-        prev = (odata, ovalid, oready, fold.pe, ob)
+        src = _stream(lines, "mlpc_mvau", layer.name, params, src, fold.pe * ob, out)
+        elems = give
     lines.append("endmodule")
     return "\n".join(lines) + "\n"

@@ -34,4 +34,10 @@ module mlpc_fifo #(
             count <= count + (push ? 1 : 0) - (pop ? 1 : 0);
         end
     end
+`ifdef VERILATOR
+    // simulation only: the highest occupancy seen, printed when the testbench ends
+    reg [PW-1:0] peak;
+    always @(posedge clk) peak <= rst ? 0 : (count > peak ? count : peak);
+    final $display("fifo-peak %m %0d %0d", peak, DEPTH);
+`endif
 endmodule

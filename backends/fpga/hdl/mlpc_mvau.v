@@ -51,7 +51,22 @@ module mlpc_mvau #(
     wire issue = adv && (!need_in || in_valid);
     assign in_ready = adv && need_in;
 
-    reg [SIMD*IB-1:0] ibuf [0:SF-1];
+    // the input buffer (reread for neuron folds after the first); deeper than 64 words it is left
+    // to logic: yosys' LUT-RAM mapper rejects e.g. a 512 x 2 single-port memory (CNV's fc layers)
+    localparam integer IBUF_LOGIC = SF > 64;
+    wire ibuf_we = !rst && adv && issue && need_in;
+    wire [SIMD*IB-1:0] ibuf_q;
+    generate
+        if (IBUF_LOGIC) begin : ibuf
+            (* ram_style = "logic" *) reg [SIMD*IB-1:0] mem [0:SF-1];
+            always @(posedge clk) if (ibuf_we) mem[sf] <= in_data;
+            assign ibuf_q = mem[sf];
+        end else begin : ibuf
+            reg [SIMD*IB-1:0] mem [0:SF-1];
+            always @(posedge clk) if (ibuf_we) mem[sf] <= in_data;
+            assign ibuf_q = mem[sf];
+        end
+    endgenerate
     reg [SIMD*IB-1:0] s1_x;
     reg [WW-1:0] s1_w;
     reg s1_valid, s1_first, s1_last;
@@ -89,8 +104,7 @@ module mlpc_mvau #(
             s2_nf <= s1_nf;
             out_valid <= s2_valid;
             if (issue) begin
-                s1_x <= need_in ? in_data : ibuf[sf];
-                if (need_in) ibuf[sf] <= in_data;
+                s1_x <= need_in ? in_data : ibuf_q;
                 s1_first <= (sf == 0);
                 s1_last <= (sf == SF - 1);
                 s1_nf <= nf;
