@@ -57,14 +57,15 @@ def compile_graph(
     model: ir.Model, target: Target, out_dir: Path, schedules: bool = True, fps: float | None = None,
     folding: Any = None, simulate_design: bool = True, synthesize_design: bool = True,
     samples: np.ndarray | None = None, fake_quant_model: Any = None,
-    synth_timeout_s: float | None = None,
+    synth_timeout_s: float | None = None, resource_limits: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Generate, simulate and synthesize the streaming design for `model`'s integer Graph.
 
     `fps` is the throughput to meet at the part's clock (None: the fastest folding that fits);
     `folding` a FINN-style JSON file or dict overriding PE/SIMD per layer; `samples` float inputs
     for the testbench (else inputs spanning the input quantizer's range); `fake_quant_model` the
-    serialized fake-quant model, written as QONNX (`model.qonnx.onnx`). Returns the manifest's
+    serialized fake-quant model, written as QONNX (`model.qonnx.onnx`); `resource_limits`
+    ({"LUT": n, "BRAM36": m}) caps how far the automatic folding unfolds. Returns the manifest's
     "backend" section. Raises UnsupportedOpError/QuantizationError/InputError (bad model or
     options, before anything is written) and LoweringError (a tool failed, or the simulation
     disagreed with the reference interpreter).
@@ -72,7 +73,7 @@ def compile_graph(
     net = extract_network(model.graph)
     part = fpga_part(target)
     overrides = load_folding(folding, net.layers) if folding is not None else {}
-    folds = choose_folding(net.layers, part, fps, overrides)
+    folds = choose_folding(net.layers, part, fps, overrides, resource_limits)
     rtl = out_dir / RTL_DIR
     sources = [p.name for p in write_rtl(net, folds, rtl)]
     p = ports(net, folds)
