@@ -46,9 +46,11 @@ def test_end_to_end_choice_never_worse_than_the_ilp_answer_on_held_out_samples(s
     assert held_out_error(qmodel, reference, held) == pytest.approx(best.held_out, rel=1e-6)
 
 
-def test_mixed_precision_with_candidates_keeps_the_measured_best(setup):
+def test_mixed_precision_with_candidates_keeps_the_measured_best(setup, tmp_path):
     path, calib, sens = setup
-    result = mlpc.mixed_precision(path, calib, sensitivity=sens, size_budget=0.1, end_to_end=3)
+    report = tmp_path / "r.html"
+    result = mlpc.mixed_precision(path, calib, sensitivity=sens, size_budget=0.1, end_to_end=3, report=report)
+    assert "End-to-end check" in report.read_text()
     measured = result.end_to_end.candidates
     assert result.bits == min(measured, key=lambda c: (c.held_out, c.rank)).allocation.bits
     assert result.to_json()["end_to_end"]["candidates"][0]["ilp_rank"] == 0
