@@ -1,27 +1,33 @@
 """Mixed precision at equal model size: HAWQ-style per-layer bits against uniform 4-, 3- and
 2-bit weights, on real data.
 
-    python benchmarks/mixed.py                      # digits CNN and mnist1d CNN
+    python benchmarks/mixed.py                      # digits CNN, mnist1d CNN, zoo MobileNet/ResNet on digits
     python benchmarks/mixed.py --models digits
+    python benchmarks/mixed.py --models mobilenet --update   # keep the other models' results
 
 For each model (trained here, `benchmarks/quant_models.py`): the data-driven sensitivity (relative
 output noise of each layer alone at 2/3/4/8 bits, 64 calibration samples) and, for comparison,
 the same with the quantize pass's own weights ("data, pass": GPTQ rounding and bias correction,
 as the build will have them) and the Hessian-trace sensitivity (HAWQ-V2, Hutchinson); the ILP's
-allocation at exactly the model
-size of the uniform 4-bit build and of the usual hand-made low-bit recipe (2-bit with the first
-and last layer at 8 bits), midway between uniform 2- and 4-bit, and at 20 % of fp32. Every variant is compiled by
-`mlpc.compile` to the integer build for this host (activations 8-bit, same 256 calibration
-samples, same quantize pass: GPTQ rounding, bias correction) and its accuracy measured on every
-test sample (an allocation already built is not built again). "size" is the ILP's model size: weights as mlpc stores them (2-bit packed four to a
-byte, 3- and 4-bit two to a byte, 8-bit one) plus float32 biases and other parameters, as a
-fraction of the fp32 model; uniform 3-bit is therefore the size of uniform 4-bit. Writes benchmarks/results/mixed.json and the
-`mixed` section of benchmarks/README.md.
+allocation at exactly the model size of the uniform 4-bit build and of the usual hand-made
+low-bit recipe (2-bit with the first and last layer at 8 bits), midway between uniform 2- and
+4-bit, and at 20 % of fp32; and at each of those sizes the ILP's 4 best allocations measured end
+to end on held-out calibration samples, the best kept (`mlpc.mixed.refine`). The zoo models
+(MobileNet-V2 and ResNet of `mlpc.zoo`, trained on digits upsampled to 32×32) get the reduced
+set of rows described at `ZOO`. Every variant is compiled by `mlpc.compile` to the integer build
+for this host (activations 8-bit, same 256 calibration samples, same quantize pass: GPTQ
+rounding, bias correction) and its accuracy measured on every test sample (an allocation
+already built is not built again). "size" is the ILP's model size: weights as mlpc stores them
+(2-bit packed four to a byte, 3- and 4-bit two to a byte, 8-bit one) plus float32 biases and
+other parameters, as a fraction of the fp32 model; uniform 3-bit is therefore the size of
+uniform 4-bit. Writes benchmarks/results/mixed.json and the `mixed` section of
+benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import tempfile
@@ -39,15 +45,24 @@ from benchmarks import common
 
 logger = logging.getLogger("benchmarks.mixed")
 
-MODELS = ("digits", "mnist1d")
+MODELS = ("digits", "mnist1d", "mobilenet", "resnet")
 CALIBRATION_SAMPLES = 256
 SENSITIVITY_SAMPLES = 64
 EXTRA_FRACTIONS = (0.2,)
+END_TO_END_CANDIDATES = 4
+# The zoo models (about 20 layers, where one w4a8 build's sequential GPTQ stages take ~10 min on
+# this shared 2-core machine): candidate widths 2/4/8 only (on this CPU target a 3-bit weight
+# takes a 4-bit slot), the quick data sensitivity only (no per-layer quantize-pass runs, no
+# Hessian), and only the rows that test the claim: fp32, uniform 8- and 4-bit and the ILP at the
+# size of uniform 4-bit.
+ZOO = ("mobilenet", "resnet")
 
 
 def _trained(name: str):
-    from benchmarks.quant_models import train_digits_cnn, train_mnist1d_cnn
+    from benchmarks.quant_models import train_digits_cnn, train_digits_zoo, train_mnist1d_cnn
 
+    if name in ZOO:
+        return train_digits_zoo(name)
     return train_digits_cnn() if name == "digits" else train_mnist1d_cnn()
 
 
@@ -62,35 +77,52 @@ def bench_model(name: str, work: Path) -> dict[str, Any]:
     import mlpc
     from mlpc.mixed.api import build_problem, layer_config
     from mlpc.mixed.hessian import hessian_sensitivity
-    from mlpc.mixed.ilp import solve
+    from mlpc.mixed.ilp import pareto, solve
     from mlpc.mixed.layers import fp32_bytes
+    from mlpc.mixed.refine import select_end_to_end
     from mlpc.mixed.sensitivity import data_sensitivity
 
+    zoo = name in ZOO
+    cand_bits = (2, 4, 8) if zoo else (2, 3, 4, 8)
+    start = time.perf_counter()
     trained = _trained(name)
+    train_s = time.perf_counter() - start
     model_path = work / f"{name}.onnx"
     onnx.save(trained.model, model_path)
     input_name = trained.model.graph.input[0].name
     calib = {input_name: trained.x_train[:CALIBRATION_SAMPLES]}
     start = time.perf_counter()
-    sens = data_sensitivity(model_path, calib, samples=SENSITIVITY_SAMPLES)
+    sens = data_sensitivity(model_path, calib, samples=SENSITIVITY_SAMPLES, bits=cand_bits)
     sens_s = time.perf_counter() - start
-    start = time.perf_counter()
-    sens_pass = data_sensitivity(model_path, calib, samples=SENSITIVITY_SAMPLES, rounding="pass")
-    pass_s = time.perf_counter() - start
-    start = time.perf_counter()
-    hess = hessian_sensitivity(model_path, calib, samples=SENSITIVITY_SAMPLES, iters=32)
-    hess_s = time.perf_counter() - start
+    sens_pass, pass_s, hess, hess_s = None, None, None, None
+    if not zoo:
+        start = time.perf_counter()
+        sens_pass = data_sensitivity(
+            model_path, calib, samples=SENSITIVITY_SAMPLES, rounding="pass", bits=cand_bits
+        )
+        pass_s = time.perf_counter() - start
+        start = time.perf_counter()
+        hess = hessian_sensitivity(model_path, calib, samples=SENSITIVITY_SAMPLES, iters=32)
+        hess_s = time.perf_counter() - start
     fp32 = fp32_bytes(sens.layers, sens.other_params)
-    problems = {
-        "data": build_problem(sens),
-        "data, pass": build_problem(sens_pass),
-        "hessian": build_problem(hess),
-    }
+    problems = {"data": build_problem(sens)}
+    if sens_pass is not None:
+        problems["data, pass"] = build_problem(sens_pass)
+    if hess is not None:
+        problems["hessian"] = build_problem(hess)
+    main = (
+        "data" if zoo else "data, pass"
+    )  # the sensitivity the Σ Ω column, the end-to-end check and the Pareto use
     names = [layer.name for layer in sens.layers]
     bits_index = {b: j for j, b in enumerate(sens.bits)}
 
     def size_of(bits: dict[str, int]) -> float:
-        return problems["data"].totals([bits_index[bits[n]] for n in names])["size"]
+        return 4.0 * sens.other_params + sum(layer.size_bytes(bits[layer.name]) for layer in sens.layers)
+
+    def omega_of(bits: dict[str, int]) -> float | None:
+        if any(b not in bits_index for b in bits.values()):
+            return None
+        return problems[main].totals([bits_index[bits[n]] for n in names])["omega"]
 
     variants: dict[str, Any] = {}
     built: dict[Any, dict[str, Any]] = {}
@@ -129,26 +161,30 @@ def bench_model(name: str, work: Path) -> dict[str, Any]:
             **(extra or {}),
         }
         row["size_fraction"] = row["size_bytes"] / fp32
-        if bits:
-            row["omega"] = problems["data"].totals([bits_index[bits[n]] for n in names])["omega"]
+        if bits and omega_of(bits) is not None:
+            row["omega"] = omega_of(bits)
         variants[label] = row
         built[key] = {**row, "label": label}
         logger.info("%s %s: %s", name, label, row)
 
     build("fp32", None, None, None)
-    for b in (8, 4, 3, 2):
+    for b in (8, 4) if zoo else (8, 4, 3, 2):
         build(f"uniform {b}-bit", f"w{b}a8", None, dict.fromkeys(names, b))
     edge8 = {n: (8 if n in (names[0], names[-1]) else 2) for n in names}
-    build("2-bit, first/last 8-bit (hand-made)", "w8a8", layer_config(edge8), edge8)
     two, four = size_of(dict.fromkeys(names, 2)), size_of(dict.fromkeys(names, 4))
-    budgets = {
-        "uniform 4-bit": four,
-        "2-bit, first/last 8-bit": size_of(edge8),
-        "midway between uniform 2- and 4-bit": (two + four) / 2,
-    }
-    budgets.update({f"{f:.0%} of fp32": f * fp32 for f in EXTRA_FRACTIONS})
+    budgets = {"uniform 4-bit": four}
+    if not zoo:
+        build("2-bit, first/last 8-bit (hand-made)", "w8a8", layer_config(edge8), edge8)
+        budgets.update(
+            {
+                "2-bit, first/last 8-bit": size_of(edge8),
+                "midway between uniform 2- and 4-bit": (two + four) / 2,
+            }
+        )
+        budgets.update({f"{f:.0%} of fp32": f * fp32 for f in EXTRA_FRACTIONS})
+    end_to_end: dict[str, Any] = {}
     for label, budget in budgets.items():
-        methods = {"uniform 4-bit": ("data", "data, pass", "hessian")}.get(label, ("data", "data, pass"))
+        methods = tuple(problems) if label == "uniform 4-bit" else ("data", "data, pass")
         for method in methods if "fp32" not in label else ("data, pass",):
             alloc = solve(problems[method], {"size": budget})
             tag = (
@@ -159,17 +195,41 @@ def bench_model(name: str, work: Path) -> dict[str, Any]:
             build(
                 tag, "w8a8", layer_config(alloc.bits), alloc.bits, {"budget_bytes": budget, "method": method}
             )
+        if "fp32" in label or zoo:
+            continue
+        start = time.perf_counter()
+        check = select_end_to_end(
+            model_path,
+            calib,
+            problems[main],
+            {"size": budget},
+            count=END_TO_END_CANDIDATES,
+        )
+        end_to_end[label] = {**check.to_json(), "seconds": round(time.perf_counter() - start, 1)}
+        build(
+            f"mixed (data, pass, best of {END_TO_END_CANDIDATES} end to end) at the size of {label}",
+            "w8a8",
+            layer_config(check.allocation.bits),
+            check.allocation.bits,
+            {"budget_bytes": budget, "method": "data, pass, end to end"},
+        )
+    frontier = [
+        {**a.to_json(), "size_fraction": a.costs["size"] / fp32} for a in pareto(problems[main], "size", 12)
+    ]
     return {
         "fp32_bytes": fp32,
         "layers": [layer.to_json() for layer in sens.layers],
+        "train_s": round(train_s, 1),
         "sensitivity": {
             "data": sens.to_json(),
-            "data, pass": sens_pass.to_json(),
-            "hessian": hess.to_json(),
+            **({"data, pass": sens_pass.to_json()} if sens_pass is not None else {}),
+            **({"hessian": hess.to_json()} if hess is not None else {}),
             "data_s": round(sens_s, 1),
-            "data_pass_s": round(pass_s, 1),
-            "hessian_s": round(hess_s, 1),
+            "data_pass_s": None if pass_s is None else round(pass_s, 1),
+            "hessian_s": None if hess_s is None else round(hess_s, 1),
         },
+        "end_to_end": end_to_end,
+        "pareto": frontier,
         "test_samples": len(trained.x_test),
         "variants": variants,
     }
@@ -183,10 +243,18 @@ def render(data: dict[str, Any]) -> str:
         f"{data['calibration_samples']} calibration samples, sensitivity on {data['sensitivity_samples']}; "
         "activations 8-bit everywhere; accuracy of the compiled integer build on every test sample; "
         "size = weights as stored + fp32 biases as a fraction of the fp32 model; Σ Ω = the ILP's objective "
-        "with the data-driven (nearest rounding) sensitivity, lower is better; sensitivity took "
+        'with the sensitivity measured on the quantize pass\'s own weights ("data, pass"; plain "data" on '
+        "the zoo models), lower is better; "
+        '"best of 4 end to end" = the ILP\'s 4 best allocations at that size, each quantized whole and '
+        "measured on held-out calibration samples (never the test set), the best kept; sensitivity took "
         + ", ".join(
-            f"{m}: data {r['sensitivity']['data_s']} s, data+pass {r['sensitivity']['data_pass_s']} s, "
-            f"hessian {r['sensitivity']['hessian_s']} s"
+            f"{m}: data {r['sensitivity']['data_s']} s"
+            + (
+                f", data+pass {r['sensitivity']['data_pass_s']} s"
+                if r["sensitivity"].get("data_pass_s")
+                else ""
+            )
+            + (f", hessian {r['sensitivity']['hessian_s']} s" if r["sensitivity"].get("hessian_s") else "")
             for m, r in data["models"].items()
         )
         + ".",
@@ -194,9 +262,13 @@ def render(data: dict[str, Any]) -> str:
     ]
     for model, result in data["models"].items():
         lines += [
-            f"**{model}** ({result['test_samples']} test samples; layers "
-            + ", ".join(f"{layer['name']} {layer['params']}" for layer in result["layers"])
-            + " weights)",
+            f"**{model}** (run {result.get('ran', data['machine']['date'])[:16]}; {result['test_samples']} test samples; layers "
+            + (
+                ", ".join(f"{layer['name']} {layer['params']}" for layer in result["layers"]) + " weights)"
+                if len(result["layers"]) <= 6
+                else f"{len(result['layers'])} weight layers, "
+                f"{sum(layer['params'] for layer in result['layers']):,} weights)"
+            ),
             "",
         ]
         rows = []
@@ -219,6 +291,25 @@ def render(data: dict[str, Any]) -> str:
             )
         )
         lines.append("")
+        for label, check in result.get("end_to_end", {}).items():
+            lines.append(
+                f"End to end at the size of {label} ({check['fit_samples']} fit / {check['held_out_samples']} "
+                f"held-out calibration samples, {check['seconds']} s): "
+                + "; ".join(
+                    f"#{c['ilp_rank']} {'/'.join(str(b) for b in c['bits'].values())} Σ Ω {c['omega']:.3g} → "
+                    f"held-out {c['held_out']:.3g}"
+                    for c in check["candidates"]
+                )
+                + "."
+            )
+        if result.get("pareto"):
+            lines.append("")
+            lines.append(
+                "ILP Pareto points (size % fp32 → Σ Ω): "
+                + ", ".join(f"{100 * p['size_fraction']:.1f} → {p['omega']:.3g}" for p in result["pareto"])
+                + "."
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -228,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, default=common.RESULTS_DIR / "mixed.json")
     parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the other models' results already in --output (each model records when it ran)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     common.configure_threads(args.threads)
@@ -244,9 +340,13 @@ def main(argv: list[str] | None = None) -> int:
         "sensitivity_samples": SENSITIVITY_SAMPLES,
         "models": {},
     }
+    if args.update and args.output.exists():
+        previous = json.loads(args.output.read_text()).get("models", {})
+        data["models"] = {m: r for m, r in previous.items() if m not in models}
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
-            data["models"][name] = bench_model(name, Path(tmp))
+            data["models"][name] = {**bench_model(name, Path(tmp)), "ran": common.machine_info()["date"]}
+    data["models"] = {m: data["models"][m] for m in MODELS if m in data["models"]}
     common.publish(args.output, data, "mixed", render(data), readme=not args.no_readme)
     return 0
 

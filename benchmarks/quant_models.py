@@ -110,3 +110,31 @@ def train_mnist1d_cnn(seed: int = 0, epochs: int = 15, width: int = 32, samples:
     torch.onnx.export(net, (torch.from_numpy(x_test[:1]),), buf, input_names=["x"], output_names=["logits"],
                       opset_version=17, dynamo=False)
     return TrainedModel(onnx.load_from_string(buf.getvalue()), x_train, y_train, x_test, y_test)
+
+
+def train_digits_zoo(name: str, seed: int = 0, epochs: int = 12) -> TrainedModel:
+    """Train the zoo's CIFAR-sized `name` ("mobilenet": MobileNet-V2 with depthwise convs and
+    ReLU6, "resnet": three residual stages; both with BatchNorm) on digits, each 8×8 image
+    bilinearly upsampled to 32×32 and repeated over 3 channels (seeded, Adam, batch 64), and
+    export it with torch's legacy exporter (batch 1, opset 17, BatchNorm in eval mode)."""
+    import io
+
+    import torch
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from mlpc import zoo
+
+    digits = load_digits()
+    x = torch.from_numpy((digits.images / 16.0).astype(np.float32))[:, None]
+    x = torch.nn.functional.interpolate(x, size=32, mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
+    x_train, x_test, y_train, y_test = train_test_split(x.numpy(), digits.target, test_size=0.25, random_state=0)
+    torch.manual_seed(seed)
+    net = {"mobilenet": zoo.MobileNetV2, "resnet": zoo.ResNet}[name]()
+    net.train()
+    _fit(net, x_train, y_train, epochs=epochs, batch=64, seed=seed, lr=3e-3)
+    net.eval()
+    buf = io.BytesIO()
+    torch.onnx.export(net, (torch.from_numpy(x_test[:1]),), buf, input_names=["x"], output_names=["logits"],
+                      opset_version=17, dynamo=False)
+    return TrainedModel(onnx.load_from_string(buf.getvalue()), x_train, y_train, x_test, y_test)

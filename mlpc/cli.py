@@ -83,6 +83,13 @@ def compile_cmd(
         None, "--sensitivity", help="--quantize mixed: a sensitivity JSON from `mlpc sensitivity` (else measured)."),
     mixed_report: Optional[Path] = typer.Option(
         None, "--mixed-report", help="--quantize mixed: write an HTML report with the Pareto frontier."),
+    mixed_candidates: int = typer.Option(
+        1, "--mixed-candidates",
+        help="--quantize mixed: measure the ILP's N best allocations end to end on held-out calibration samples."),
+    lut_budget: Optional[str] = typer.Option(
+        None, "--lut-budget", help="--quantize mixed on fpga/*: LUTs, a fraction of the part (0.5) or a count."),
+    bram_budget: Optional[str] = typer.Option(
+        None, "--bram-budget", help="--quantize mixed on fpga/*: BRAM36, a fraction of the part or a count."),
     fps: Optional[float] = typer.Option(None, "--fps", help="FPGA targets: inferences per second the folding must meet."),
     folding: Optional[Path] = typer.Option(None, "--folding", help="FPGA targets: JSON of PE/SIMD per layer (FINN style)."),
     synth: bool = typer.Option(True, "--synth/--no-synth", help="FPGA targets: synthesize with yosys for measured resources."),
@@ -101,6 +108,7 @@ def compile_cmd(
                 **_quant_args(quantize, calib, quant_config), **_fpga_args(fps, folding, synth),
                 size_budget=size_budget, latency_budget=latency_budget, bops_budget=bops_budget,
                 mixed_bits=_bits(bits), sensitivity=sensitivity, mixed_report=mixed_report,
+                mixed_candidates=mixed_candidates, lut_budget=lut_budget, bram_budget=bram_budget,
             )
     except MlpcError as e:
         if type(e).__name__ == "VerificationError" and (output / "manifest.json").exists():

@@ -67,6 +67,9 @@ def compile(  # noqa: A001 - the public name users expect
     mixed_bits: Any = None,
     sensitivity: Any = None,
     mixed_report: str | Path | None = None,
+    mixed_candidates: int = 1,
+    lut_budget: Any = None,
+    bram_budget: Any = None,
     fps: float | None = None,
     folding: Any = None,
     fpga_options: Mapping[str, Any] | None = None,
@@ -96,7 +99,11 @@ def compile(  # noqa: A001 - the public name users expect
     `calibration`, or a precomputed `sensitivity` file, and HAWQ-V3's ILP under `size_budget`
     (fraction of fp32 or bytes), `latency_budget` ("2ms", measured on this host for x86, analytic
     for ARM/CUDA) and `bops_budget`; candidate `mixed_bits`, default 2/3/4/8), then quantizes with
-    that per-layer config (activations 8-bit); `mixed_report` writes the HTML report.
+    that per-layer config (activations 8-bit); `mixed_report` writes the HTML report;
+    `mixed_candidates` > 1 measures the ILP's that many best allocations end to end on held-out
+    calibration samples and keeps the best (`mlpc.mixed.refine`). On `fpga/*` targets the bits must
+    also fit the part (LUT/BRAM36 from the FPGA backend's resource model at the folding `fps`
+    implies), or `lut_budget`/`bram_budget` (a fraction of the part or a count).
     For `fpga/*` targets, `fps` is the throughput the folding must meet (default: the fastest that
     fits), `folding` a FINN-style JSON file/dict of PE/SIMD per layer, `fpga_options` passes
     `simulate_design`/`synthesize_design`/`synth_timeout_s`/`samples` (float inputs for the testbench,
@@ -136,10 +143,13 @@ def compile(  # noqa: A001 - the public name users expect
     mixed = None
     if quantize == "mixed":
         mixed = _mixed_config(loaded, tgt, calibration, quant_config, size_budget, latency_budget, bops_budget,
-                              mixed_bits, sensitivity, mixed_report)
+                              mixed_bits, sensitivity, mixed_report, mixed_candidates,
+                              {"lut_budget": lut_budget, "bram_budget": bram_budget, "fps": fps})
         quantize, quant_config = "w8a8", mixed.config()
-    elif any(v is not None for v in (size_budget, latency_budget, bops_budget, sensitivity, mixed_report)):
-        raise InputError("--size-budget/--latency-budget/--bops-budget/--sensitivity apply to --quantize mixed")
+    elif any(v is not None for v in (size_budget, latency_budget, bops_budget, sensitivity, mixed_report,
+                                     lut_budget, bram_budget)) or mixed_candidates != 1:
+        raise InputError("--size-budget/--latency-budget/--bops-budget/--lut-budget/--bram-budget/--sensitivity/"
+                         "--mixed-candidates apply to --quantize mixed")
     if quantize is not None:
         from mlpc.quant.api import quantize_loaded
 
@@ -173,6 +183,9 @@ def compile(  # noqa: A001 - the public name users expect
             options = {"fps": fps, "folding": folding,
                        "fake_quant_model": ctx.options.get("fake_quant_model", fake_quant),
                        "samples": _fpga_samples(calibration, loaded.model.graph), **(fpga_options or {})}
+            if mixed is not None and (lut_budget is not None or bram_budget is not None):
+                # the automatic folding unfolds no further than the budget the bits were chosen for
+                options["resource_limits"] = {key: mixed.budgets[kind] for kind, key in (("lut", "LUT"), ("bram", "BRAM36"))}
         manifest["backend"] = backend.compile_graph(loaded.model, tgt, tmp, schedules=schedules, **options)
 
     report = None
@@ -215,7 +228,8 @@ def _runner(tmp: Path, manifest: dict[str, Any]) -> Iterator[Callable[[Any], dic
 
 
 def _mixed_config(loaded: Any, tgt: Any, calibration: Any, quant_config: Any, size_budget: Any,
-                  latency_budget: Any, bops_budget: Any, bits: Any, sensitivity: Any, report: Any) -> Any:
+                  latency_budget: Any, bops_budget: Any, bits: Any, sensitivity: Any, report: Any,
+                  candidates: int = 1, fpga: dict[str, Any] | None = None) -> Any:
     """Run `mlpc.mixed_precision` on a copy of the loaded (canonicalized) model."""
     import onnx_ir as ir
 
@@ -223,7 +237,8 @@ def _mixed_config(loaded: Any, tgt: Any, calibration: Any, quant_config: Any, si
 
     if quant_config is not None:
         raise InputError("--quantize mixed writes its own per-layer config: drop --quant-config")
-    if all(v is None for v in (size_budget, latency_budget, bops_budget)):
+    fpga = {k: v for k, v in (fpga or {}).items() if v is not None}
+    if all(v is None for v in (size_budget, latency_budget, bops_budget)) and tgt.kind != "fpga":
         raise InputError("--quantize mixed needs a budget: --size-budget (e.g. 0.15), --latency-budget "
                          "(e.g. 2ms) or --bops-budget")
     if calibration is None:
@@ -231,7 +246,7 @@ def _mixed_config(loaded: Any, tgt: Any, calibration: Any, quant_config: Any, si
     copy = ir.serde.deserialize_model(ir.serde.serialize_model(loaded.model))
     return mixed_precision(copy, calibration, target=tgt, bits=bits, size_budget=size_budget,
                            latency_budget=latency_budget, bops_budget=bops_budget, sensitivity=sensitivity,
-                           report=report)
+                           report=report, end_to_end=candidates, **fpga)
 
 
 def _fpga_samples(calibration: Any, graph: Any) -> Any:

@@ -61,14 +61,15 @@ def compile_graph(
     model: ir.Model, target: Target, out_dir: Path, schedules: bool = True, fps: float | None = None,
     folding: Any = None, simulate_design: bool = True, synthesize_design: bool = True,
     samples: np.ndarray | None = None, fake_quant_model: Any = None,
-    synth_timeout_s: float | None = None,
+    synth_timeout_s: float | None = None, resource_limits: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Generate, simulate and synthesize the streaming design for `model`'s integer Graph.
 
     `fps` is the throughput to meet at the part's clock (None: the fastest folding that fits);
     `folding` a FINN-style JSON file or dict overriding PE/SIMD per layer; `samples` float inputs
     for the testbench (else inputs spanning the input quantizer's range); `fake_quant_model` the
-    serialized fake-quant model, written as QONNX (`model.qonnx.onnx`). Returns the manifest's
+    serialized fake-quant model, written as QONNX (`model.qonnx.onnx`); `resource_limits`
+    ({"LUT": n, "BRAM36": m}) caps how far the automatic folding unfolds. Returns the manifest's
     "backend" section. Raises UnsupportedOpError/QuantizationError/InputError (bad model or
     options, before anything is written) and LoweringError (a tool failed, or the simulation
     disagreed with the reference interpreter).
@@ -76,7 +77,7 @@ def compile_graph(
     net = extract_network(model.graph)
     part = fpga_part(target)
     overrides = load_folding(folding, net.mvaus) if folding is not None else {}
-    folds = unit_folds(net.layers, choose_folding(net.mvaus, part, fps, overrides))
+    folds = unit_folds(net.layers, choose_folding(net.mvaus, part, fps, overrides, resource_limits))
     cycles = [unit_cycles(la, f) for la, f in zip(net.layers, folds)]
     if fps is not None and max(cycles) > part.clock_mhz * 1e6 / fps:
         slow = net.layers[cycles.index(max(cycles))]

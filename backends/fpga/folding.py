@@ -198,20 +198,27 @@ def total_resources(layers: list[MvauLayer], folds: list[Folding]) -> dict[str, 
     return total
 
 
-def _fits(res: dict[str, int], part: FpgaPart, budget: float = UTILIZATION_BUDGET) -> str | None:
-    """None if `res` fits `budget` of the part, else the first resource that does not."""
+def _fits(res: dict[str, int], part: FpgaPart, budget: float = UTILIZATION_BUDGET,
+          limits: dict[str, float] | None = None) -> str | None:
+    """None if `res` fits `budget` of the part and the absolute `limits` ({"LUT": n, ...}), else
+    the first resource that does not."""
     for k, cap in part.resources().items():
         if res[k] > budget * cap:
             return f"{k} {res[k]:,} > {budget:.0%} of {cap:,}"
+    for k, cap in (limits or {}).items():
+        if res[k] > cap:
+            return f"{k} {res[k]:,} > the limit {cap:,.0f}"
     return None
 
 
 def choose_folding(layers: list[MvauLayer], part: FpgaPart, fps: float | None,
-                   overrides: dict[str, Folding] | None = None) -> list[Folding]:
+                   overrides: dict[str, Folding] | None = None,
+                   limits: dict[str, float] | None = None) -> list[Folding]:
     """Fold each layer as little as needed for `fps` at the part's clock (the cheapest
     PE·SIMD meeting the cycle budget; SIMD preferred over PE on ties, as FINN's SetFolding does).
     Without `fps`, the fastest folding that fits the part: layers are unfolded, slowest first,
-    while the estimate stays within UTILIZATION_BUDGET. `overrides` (by layer name) are kept as given.
+    while the estimate stays within UTILIZATION_BUDGET and the absolute `limits` ({"LUT": n,
+    "BRAM36": m}: e.g. mixed precision's resource budget). `overrides` (by layer name) are kept as given.
 
     Raises InputError naming the layer when `fps` cannot be met at any folding, and naming the
     resource when the result does not fit the part.
@@ -234,11 +241,7 @@ def choose_folding(layers: list[MvauLayer], part: FpgaPart, fps: float | None,
                     f"--fps {fps:g} cannot be met on {part.part} at {part.clock_mhz:g} MHz: layer {layer.name} "
                     f"({layer.source}, {layer.mw}x{layer.mh}) needs at least {fastest} cycle(s) per "
                     f"inference even fully unfolded, i.e. at most {best:,.0f} FPS; lower --fps")
-            options = [(pe * simd, -simd, pe, simd) for pe in divisors(layer.mh)
-                       for simd in divisors(layer.simd_limit)
-                       if layer_cycles(layer, Folding(pe, simd)) <= budget]
-            _, _, pe, simd = min(options)
-            folds.append(Folding(pe, simd))
+            folds.append(cheapest_folding(layer, budget))
         total = total_resources(layers, folds)
         problem = _fits(total, part, 1.0)
         if problem is not None:
@@ -266,9 +269,20 @@ def choose_folding(layers: list[MvauLayer], part: FpgaPart, fps: float | None,
         if nxt is None:
             return folds
         trial = folds[:i] + [nxt] + folds[i + 1:]
-        if _fits(total_resources(layers, trial), part) is not None:
+        if _fits(total_resources(layers, trial), part, limits=limits) is not None:
             return folds
         folds = trial
+
+
+def cheapest_folding(layer: MvauLayer, cycles: int) -> Folding:
+    """The cheapest PE × SIMD (smallest product; more SIMD on ties, as FINN's SetFolding) with
+    which `layer` needs at most `cycles` cycles per inference; fully unfolded when none does."""
+    options = [(pe * simd, -simd, pe, simd) for pe in divisors(layer.mh) for simd in divisors(layer.simd_limit)
+               if layer_cycles(layer, Folding(pe, simd)) <= cycles]
+    if not options:
+        return Folding(layer.mh, layer.simd_limit)
+    _, _, pe, simd = min(options)
+    return Folding(pe, simd)
 
 
 def _next_step(layer: MvauLayer, fold: Folding) -> Folding | None:
@@ -331,5 +345,5 @@ def folding_to_json(layers: list[MvauLayer], folds: list[Folding]) -> dict[str, 
             for layer, f in zip(layers, folds)}
 
 
-__all__ = ["Folding", "asdict", "choose_folding", "estimate_resources", "layer_cycles", "load_folding", "mvau_cycles",
-           "pool_cycles", "pool_resources", "window_cycles"]
+__all__ = ["Folding", "asdict", "cheapest_folding", "choose_folding", "estimate_resources", "layer_cycles",
+           "load_folding", "mvau_cycles", "pool_cycles", "pool_resources", "window_cycles"]

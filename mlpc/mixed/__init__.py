@@ -1,5 +1,6 @@
 """Hardware-aware mixed precision (HAWQ-style): per-layer sensitivity, per-layer costs on the
-target (size, BOPs, latency), HAWQ-V3's integer linear program for the bits, the Pareto
+target (size, BOPs, latency; LUTs and BRAM on FPGAs), HAWQ-V3's integer linear program for the
+bits, an end-to-end check of its best allocations on held-out calibration samples, the Pareto
 frontier, and an HTML report.
 
     >>> import mlpc
@@ -17,12 +18,15 @@ from mlpc.mixed.api import (
     layer_config,
     mixed_precision,
 )
-from mlpc.mixed.ilp import Allocation, Problem, pareto, solve
+from mlpc.mixed.fpga_cost import fpga_costs
+from mlpc.mixed.ilp import Allocation, Problem, pareto, ranked, solve
 from mlpc.mixed.layers import LayerInfo, fake_quant_weight
+from mlpc.mixed.refine import EndToEndChoice, select_end_to_end
 from mlpc.mixed.sensitivity import Sensitivity, data_sensitivity
 
 __all__ = [
     "Allocation",
+    "EndToEndChoice",
     "LayerInfo",
     "MixedPrecisionResult",
     "Problem",
@@ -31,8 +35,11 @@ __all__ = [
     "compute_sensitivity",
     "data_sensitivity",
     "fake_quant_weight",
+    "fpga_costs",
     "layer_config",
     "mixed_precision",
     "pareto",
+    "ranked",
+    "select_end_to_end",
     "solve",
 ]

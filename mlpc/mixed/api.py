@@ -114,6 +114,7 @@ class MixedPrecisionResult:
     pareto_size: list[Allocation] = field(default_factory=list)
     pareto_latency: list[Allocation] = field(default_factory=list)
     uniform: dict[int, dict[str, float]] = field(default_factory=dict)
+    end_to_end: Any = None  # mlpc.mixed.refine.EndToEndChoice when candidates were measured
 
     @property
     def bits(self) -> dict[str, int]:
@@ -138,16 +139,25 @@ class MixedPrecisionResult:
             "uniform": {str(b): v for b, v in self.uniform.items()},
             "pareto_size": [a.to_json() for a in self.pareto_size],
             "pareto_latency": [a.to_json() for a in self.pareto_latency],
+            **({"end_to_end": self.end_to_end.to_json()} if self.end_to_end is not None else {}),
         }
 
 
 def build_problem(
-    sens: Sensitivity, latency: Any = None, act_bits: int = 8, bits: Any = None, ideal_size: bool = False
+    sens: Sensitivity,
+    latency: Any = None,
+    act_bits: int = 8,
+    bits: Any = None,
+    ideal_size: bool = False,
+    fpga: Any = None,
+    fps: float | None = None,
 ) -> Problem:
     """The ILP of a sensitivity result: size, BOPs and (with a `latency(layer, bits)` function)
     latency per (layer, bits); `bits` restricts the candidates (default: the sensitivity's).
     Sizes count weights as mlpc stores them (3-bit in 4-bit slots), or at exactly b bits with
-    `ideal_size` (HAWQ's convention)."""
+    `ideal_size` (HAWQ's convention). With an `fpga/*` target as `fpga`, also LUTs and BRAM36 per
+    (layer, bits) from the FPGA backend's resource model at the folding `fps` implies
+    (`mlpc.mixed.fpga_cost`)."""
     candidates = check_bits(bits) if bits is not None else sens.bits
     missing = sorted(set(candidates) - set(sens.bits))
     if missing:
@@ -162,6 +172,10 @@ def build_problem(
     }
     if latency is not None:
         costs["latency"] = [[latency(layer, b) for b in candidates] for layer in layers]
+    if fpga is not None:
+        from mlpc.mixed.fpga_cost import fpga_costs
+
+        costs.update(fpga_costs(layers, fpga, candidates, act_bits, fps))
     omega = [[sens.omega[layer.name][b] for b in candidates] for layer in layers]
     fixed_latency = latency.fixed(layers) if hasattr(latency, "fixed") else 0.0
     return Problem(
@@ -169,7 +183,7 @@ def build_problem(
         candidates,
         omega,
         costs,
-        {"size": 4.0 * sens.other_params, "bops": 0.0, "latency": fixed_latency},
+        {"size": 4.0 * sens.other_params, "bops": 0.0, "latency": fixed_latency, "lut": 0.0, "bram": 0.0},
     )
 
 
@@ -182,6 +196,9 @@ def mixed_precision(
     size_budget: Any = None,
     bops_budget: Any = None,
     latency_budget: Any = None,
+    lut_budget: Any = None,
+    bram_budget: Any = None,
+    fps: float | None = None,
     method: str = "data",
     metric: str = "mse",
     rounding: str = "pass",
@@ -194,18 +211,27 @@ def mixed_precision(
     report: str | Path | None = None,
     pareto_points: int = 16,
     ideal_size: bool = False,
+    end_to_end: int = 1,
+    engine: str = "reference",
 ) -> MixedPrecisionResult:
     """Choose weight bits per layer of `model` for `target` under the budgets (HAWQ-V3's ILP).
 
     `size_budget`: fraction of the fp32 size (≤ 1), bytes, or "40KiB"; `bops_budget`: fraction of
     the w8a8 BOPs or a count; `latency_budget`: "2ms" etc. (x86: per-layer latencies measured
-    here; ARM/CUDA: analytic). `bits`: candidate widths (default: those of `sensitivity`, else `target_bits` of the target: 2/4/8 on CPUs and GPUs). `method` "data" (output perturbation on
+    here; ARM/CUDA: analytic). On `fpga/*` targets every allocation must fit the part (LUTs and
+    BRAM36 from the FPGA backend's resource model, `mlpc.mixed.fpga_cost`, at the folding `fps`
+    implies, fully folded without it), and `lut_budget`/`bram_budget` (a fraction of the part or a
+    count) tighten that; weights are sized at exactly b bits there. `bits`: candidate widths (default: those of `sensitivity`, else `target_bits` of the target: 2/4/8 on CPUs and GPUs). `method` "data" (output perturbation on
     `calibration`, `metric` "mse"/"kl", `rounding` "pass" — each layer quantized by the quantize
     pass itself (GPTQ, bias correction), the weights a build will have — or "nearest", faster but
     it overrates the 2-bit error of layers GPTQ repairs) or "hessian" (Hutchinson trace; `labels` optional, the
     float model's predictions otherwise); or pass a precomputed `sensitivity` (a Sensitivity or
     a JSON file from `mlpc sensitivity`). Sizes count weights as stored (3-bit ones in 4-bit
     slots), at exactly b bits with `ideal_size`. `report` writes an HTML report with the Pareto frontier.
+    `end_to_end` > 1 measures the ILP's that many best allocations end to end (the whole model
+    quantized by the quantize pass, calibration `engine` "reference" or "tvm") on held-out
+    calibration samples and keeps the best (`mlpc.mixed.refine`): the sum of per-layer Ω ignores
+    how layers' errors interact; the ILP's own answer is one of the candidates.
     Raises QuantizationError for an infeasible budget, naming the smallest feasible value.
 
         >>> r = mixed_precision("m.onnx", {"x": x}, target="x86", size_budget=0.15)  # doctest: +SKIP
@@ -214,6 +240,8 @@ def mixed_precision(
     from mlpc.targets import get_target
 
     tgt = get_target(target)
+    if not isinstance(end_to_end, int) or end_to_end < 1:
+        raise InputError(f"--mixed-candidates {end_to_end!r}: give a count ≥ 1 (1: the ILP's answer alone)")
     if isinstance(sensitivity, (str, Path)):
         sensitivity = Sensitivity.load(sensitivity)
     if bits is None:
@@ -243,14 +271,48 @@ def mixed_precision(
         "bops": parse_bops_budget(bops_budget, w8a8),
         "latency": parse_latency_budget(latency_budget),
     }
+    fpga = None
+    if tgt.kind == "fpga":
+        from mlpc.mixed.fpga_cost import parse_resource_budget, part_capacity
+
+        fpga, ideal_size = tgt, True
+        capacity = part_capacity(tgt)
+        for kind, value in (("lut", lut_budget), ("bram", bram_budget)):
+            given = parse_resource_budget(value, capacity[kind], f"--{kind}-budget")
+            budgets[kind] = capacity[kind] if given is None else min(given, capacity[kind])
+    elif lut_budget is not None or bram_budget is not None or fps is not None:
+        raise InputError(
+            f"--lut-budget/--bram-budget/--fps apply to FPGA targets (fpga/xc7z020, ...), not {tgt.name}"
+        )
     budgets = {k: v for k, v in budgets.items() if v is not None}
     latency = None
     if "latency" in budgets or (report is not None and tgt.kind in ("arm", "cuda")):
         from mlpc.mixed.latency import latency_model
 
         latency = latency_model(tgt, act_bits)
-    problem = build_problem(sensitivity, latency, act_bits, candidates, ideal_size)
+    problem = build_problem(sensitivity, latency, act_bits, candidates, ideal_size, fpga, fps)
     allocation = solve(problem, budgets)
+    check = None
+    if end_to_end > 1:
+        from mlpc.mixed.refine import select_end_to_end
+
+        if calibration is None:
+            raise InputError(
+                "checking mixed-precision candidates end to end needs calibration data (--calib)"
+            )
+        check = select_end_to_end(
+            model,
+            calibration,
+            problem,
+            budgets,
+            count=end_to_end,
+            metric=sensitivity.metric if sensitivity.metric in ("mse", "kl") else "mse",
+            act_bits=act_bits,
+            engine=engine,
+            input_shapes=input_shapes,
+            example_inputs=example_inputs,
+        )
+        allocation = check.allocation
     uniform = {b: problem.totals([j] * len(problem.layers)) for j, b in enumerate(problem.bits)}
     result = MixedPrecisionResult(
         allocation,
@@ -262,6 +324,7 @@ def mixed_precision(
         pareto(problem, "size", pareto_points, budgets),
         pareto(problem, "latency", pareto_points, budgets) if latency else [],
         uniform,
+        check,
     )
     logger.info(
         "mixed precision for %s: %s (%.1f%% of fp32, Ω=%.3g)",

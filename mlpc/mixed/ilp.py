@@ -6,6 +6,7 @@ One binary x_{i,b} per layer i and candidate width b, Σ_b x_{i,b} = 1 per layer
     s.t.      Σ size_i(b)·x_{i,b} + fixed_size ≤ size budget       (bytes)
               Σ BOPs_i(b)·x_{i,b}              ≤ BOPs budget
               Σ latency_i(b)·x_{i,b}           ≤ latency budget    (seconds)
+              Σ LUT_i(b)·x_{i,b}, Σ BRAM_i(b)·x_{i,b} ≤ the FPGA part's (or the given) LUTs, BRAM36
 
 (each constraint only when its budget is given). Among allocations with the optimal Ω the
 smallest model is returned (a second solve minimising size with Ω fixed), so a tighter budget
@@ -30,8 +31,8 @@ from mlpc.errors import QuantizationError
 
 logger = logging.getLogger(__name__)
 
-COST_NAMES = ("size", "bops", "latency")
-UNITS = {"size": "bytes", "bops": "BOPs", "latency": "s"}
+COST_NAMES = ("size", "bops", "latency", "lut", "bram")
+UNITS = {"size": "bytes", "bops": "BOPs", "latency": "s", "lut": "LUTs", "bram": "BRAM36"}
 # Ω ties: the second solve allows this relative slack on the optimal Ω.
 _OMEGA_SLACK = 1e-9
 
@@ -126,11 +127,45 @@ def solve(problem: Problem, budgets: dict[str, float]) -> Allocation:
     return Allocation({name: problem.bits[j] for name, j in zip(problem.layers, choice)}, omega, totals)
 
 
+def ranked(problem: Problem, budgets: dict[str, float], count: int) -> list[Allocation]:
+    """The `count` allocations with the smallest Σ Ω under `budgets`, best first: `solve`'s answer,
+    then the ILP re-solved with a no-good cut per allocation already found (Σ_i x_{i,c_i} ≤ n − 1
+    excludes exactly the choice c). Fewer when fewer allocations are feasible.
+
+        >>> problem = Problem(["a", "b"], (2, 8), omega=[[1.0, 0.0], [5.0, 0.0]],
+        ...                   costs={"size": [[2, 8], [2, 8]]}, fixed={"size": 0})
+        >>> [a.bits for a in ranked(problem, {"size": 10}, 5)]   # (8, 8) does not fit
+        [{'a': 2, 'b': 8}, {'a': 8, 'b': 2}, {'a': 2, 'b': 2}]
+    """
+    first = solve(problem, budgets)
+    budgets = {k: float(v) for k, v in budgets.items() if v is not None}
+    n_layers, n_bits = problem.omega.shape
+    index = {b: j for j, b in enumerate(problem.bits)}
+    found = [first]
+    cuts: list[tuple[np.ndarray, float]] = []
+    while len(found) < count:
+        cut = np.zeros((n_layers, n_bits))
+        for i, name in enumerate(problem.layers):
+            cut[i, index[found[-1].bits[name]]] = 1.0
+        cuts.append((cut, n_layers - 1.0))
+        choice = _milp(problem.omega, problem, budgets, cuts)
+        if choice is None:
+            break
+        totals = problem.totals(choice)
+        omega = totals.pop("omega")
+        found.append(
+            Allocation({name: problem.bits[j] for name, j in zip(problem.layers, choice)}, omega, totals)
+        )
+    return found
+
+
 def _fmt(kind: str, value: float) -> str:
     if kind == "size":
         return f"{value:,.0f} bytes"
     if kind == "latency":
         return f"{value * 1e3:.4g} ms"
+    if kind in ("lut", "bram"):
+        return f"{value:,.0f} {UNITS[kind]}"
     return f"{value:,.0f} BOPs"
 
 
@@ -139,6 +174,8 @@ def _infeasible_message(problem: Problem, budgets: dict[str, float]) -> str:
     for kind, budget in budgets.items():
         smallest = minimum(problem, kind, budgets)
         alone = float(problem.costs[kind].min(axis=1).sum() + problem.fixed.get(kind, 0.0))
+        if smallest is None and alone <= budget:
+            continue  # met on its own: the other budgets are the infeasible ones
         if smallest is None or smallest > budget:
             floor = alone if smallest is None else smallest
             parts.append(

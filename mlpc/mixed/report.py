@@ -90,6 +90,20 @@ def render_html(result: Any) -> str:
         f"<td>{esc(', '.join(f'{k}={v}' for k, v in a.bits.items()))}</td></tr>"
         for a in result.pareto_size
     )
+    checked = ""
+    if result.end_to_end is not None:
+        e2e = result.end_to_end
+        cand = "".join(
+            f"<tr><td>{c.rank}</td><td>{c.allocation.omega:.4g}</td><td>{c.held_out:.4g}</td>"
+            f"<td>{esc(', '.join(f'{k}={v}' for k, v in c.allocation.bits.items()))}</td></tr>"
+            for c in e2e.candidates
+        )
+        checked = (
+            f"<h2>End-to-end check</h2><p>The ILP's {len(e2e.candidates)} best allocations, each quantized whole "
+            f"on {e2e.fit_samples} calibration samples and measured ({esc(e2e.metric)}) against the float model "
+            f"on {e2e.held_out_samples} held-out ones; the lowest is kept.</p>"
+            f"<table><tr><th>ILP rank</th><th>Σ Ω</th><th>held-out error</th><th>bits</th></tr>{cand}</table>"
+        )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>mlpc mixed precision: {esc(result.target)}</title>
 <style>body{{font-family:sans-serif;margin:2em}} td,th{{border:1px solid #ccc;padding:2px 6px}}
@@ -104,6 +118,7 @@ the fp32 model ({result.fp32_bytes} bytes).</p>
 <h2>Pareto frontier</h2>
 {"".join(plots)}
 <table><tr><th>size KiB</th><th>Σ Ω</th><th>bits</th></tr>{frontier}</table>
+{checked}
 </body></html>
 """
 

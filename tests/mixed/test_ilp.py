@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mlpc.errors import QuantizationError
-from mlpc.mixed.ilp import Problem, pareto, solve
+from mlpc.mixed.ilp import Problem, pareto, ranked, solve
 
 BITS = (2, 3, 4, 8)
 
@@ -98,3 +98,31 @@ def test_storage_slots_match_the_backend_packing():
     for bits in (2, 3, 4):
         assert storage_bits(bits) == slot_bits(bits)
     assert [storage_bits(b) for b in (5, 8)] == [8, 8]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ranked_allocations_are_the_k_best_by_enumeration(seed):
+    problem = random_problem(seed)
+    uniform4 = problem.totals([BITS.index(4)] * 5)
+    budgets = {"size": uniform4["size"], "latency": 1.05 * uniform4["latency"]}
+    feasible = []
+    for choice in itertools.product(range(len(BITS)), repeat=len(problem.layers)):
+        totals = problem.totals(list(choice))
+        if all(totals[k] <= v + 1e-9 for k, v in budgets.items()):
+            feasible.append(totals["omega"])
+    feasible.sort()
+    found = ranked(problem, budgets, 6)
+    assert len({tuple(a.bits.values()) for a in found}) == 6  # distinct allocations
+    assert [a.omega for a in found] == pytest.approx(feasible[:6], rel=1e-9)
+    assert found[0].bits == solve(problem, budgets).bits
+    for alloc in found:
+        for kind, budget in budgets.items():
+            assert alloc.costs[kind] <= budget * (1 + 1e-9)
+
+
+def test_ranked_stops_when_no_allocation_is_left():
+    problem = Problem(["a", "b"], (2, 8), [[1.0, 0.0], [5.0, 0.0]], {"size": [[2, 8], [2, 8]]}, {"size": 0})
+    # feasible at size ≤ 10: (2, 8) Ω=1, (8, 2) Ω=5, (2, 2) Ω=6; (8, 8) is too large
+    found = ranked(problem, {"size": 10}, 5)
+    assert [a.bits for a in found] == [{"a": 2, "b": 8}, {"a": 8, "b": 2}, {"a": 2, "b": 2}]
+    assert [a.omega for a in found] == [1.0, 5.0, 6.0]

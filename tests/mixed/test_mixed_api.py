@@ -146,6 +146,8 @@ def test_cli_compile_mixed(files, tmp_path, digits_mlp):
         (["--quantize", "w8a8", "--size-budget", "0.2"], "apply to --quantize mixed"),
         (["--quantize", "mixed", "--size-budget", "lots"], "--size-budget 'lots'"),
         (["--quantize", "mixed", "--size-budget", "0.01"], "smallest feasible value"),
+        (["--quantize", "w8a8", "--mixed-candidates", "3"], "apply to --quantize mixed"),
+        (["--quantize", "mixed", "--size-budget", "0.2", "--mixed-candidates", "0"], "--mixed-candidates 0"),
         (
             [
                 "--quantize",
