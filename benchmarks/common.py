@@ -77,6 +77,31 @@ def time_runs(fn: Callable[[], object], repeat: int = 50, warmup: int = 5) -> Ti
     return Timing(float(np.median(samples)), float(np.percentile(samples, 90)), float(samples.min()), repeat)
 
 
+def time_interleaved(fns: dict[str, Callable[[], object]], repeat: int = 50, block: int = 10) -> dict[str, Timing]:
+    """Time several runners of the same engine in alternating blocks of `block` calls (each block
+    after one untimed call) until each has `repeat` timed calls; return their statistics by key.
+    A machine that slows down for a while then slows every runner alike, so their ratios hold.
+
+    >>> sorted(time_interleaved({"a": lambda: 1, "b": lambda: 2}, repeat=20))
+    ['a', 'b']
+    """
+    if repeat < MIN_REPEAT:
+        raise ValueError(f"repeat={repeat}: use at least {MIN_REPEAT} timed runs for a stable median/p90")
+    samples = {key: [] for key in fns}
+    while any(len(v) < repeat for v in samples.values()):
+        for key, fn in fns.items():
+            fn()
+            for _ in range(min(block, repeat - len(samples[key]))):
+                start = time.perf_counter()
+                fn()
+                samples[key].append(time.perf_counter() - start)
+    out = {}
+    for key, values in samples.items():
+        ms = np.asarray(values) * 1e3
+        out[key] = Timing(float(np.median(ms)), float(np.percentile(ms, 90)), float(ms.min()), len(ms))
+    return out
+
+
 def max_rel_err(got: np.ndarray, ref: np.ndarray) -> float:
     """Return max|got - ref| / max|ref| (max|ref| floored at 1e-12); shapes must match.
 
