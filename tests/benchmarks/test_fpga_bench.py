@@ -21,7 +21,7 @@ def test_render_lists_every_network_with_its_figures():
     text = fpga.render(data)
     assert ("| tfc-w2a2 | xc7z020clg400-1 | finn-examples | 16/49, 8/8 | 64 | 64 | 1,562,500 | 2.50 | "
             "4,000 (5,000) | 200 (100) | 22.5 (22) | 0 | 0 | 91.2 | 300 |") in text
-    assert "estimate error against yosys LUT +25 % (FINN's formula), FF -50 % (mlpc's register count)" in text
+    assert "estimate error against yosys LUT +25 %, FF -50 %; pipeline latency 2.50 µs on chip" in text
 
 
 def test_tfc_data_is_784_wide_and_the_folding_divides_it():
