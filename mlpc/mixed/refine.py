@@ -96,15 +96,9 @@ class _Session:
     float arithmetic on the dequantized values, not onnxruntime's own int8 kernels)."""
 
     def __init__(self, proto: Any) -> None:
-        import onnxruntime as ort
+        from mlpc.mixed.sensitivity import unoptimized_session
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        self.session = ort.InferenceSession(
-            proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = unoptimized_session(proto)
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def run(self, sample: dict[str, np.ndarray]) -> list[np.ndarray]:

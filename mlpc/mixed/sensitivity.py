@@ -155,6 +155,19 @@ def output_error(metric: str, ref: list[np.ndarray], out: list[np.ndarray]) -> t
     return err, norm
 
 
+def unoptimized_session(proto: Any) -> Any:
+    """An onnxruntime CPU session over the ModelProto `proto` on one thread with graph
+    optimizations off: weights stay what the graph says, a QDQ model runs as float arithmetic on
+    the dequantized values."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
 class _OrtRunner:
     """onnxruntime over the model with the layer weights declared as graph inputs too (ONNX's
     overridable initializers): `run(sample, {weight name: array})`."""
@@ -162,7 +175,6 @@ class _OrtRunner:
     def __init__(self, model: Any, weight_names: list[str]) -> None:
         import onnx
         import onnx_ir as ir
-        import onnxruntime as ort
 
         proto = ir.serde.serialize_model(model)
         if proto.ir_version < 4:
@@ -171,14 +183,8 @@ class _OrtRunner:
         for name in dict.fromkeys(weight_names):  # a weight shared by two layers is one input
             t = inits[name]
             proto.graph.input.append(onnx.helper.make_tensor_value_info(name, t.data_type, list(t.dims)))
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = 1
         # graph optimizations would fold the (now overridable) weights into constants of fused nodes
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        self.session = ort.InferenceSession(
-            proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = unoptimized_session(proto)
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def run(self, sample: dict[str, np.ndarray], overrides: dict[str, np.ndarray]) -> list[np.ndarray]:

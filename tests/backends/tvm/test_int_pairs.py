@@ -130,16 +130,18 @@ def test_avx2_build_multiplies_with_256_bit_vpmaddwd():
 # reference bit for bit; built for arm/neoverse-n1 its 8 × 4 update is tensorized with sdot.
 
 
-def _quads_vs_reference(model, feeds, caplog) -> list[str]:
+def _quads_vs_reference(model, feeds, caplog, int8_dot: str = "sdot", target: str = "host"):
+    """Lower with `int8_dot`, build for `target` on this host; assert bit-exact and scheduled;
+    return the lowered module."""
     verify(model)
     ref = ReferenceEvaluator(model).run(feeds)
-    mod = lower_graph(model.graph, 19, int8_dot="sdot")
+    mod = lower_graph(model.graph, 19, int8_dot=int8_dot)
     with caplog.at_level(logging.INFO, logger="mlpc.backends.tvm.cpu_schedule"):
-        got = run(build(mod, get_target("host")), [feeds[v.name] for v in model.graph.inputs])
+        got = run(build(mod, get_target(target)), [feeds[v.name] for v in model.graph.inputs])
     assert not _unscheduled(caplog)
     for value, g in zip(model.graph.outputs, got):
         np.testing.assert_array_equal(g, ref[value.name])
-    return [gv.name_hint for gv in mod.functions]
+    return mod
 
 
 def _quad_conv_model(x_dtype, xzp, cout, bits, rng, wzp=False):
@@ -166,7 +168,7 @@ def _quad_conv_model(x_dtype, xzp, cout, bits, rng, wzp=False):
 ])
 def test_quad_conv_bit_exact_on_host(x_dtype, xzp, bits, wzp, caplog):
     model, feeds = _quad_conv_model(x_dtype, xzp, 16, bits, np.random.default_rng(bits + abs(xzp)), wzp)
-    kernels = _quads_vs_reference(model, feeds, caplog)
+    kernels = [gv.name_hint for gv in _quads_vs_reference(model, feeds, caplog).functions]
     assert any("pair_conv" in k for k in kernels)
     block_names = str(lower_graph(model.graph, 19, int8_dot="sdot"))
     assert "mlpc_quad_conv" in block_names and "mlpc_pair_conv" not in block_names
@@ -219,20 +221,6 @@ def test_kernels_without_a_tensor_intrinsic_are_scheduled_and_exact(int8_dot, bi
 # -- the uint8-quad layout (AVX2 vpmaddubsw, weights of at most 7 bits) ----------------------------
 
 
-def _uquads_vs_reference(model, feeds, caplog) -> str:
-    """Build with int8_dot="pmaddubsw" for this AVX2 host; assert bit-exact and scheduled;
-    return the lowered module's text."""
-    verify(model)
-    ref = ReferenceEvaluator(model).run(feeds)
-    mod = lower_graph(model.graph, 19, int8_dot="pmaddubsw")
-    with caplog.at_level(logging.INFO, logger="mlpc.backends.tvm.cpu_schedule"):
-        got = run(build(mod, get_target("x86/avx2")), [feeds[v.name] for v in model.graph.inputs])
-    assert not _unscheduled(caplog)
-    for value, g in zip(model.graph.outputs, got):
-        np.testing.assert_array_equal(g, ref[value.name])
-    return str(mod)
-
-
 @pytest.mark.parametrize("x_dtype,xzp,bits,wzp", [
     (np.uint8, 0, 4, False),  # post-ReLU activations as they are
     (np.uint8, 201, 4, True),  # padding takes the zero point
@@ -242,7 +230,7 @@ def _uquads_vs_reference(model, feeds, caplog) -> str:
 ])
 def test_uquad_conv_bit_exact(x_dtype, xzp, bits, wzp, caplog):
     model, feeds = _quad_conv_model(x_dtype, xzp, 16, bits, np.random.default_rng(bits + abs(xzp)), wzp)
-    text = _uquads_vs_reference(model, feeds, caplog)
+    text = str(_quads_vs_reference(model, feeds, caplog, "pmaddubsw", "x86/avx2"))
     assert "mlpc_uquad_conv" in text and "mlpc_pair_conv" not in text
 
 
@@ -259,7 +247,7 @@ def test_uquad_matmul_exact_at_the_saturation_limit(sign, caplog):
     node = helper.make_node("IntegerMatMul", ["a", "b", "azp"], ["y"], domain="mlpc")
     qp = QuantParams(bits=8, scale=np.ones(16), axis=1)
     model = _integer_model([node], {"a": a}, inits, {"y": (TensorProto.INT32, [2, 16])}, {"b": qp})
-    assert "mlpc_uquad_matmul" in _uquads_vs_reference(model, {"a": a}, caplog)
+    assert "mlpc_uquad_matmul" in str(_quads_vs_reference(model, {"a": a}, caplog, "pmaddubsw", "x86/avx2"))
 
 
 def test_eight_bit_weights_keep_the_pair_layout_on_avx2():
