@@ -146,7 +146,6 @@ class Artifact:
         self.path = path
         self.manifest = manifest
         self._session: Any = None
-        self._specs: list[tuple[str, np.dtype, tuple[int, ...]]] | None = None
 
     @property
     def inputs(self) -> list[dict[str, Any]]:
@@ -168,32 +167,13 @@ class Artifact:
 
         Returns a dict keyed by output name. Raises InputError for missing, unknown or misshaped inputs.
         """
-        arrays = self._exact_inputs(inputs)
-        if arrays is None:
-            arrays = prepare_inputs(inputs, self.inputs)
+        arrays = prepare_inputs(inputs, self.inputs)
         if self._session is None:
             from mlpc.runtime import load_session
 
             self._session = load_session(self.path, self.manifest)
         results = self._session.run(arrays)
         return {spec["name"]: value for spec, value in zip(self.outputs, results)}
-
-    def _exact_inputs(self, inputs: Any) -> list[np.ndarray] | None:
-        """The arrays of a dict that holds exactly the model's inputs as C-contiguous arrays of
-        the right dtype and shape (the common case, checked cheaply); None for anything else,
-        which `prepare_inputs` then converts or refuses."""
-        if self._specs is None:
-            self._specs = [(s["name"], np.dtype(s["dtype"]), tuple(s["shape"])) for s in self.inputs]
-        if type(inputs) is not dict or len(inputs) != len(self._specs):
-            return None
-        arrays = []
-        for name, dtype, shape in self._specs:
-            value = inputs.get(name)
-            if type(value) is not np.ndarray or value.dtype != dtype or value.shape != shape \
-                    or not value.flags.c_contiguous:
-                return None
-            arrays.append(value)
-        return arrays
 
     def __repr__(self) -> str:
         return f"<mlpc.Artifact {self.path} target={self.manifest['target']['name']}>"
@@ -215,9 +195,9 @@ def prepare_inputs(inputs: Any, specs: list[dict[str, Any]]) -> list[np.ndarray]
         inputs = dict(zip(names, inputs))
     elif not hasattr(inputs, "keys"):
         raise InputError(f"inputs must be a dict keyed by input name ({', '.join(names)}) or arrays")
-    unknown = [k for k in inputs.keys() if k not in names]
-    missing = [n for n in names if n not in inputs.keys()]
-    if unknown or missing:
+    if len(inputs) != len(names) or any(n not in inputs for n in names):
+        unknown = [k for k in inputs.keys() if k not in names]
+        missing = [n for n in names if n not in inputs.keys()]
         parts = []
         if missing:
             parts.append(f"missing {', '.join(map(repr, missing))}")
@@ -226,7 +206,12 @@ def prepare_inputs(inputs: Any, specs: list[dict[str, Any]]) -> list[np.ndarray]
         raise InputError(f"inputs do not match the model ({'; '.join(parts)}); it takes {', '.join(names)}")
     arrays = []
     for spec in specs:
-        value = np.asarray(inputs[spec["name"]])
+        value = inputs[spec["name"]]
+        if type(value) is np.ndarray and value.dtype == spec["dtype"] and list(value.shape) == spec["shape"] \
+                and value.flags.c_contiguous:  # the common case, passed on as it is
+            arrays.append(value)
+            continue
+        value = np.asarray(value)
         dtype = np.dtype(spec["dtype"])
         if value.dtype != dtype:
             if not np.can_cast(value.dtype, dtype, casting="same_kind"):
