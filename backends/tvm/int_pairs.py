@@ -78,20 +78,26 @@ BLOCK_PREFIX = PAIRS.prefix
 # -- the AVX2 intrinsic ------------------------------------------------------------------------
 
 
-@T.prim_func(s_tir=True)
-def _pair_desc(
-    A: T.Buffer((2,), "int16", offset_factor=1),
-    B: T.Buffer((8, 2), "int16", offset_factor=1),
-    C: T.Buffer((8,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:2], B[0:8, 0:2])
-        T.writes(C[0:8])
-        for i in T.serial(0, 8):
-            for k in T.serial(0, 2):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+def _update_desc(a_dtype: str, b_dtype: str, group: int) -> tirx.PrimFunc:
+    """What every intrinsic here computes: eight int32 lanes each accumulating `group` products
+    of a broadcast activation group (`a_dtype`) and that lane's weights (`b_dtype`)."""
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((group,), a_dtype, offset_factor=1),
+        B: T.Buffer((8, group), b_dtype, offset_factor=1),
+        C: T.Buffer((8,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:group], B[0:8, 0:group])
+            T.writes(C[0:8])
+            for i in T.serial(0, 8):
+                for k in T.serial(0, group):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return desc
 
 
 @T.prim_func(s_tir=True)
@@ -113,26 +119,10 @@ def _pair_avx2(
         )
 
 
-TensorIntrin.register(PAIR_INTRINSIC, _pair_desc, _pair_avx2, override=True)
+TensorIntrin.register(PAIR_INTRINSIC, _update_desc("int16", "int16", 2), _pair_avx2, override=True)
 
 
 # -- the NEON dot-product intrinsic ------------------------------------------------------------
-
-
-@T.prim_func(s_tir=True)
-def _quad_desc(
-    A: T.Buffer((4,), "int8", offset_factor=1),
-    B: T.Buffer((8, 4), "int8", offset_factor=1),
-    C: T.Buffer((8,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-        T.writes(C[0:8])
-        for i in T.serial(0, 8):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
 
 @T.prim_func(s_tir=True)
@@ -159,26 +149,10 @@ def _quad_sdot(
         )
 
 
-TensorIntrin.register(QUAD_INTRINSIC, _quad_desc, _quad_sdot, override=True)
+TensorIntrin.register(QUAD_INTRINSIC, _update_desc("int8", "int8", 4), _quad_sdot, override=True)
 
 
 # -- the AVX2 byte intrinsic -------------------------------------------------------------------
-
-
-@T.prim_func(s_tir=True)
-def _uquad_desc(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((8, 4), "int8", offset_factor=1),
-    C: T.Buffer((8,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-        T.writes(C[0:8])
-        for i in T.serial(0, 8):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
 
 @T.prim_func(s_tir=True)
@@ -204,7 +178,7 @@ def _uquad_avx2(
         )
 
 
-TensorIntrin.register(UQUAD_INTRINSIC, _uquad_desc, _uquad_avx2, override=True)
+TensorIntrin.register(UQUAD_INTRINSIC, _update_desc("uint8", "int8", 4), _uquad_avx2, override=True)
 
 
 # -- weights -----------------------------------------------------------------------------------
