@@ -68,13 +68,18 @@ def time_runs(fn: Callable[[], object], repeat: int = 50, warmup: int = 5) -> Ti
         raise ValueError(f"repeat={repeat}: use at least {MIN_REPEAT} timed runs for a stable median/p90")
     for _ in range(warmup):
         fn()
-    samples = np.empty(repeat)
-    for i in range(repeat):
+    samples = []
+    for _ in range(repeat):
         start = time.perf_counter()
         fn()
-        samples[i] = time.perf_counter() - start
-    samples *= 1e3
-    return Timing(float(np.median(samples)), float(np.percentile(samples, 90)), float(samples.min()), repeat)
+        samples.append(time.perf_counter() - start)
+    return _timing(samples)
+
+
+def _timing(seconds: list[float]) -> Timing:
+    """The latency statistics of call durations given in seconds."""
+    ms = np.asarray(seconds) * 1e3
+    return Timing(float(np.median(ms)), float(np.percentile(ms, 90)), float(ms.min()), len(ms))
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], repeat: int = 50, block: int = 10) -> dict[str, Timing]:
@@ -95,11 +100,7 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeat: int = 50, blo
                 start = time.perf_counter()
                 fn()
                 samples[key].append(time.perf_counter() - start)
-    out = {}
-    for key, values in samples.items():
-        ms = np.asarray(values) * 1e3
-        out[key] = Timing(float(np.median(ms)), float(np.percentile(ms, 90)), float(ms.min()), len(ms))
-    return out
+    return {key: _timing(values) for key, values in samples.items()}
 
 
 def max_rel_err(got: np.ndarray, ref: np.ndarray) -> float:
