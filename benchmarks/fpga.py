@@ -189,12 +189,36 @@ def bench_network(network: str, work: Path, synth_timeout_s: float | None = None
         "simulation": {"inferences": sim["inferences"], "mismatches": sim["mismatches"],
                        "stalled_mismatches": sim["stalled"]["mismatches"]},
         "resources": report["resources"]["comparison"],
+        "lut_terms": _sum_terms(report["layers"]), "yosys_family": report["part"]["yosys_family"],
+        "fifo_sizing": {k: report["fifo_sizing"][k] for k in ("method", "bits", "rule_bits", "bits_saved")}
+        | {"fifos": [{k: f[k] for k in ("name", "feeds", "width_bits", "rule_depth", "needed", "depth")}
+                     for f in report["fifo_sizing"]["fifos"]]},
         "yosys_seconds": report["synthesis"]["seconds"], "utilization": report["utilization"],
         "accuracy_fake_quant": None if x_test is None else _accuracy(out / "model.qonnx.onnx", x_test, y_test,
                                                                       binary),
         "compile_seconds": round(seconds, 1),
         "mlpc_commit": common.machine_info().get("mlpc_commit"),
     }
+
+
+def _sum_terms(layers: list[dict[str, Any]]) -> dict[str, float]:
+    """The LUT model's terms summed over a design's units (report.json layers' `lut_terms`)."""
+    total: dict[str, float] = {}
+    for la in layers:
+        for k, v in la.get("lut_terms", {}).items():
+            total[k] = round(total.get(k, 0.0) + v, 2)
+    return total
+
+
+def lut_estimates(r: dict[str, Any]) -> tuple[int, int] | None:
+    """A network's LUT estimate with FINN's coefficients and with the yosys-fitted ones of its
+    family (backends/fpga/resource_model.json), from its stored terms; None for older results."""
+    from mlpc.backends.fpga.resources import FINN_COEFFICIENTS, lut_from_terms
+
+    if "lut_terms" not in r:
+        return None
+    finn = round(sum(FINN_COEFFICIENTS[k] * v for k, v in r["lut_terms"].items()))
+    return finn, lut_from_terms(r["lut_terms"], r["yosys_family"])
 
 
 def render(data: dict[str, Any]) -> str:
@@ -228,6 +252,19 @@ def render(data: dict[str, Any]) -> str:
         ids = "" if name.startswith("cnn") else f" vs the CAN-IDS {CAN_IDS_LATENCY_MS * 1000:.0f} µs end to end"
         lines.append(f"- {name}{where}: estimate error against yosys LUT {shown['LUT']}, FF {shown['FF']}; pipeline "
                      f"latency {r['latency_us_measured']:.2f} µs on chip (host I/O not included){ids}.")
+        est = lut_estimates(r)
+        meas = r["resources"]["LUT"]["measured"]
+        if est is not None and meas:
+            lines.append(f"  LUT estimate (not a calibration design): FINN's coefficients {est[0]:,} ({100 * (est[0] / meas - 1):+.0f} %), "
+                         f"fitted against yosys for {r['yosys_family']} {est[1]:,} ({100 * (est[1] / meas - 1):+.0f} %), "
+                         f"yosys {meas:,}.")
+        fs = r.get("fifo_sizing")
+        if fs:
+            depths = ", ".join(f"{f['name']}→{f['feeds']} {f['depth']} ({f['rule_depth']})" for f in fs["fifos"])
+            saved = fs["bits_saved"]
+            lines.append(f"  FIFO depths sized from the schedule (the old rule's in brackets): {depths}; "
+                         f"{fs['bits']:,} FIFO bits vs {fs['rule_bits']:,} by the rule "
+                         f"({'saves' if saved >= 0 else 'adds'} {abs(saved):,}, {100 * -saved / fs['rule_bits']:+.0f} %).")
     for name, r in data["networks"].items():
         if not any(la.get("kind") in ("conv", "maxpool") for la in r["layers"]):
             continue
@@ -258,12 +295,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synth-timeout", type=float, default=3600.0)
     parser.add_argument("--output", type=Path, default=common.RESULTS_DIR / "fpga.json")
     parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument("--render", action="store_true",
+                        help="only re-render the README section from the stored results (e.g. after a new LUT fit)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     networks = [n for n in args.networks.split(",") if n]
     unknown = sorted(set(networks) - set(NETWORKS))
     if unknown:
         parser.error(f"unknown networks {unknown}; choose from {', '.join(NETWORKS)}")
+    if args.render:
+        stored = json.loads(args.output.read_text())
+        common.publish(args.output, stored, "fpga", render(stored), readme=not args.no_readme)
+        return 0
     data: dict[str, Any] = {"machine": common.machine_info(), "networks": {}}
     fresh: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
