@@ -9,10 +9,10 @@ The model (backends/fpga/folding.py `lut_terms`, resources.py) is FINN's MVAU LU
 its terms — 300 per layer, 1.1·PE·(multipliers + adder tree + accumulator), 1.1·PE·(threshold
 memory + comparators), the distributed weight memory — plus what it leaves out (the LUT-RAM of the
 input FIFO and input buffer, a sliding window's control and line buffer, a pool's logic). FINN's
-coefficients are 300, 1, 1, 1 (and mlpc's own counts for the rest); the fit replaces them, per
-yosys family, by non-negative least squares on the relative error (scipy.optimize.nnls with each
-design's row divided by its yosys count), so small and large designs weigh alike. A term no sample
-exercises keeps FINN's coefficient.
+coefficients are 300, 1, 1, 1 (and mlpc's own counts for the rest); the fit scales them, per yosys
+family and per group of terms (GROUPS: FINN's datapath bracket stays one term), by non-negative
+least squares on the relative error (scipy.optimize.nnls with each design's row divided by its
+yosys count), so small and large designs weigh alike. A group no sample exercises keeps FINN's.
 
 Each design is built by the same RTL generator as `mlpc compile` (random weights and thresholds;
 the FIFO at the fixed rule's depth), and yosys `synth_xilinx` counts it. Measured samples are kept
@@ -133,29 +133,40 @@ def measure(spec: dict[str, Any], family: str, work: Path) -> dict[str, Any]:
     return {"spec": spec, "LUT": synth["LUT"], "FF": synth["FF"], "seconds": synth["seconds"], "tool": synth["tool"]}
 
 
+# terms fitted with one shared factor on FINN's (or mlpc's) coefficients: FINN's datapath bracket
+# 1.1·PE·(multipliers + adder tree + accumulator + thresholds + comparators) stays one term (fitted
+# apart, the sweep's 2-/4-bit thresholds gave them no weight at all, which would make an 8-bit
+# activation's 255 comparators free), and a window or pool keeps the shape of mlpc's count.
+GROUPS = (("mvau",), ("compute", "thresholds"), ("weights",), ("buffers",), ("window", "window_buffer"),
+          ("pool", "pool_logic"))
+BUFFER_BITS_PER_LUT = 64.0  # the unfitted start for `buffers`, which FINN's formula does not count
+
+
 def fit(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Non-negative least squares of yosys' LUTs on the model's terms, relative error; terms no
-    sample exercises keep FINN's coefficient. Returns the coefficients and the errors of the fit
-    and of FINN's coefficients on the samples."""
+    """Non-negative least squares of yosys' LUTs on the model's term groups (GROUPS), on the
+    relative error: each group's factor scales FINN's coefficients of its terms (`buffers`, which
+    FINN does not count, starts at one LUT per 64 bits). A group no sample exercises keeps factor 1.
+    Returns the per-term coefficients, the group factors and the errors of the fit and of FINN's
+    coefficients on the samples."""
     from scipy.optimize import nnls
 
     from mlpc.backends.fpga.resources import FINN_COEFFICIENTS
 
+    start = {**FINN_COEFFICIENTS, "buffers": 1.0}
     names = list(FINN_COEFFICIENTS)
     t = np.array([[terms(s["spec"]).get(k, 0.0) for k in names] for s in samples])
     y = np.array([s["LUT"] for s in samples], float)
-    used = [j for j, k in enumerate(names) if np.any(t[:, j] > 0)]
-    fixed = [j for j in range(len(names)) if j not in used]
-    base = t[:, fixed] @ np.array([FINN_COEFFICIENTS[names[j]] for j in fixed]) if fixed else np.zeros(len(y))
-    a = t[:, used] / y[:, None]
-    b = (y - base) / y
-    x, _ = nnls(a, b)
-    coef = dict(FINN_COEFFICIENTS)
-    coef.update({names[j]: round(float(v), 4) for j, v in zip(used, x)})
+    cols = np.stack([t[:, [names.index(k) for k in g]] @ np.array([start[k] for k in g]) for g in GROUPS], 1)
+    used = [j for j in range(len(GROUPS)) if np.any(cols[:, j] > 0)]
+    factors = np.ones(len(GROUPS))
+    x, _ = nnls(cols[:, used] / y[:, None], np.ones(len(y)))
+    factors[used] = x
+    coef = {k: round(float(start[k] * factors[j]), 4) for j, g in enumerate(GROUPS) for k in g}
     fitted = t @ np.array([coef[k] for k in names])
     finn = t @ np.array([FINN_COEFFICIENTS[k] for k in names])
-    return {"coefficients": coef, "fitted_terms": [names[j] for j in used],
-            "samples": len(samples),
+    return {"coefficients": coef,
+            "group_factors": {"+".join(g): round(float(f), 4) for g, f in zip(GROUPS, factors)},
+            "fitted_groups": ["+".join(GROUPS[j]) for j in used], "samples": len(samples),
             "mean_abs_rel_error_fitted": round(float(np.mean(np.abs(fitted / y - 1))), 4),
             "max_abs_rel_error_fitted": round(float(np.max(np.abs(fitted / y - 1))), 4),
             "mean_abs_rel_error_finn": round(float(np.mean(np.abs(finn / y - 1))), 4),
