@@ -181,7 +181,8 @@ def bench_network(network: str, work: Path, synth_timeout_s: float | None = None
         "folding": "finn-examples" if "folding" in options else f"auto, --fps {options['fps']:g}",
         "inferences_simulated": sim["inferences"],
         "layers": [{k: la[k] for k in ("name", "kind", "mw", "mh", "pe", "simd", "cycles", "ram_style", "bits",
-                                       "window", "channels", "in_hw", "kernel", "estimate") if k in la}
+                                       "window", "channels", "in_hw", "kernel", "estimate", "accumulator_bits",
+                                       "lut_terms") if k in la}
                    for la in report["layers"]],
         "ii_cycles": perf["ii_cycles"], "ii_cycles_measured": perf["ii_cycles_measured"],
         "throughput_fps": perf["throughput_fps"], "latency_cycles_measured": perf["latency_cycles_measured"],
@@ -205,7 +206,10 @@ def _sum_terms(layers: list[dict[str, Any]]) -> dict[str, float]:
     """The LUT model's terms summed over a design's units (report.json layers' `lut_terms`)."""
     total: dict[str, float] = {}
     for la in layers:
-        for k, v in la.get("lut_terms", {}).items():
+        terms = dict(la.get("lut_terms", {}))
+        if "accumulator_bits" in la and "adders" not in terms:  # a report from before the adder term
+            terms["adders"] = la["pe"] * la["simd"] * la["accumulator_bits"]
+        for k, v in terms.items():
             total[k] = round(total.get(k, 0.0) + v, 2)
     return total
 

@@ -116,6 +116,8 @@ def lut_terms(layer: MvauLayer, fold: Folding, fifo_depth: int | None = None) ->
     - compute: 1.1·PE·(multipliers + adder tree + accumulator)
     - thresholds: 1.1·PE·(threshold memory + comparators)
     - weights: the distributed weight memory, PE·SIMD·WB·⌈WMEM/64⌉ (0 in block RAM)
+    - adders: PE·SIMD·AB — mlpc's MVAU sums its SIMD products in a chain of accumulator-wide (AB)
+      adders per PE where FINN's formula counts a tree of (WB + IB)-bit ones (not in FINN's formula)
     - buffers: the bits of the input FIFO (`fifo_depth`, default the fixed rule) and of the input
       buffer reread for later neuron folds, / 64 (LUT-RAM; not in FINN's formula)
     - window, window_buffer: a sliding window's 1 and its line buffer bits / 64 (below block RAM)
@@ -136,7 +138,7 @@ def lut_terms(layer: MvauLayer, fold: Folding, fifo_depth: int | None = None) ->
     terms = {"mvau": 1.0, "compute": 1.1 * p * (mult_luts + addertree_luts + acc_luts_of(acc_bits)),
              "thresholds": 1.1 * p * (thr_luts + comp_luts),
              "weights": float(p * q * w * math.ceil(wmem / 64)) if ram_style(layer, fold) == "distributed" else 0.0,
-             "buffers": (depth + (sf if nf > 1 else 0)) * q * a / 64}
+             "adders": float(p * q * layer.acc_bits), "buffers": (depth + (sf if nf > 1 else 0)) * q * a / 64}
     if layer.window is not None:
         buf = window_buffer_bits(layer.window, q, a)
         terms.update({"window": 1.0, "window_buffer": 0.0 if buf >= BRAM_BITS_THRESHOLD else buf / 64})

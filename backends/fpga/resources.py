@@ -23,10 +23,11 @@ logger = logging.getLogger(__name__)
 MODEL_FILE = Path(__file__).parent / "resource_model.json"
 
 # FINN's formula (300 + 1.1·PE·(…) + the distributed weights; the 1.1·PE is inside the terms) and
-# mlpc's counts for what it leaves out: LUT-RAM buffers were not counted, a window is 300 + its
+# mlpc's counts for what it leaves out: mlpc's accumulator-wide adder chain and LUT-RAM buffers were
+# not counted, a window is 300 + its
 # LUT-RAM line buffer, a pool 40 + comparators and row buffer.
 FINN_COEFFICIENTS: dict[str, float] = {
-    "mvau": 300.0, "compute": 1.0, "thresholds": 1.0, "weights": 1.0, "buffers": 0.0,
+    "mvau": 300.0, "compute": 1.0, "thresholds": 1.0, "weights": 1.0, "adders": 0.0, "buffers": 0.0,
     "window": 300.0, "window_buffer": 1.0, "pool": 40.0, "pool_logic": 1.0,
 }
 
