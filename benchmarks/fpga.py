@@ -235,10 +235,12 @@ def render(data: dict[str, Any]) -> str:
     rows = []
     for name, r in data["networks"].items():
         res = r["resources"]
+        est = lut_estimates(r)  # the current model's LUT estimate from the stored terms
+        lut_est = res["LUT"]["estimate"] if est is None else est[1]
         folds = ", ".join(f"{la['pe']}/{la['simd']}" for la in r["layers"])
         rows.append([name, r["part"], r["folding"], folds, f"{r['ii_cycles']:,}", f"{r['ii_cycles_measured']:g}",
                      f"{r['throughput_fps']:,.0f}", f"{r['latency_us_measured']:.2f}",
-                     f"{res['LUT']['measured']:,} ({res['LUT']['estimate']:,})",
+                     f"{res['LUT']['measured']:,} ({lut_est:,})",
                      f"{res['FF']['measured']:,} ({res['FF']['estimate']:,})",
                      f"{res['BRAM36']['measured']:g} ({res['BRAM36']['estimate']:g})",
                      f"{res['DSP']['measured']:g}", f"{r['simulation']['mismatches']}",
@@ -252,6 +254,9 @@ def render(data: dict[str, Any]) -> str:
     for name, r in data["networks"].items():
         shown = {k: "—" if r["resources"][k]["error"] is None else f"{100 * r['resources'][k]['error']:+.0f} %"
                  for k in ("LUT", "FF")}
+        est = lut_estimates(r)
+        if est is not None and r["resources"]["LUT"]["measured"]:
+            shown["LUT"] = f"{100 * (est[1] / r['resources']['LUT']['measured'] - 1):+.0f} %"
         where = "" if not r.get("mlpc_commit") else f" (measured at mlpc {r['mlpc_commit']})"
         ids = "" if name.startswith("cnn") else f" vs the CAN-IDS {CAN_IDS_LATENCY_MS * 1000:.0f} µs end to end"
         lines.append(f"- {name}{where}: estimate error against yosys LUT {shown['LUT']}, FF {shown['FF']}; pipeline "
@@ -286,8 +291,12 @@ def render(data: dict[str, Any]) -> str:
             else:
                 shape = f"fc {la['mw']}→{la['mh']}"
             window = f"{la['window']['cycles']:,}" if la.get("kind") == "conv" else "—"
-            rows.append([la["name"], shape, f"{la['pe']}/{la['simd']}", f"{la['cycles']:,}", window,
-                         f"{la['estimate']['LUT']:,}"])
+            unit_lut = la["estimate"]["LUT"]
+            if "lut_terms" in la and "yosys_family" in r:
+                from mlpc.backends.fpga.resources import lut_from_terms
+
+                unit_lut = lut_from_terms(_sum_terms([la]), r["yosys_family"])
+            rows.append([la["name"], shape, f"{la['pe']}/{la['simd']}", f"{la['cycles']:,}", window, f"{unit_lut:,}"])
         lines.append(common.markdown_table(["unit", "shape", "PE/SIMD", "cycles", "window cycles", "LUT est."],
                                            rows))
     return "\n".join(lines)
