@@ -10,6 +10,7 @@ with its provenance (yosys version, commit, samples, errors). A family without a
     >>> lut_from_terms({"mvau": 1.0, "compute": 100.0}, None)
     400
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,8 +28,16 @@ MODEL_FILE = Path(__file__).parent / "resource_model.json"
 # not counted, a window is 300 + its
 # LUT-RAM line buffer, a pool 40 + comparators and row buffer.
 FINN_COEFFICIENTS: dict[str, float] = {
-    "mvau": 300.0, "compute": 1.0, "thresholds": 1.0, "weights": 1.0, "adders": 0.0, "buffers": 0.0,
-    "window": 300.0, "window_buffer": 1.0, "pool": 40.0, "pool_logic": 1.0,
+    "mvau": 300.0,
+    "compute": 1.0,
+    "thresholds": 1.0,
+    "weights": 1.0,
+    "adders": 0.0,
+    "buffers": 0.0,
+    "window": 300.0,
+    "window_buffer": 1.0,
+    "pool": 40.0,
+    "pool_logic": 1.0,
 }
 
 
