@@ -482,10 +482,12 @@ def schedule_pair(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, producers
     *outer_reduce, pair_axis = reduce
     if is_conv:
         n, oc, *sp = spatial
-        groups, lanes = sch.split(oc, [None, LANES])
-        group_tile = None
         row_loop = sp[-1] if sp else None
         rows = (divisor(extents[-1], (8, 4, 2)) or 1) if sp else 1
+        # Short rows: two output-channel groups per tile, so each activation broadcast feeds two
+        # multiply-adds and the tile keeps eight accumulators in flight.
+        tile_groups = (divisor(extents[1] // LANES, (2,)) or 1) if rows <= 4 else 1
+        groups, group_tile, lanes = sch.split(oc, [None, tile_groups, LANES])
     else:
         *lead, m, col = spatial
         columns = extents[-1]
