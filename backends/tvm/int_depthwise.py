@@ -13,7 +13,8 @@ read contiguous elements for any stride, and the row's outputs become one int32 
 kernel tap (product of int16 operands widened to int32: exact, no saturation). The schedule runs
 (batch, channel) planes in parallel, pads each plane inside its task (it stays in cache), keeps
 one output row's accumulator in registers, unrolls the kernel taps over it and requantizes the
-row straight from the registers (the fused epilogue).
+row straight from the registers (the fused epilogue). The padded plane is vectorized for
+stride 1 and unrolled for strided rows (their strided reads vectorize into slow gathers).
 
     y[n, c, o…] = Σ_k (x[n, c, o·s + k·d − pad] − x_zp) · w[c, k]   (int32)
 """
@@ -112,6 +113,12 @@ def schedule_depthwise(
     for producer in producers:
         sch.compute_at(producer, plane)
         inner = sch.get_loops(producer)[-1]
+        block_ = sch.get(producer)
+        if block_.name_hint == INPUT_BLOCK and int(block_.iter_vars[-2].dom.extent) > 1:
+            # stride phases: each element gathers from a strided row, which LLVM handles better
+            # unrolled than as a vector of gathers (measured: 10.3 → 4.4 µs on MobileNet's 96 × 8 × 8)
+            sch.unroll(inner)
+            continue
         try:
             sch.vectorize(inner)
         except s_tir.ScheduleError as e:
