@@ -379,45 +379,10 @@ def _requantize(ctx: LowerContext, node, inputs):
     return [_clamp_cast(ctx, node, y, zp)]
 
 
-def _integer_add_te(a: te.Tensor, b: te.Tensor, *, zero_points: tuple[int, int], multipliers: tuple[int, int],
-                    shift: int, zero_point: int, lo: int, hi: int, out_dtype: str) -> te.Tensor:
-    """(((a − azp)·am + (b − bzp)·bm + 2^(s−1)) >> s) + zp clamped, broadcasting a and b: each
-    product multiplies int32 operands sign-extended to int64 (vpmuldq on x86)."""
-    out_shape = _broadcast_shape([int(d) for d in a.shape], [int(d) for d in b.shape])
-
-    def term(t, i, zp, m):
-        idx = [0 if int(d) == 1 else i[len(i) - len(t.shape) + k] for k, d in enumerate(t.shape)]
-        centered = t[tuple(idx)].astype("int32") - tirx.const(zp, "int32")
-        return centered.astype("int64") * tirx.const(m, "int32").astype("int64")
-
-    def body(*i):
-        v = term(a, i, zero_points[0], multipliers[0]) + term(b, i, zero_points[1], multipliers[1])
-        if shift > 0:
-            v = tirx.shift_right(v + tirx.const(1 << (shift - 1), "int64"), tirx.const(shift, "int64"))
-        v = v + tirx.const(zero_point, "int64")
-        return tirx.max(tirx.min(v, tirx.const(hi, "int64")), tirx.const(lo, "int64")).astype(out_dtype)
-
-    return te.compute(out_shape, body, name="mlpc_integer_add")
-
-
-def _broadcast_shape(a: list[int], b: list[int]) -> list[int]:
-    a, b = [1] * (len(b) - len(a)) + a, [1] * (len(a) - len(b)) + b
-    return [max(x, y) for x, y in zip(a, b)]
-
-
 @converter("IntegerAdd", MLPC_DOMAIN)
 def _integer_add(ctx: LowerContext, node, inputs):
     a, b = inputs[0], inputs[1]
     azp, bzp, am, bm, shift, zp = (ctx.const_input(node, i, "parameter") for i in range(2, 8))
-    scalars = [np.asarray(p).reshape(-1) for p in (azp, bzp, am, bm, shift)]
-    if (all(p.size == 1 for p in scalars) and dtype_of(a) in ("int8", "uint8") and dtype_of(b) in ("int8", "uint8")
-            and _fits_int32(scalars[2]) and _fits_int32(scalars[3]) and 0 <= int(scalars[4][0]) < 63):
-        info = np.iinfo(zp.dtype)
-        return [ctx.emit_te(_integer_add_te, a, b, zero_points=(int(scalars[0][0]), int(scalars[1][0])),
-                            multipliers=(int(scalars[2][0]), int(scalars[3][0])), shift=int(scalars[4][0]),
-                            zero_point=int(np.asarray(zp).reshape(-1)[0]),
-                            lo=node.attributes.get_int("qmin", int(info.min)),
-                            hi=node.attributes.get_int("qmax", int(info.max)), out_dtype=str(zp.dtype))]
     terms = []
     for x, xzp, mult in ((a, azp, am), (b, bzp, bm)):
         x = op.subtract(op.astype(x, "int64"), const(np.array(xzp, np.int64).reshape(())))
