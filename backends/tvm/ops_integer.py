@@ -315,42 +315,6 @@ def _rounding(shift: np.ndarray) -> np.ndarray:
     return np.where(shift > 0, np.left_shift(np.int64(1), np.maximum(shift - 1, 0)), 0)
 
 
-def _fits_int32(arr: np.ndarray) -> bool:
-    return arr.size > 0 and int(arr.min()) >= -(2**31) and int(arr.max()) < 2**31
-
-
-def _per_axis(arr: np.ndarray, size: int) -> np.ndarray | int:
-    """A per-channel parameter as a 1-D array of `size`, or one Python int when it is uniform."""
-    flat = np.asarray(arr).reshape(-1)
-    return int(flat[0]) if np.all(flat == flat[0]) else flat
-
-
-def _requantize_te(x: te.Tensor, *params: te.Tensor, axis: int, multiplier: int | None, shift: int | None,
-                   zero_point: int, lo: int, hi: int, out_dtype: str) -> te.Tensor:
-    """((int64(x) · m + 2^(s−1)) >> s) + zp, clamped to [lo, hi], for an int32 `x`: `params` are the
-    per-channel int32 multiplier (when `multiplier` is None), then the int32 shift and its int64
-    rounding term (when `shift` is None), along `axis`. Both product operands are int32 sign-extended to int64, so x86 multiplies them
-    with one vpmuldq per four lanes instead of a full 64 × 64-bit product (three vpmuludq and
-    shifts); a uniform shift is an immediate."""
-    rest = list(params)
-    m_t = rest.pop(0) if multiplier is None else None
-    s_t, r_t = (rest.pop(0), rest.pop(0)) if shift is None else (None, None)
-
-    def body(*i):
-        c = i[axis] if len(i) else 0
-        m = m_t[c].astype("int64") if m_t is not None else tirx.const(multiplier, "int32").astype("int64")
-        v = x[i].astype("int64") * m
-        if s_t is not None:
-            v = tirx.shift_right(v + r_t[c], s_t[c].astype("int64"))
-        elif shift > 0:
-            v = tirx.shift_right(v + tirx.const(1 << (shift - 1), "int64"), tirx.const(shift, "int64"))
-        v = v + tirx.const(zero_point, "int64")
-        v = tirx.max(tirx.min(v, tirx.const(hi, "int64")), tirx.const(lo, "int64"))
-        return v.astype(out_dtype)
-
-    return te.compute(x.shape, body, name="mlpc_requantize")
-
-
 @converter("Requantize", MLPC_DOMAIN)
 def _requantize(ctx: LowerContext, node, inputs):
     x = inputs[0]
@@ -359,20 +323,6 @@ def _requantize(ctx: LowerContext, node, inputs):
     m = ctx.const_input(node, 1, "multiplier")
     shift = ctx.const_input(node, 2, "shift")
     zp = ctx.const_input(node, 3, "zero point")
-    channels = int(shape_of(x)[axis]) if ndim else 1
-    if (dtype_of(x) == "int32" and _fits_int32(m) and shift.size > 0 and shift.min() >= 0 and shift.max() < 63
-            and all(p.size == 1 or (p.ndim == 1 and p.size == channels) for p in (m, shift))):
-        info = np.iinfo(zp.dtype)
-        m_axis, s_axis = _per_axis(m, channels), _per_axis(shift, channels)
-        params = [const(np.asarray(m_axis, np.int32))] if isinstance(m_axis, np.ndarray) else []
-        if isinstance(s_axis, np.ndarray):
-            params += [const(np.asarray(s_axis, np.int32)), const(_rounding(s_axis))]
-        return [ctx.emit_te(_requantize_te, x, *params, axis=axis,
-                            multiplier=None if isinstance(m_axis, np.ndarray) else m_axis,
-                            shift=None if isinstance(s_axis, np.ndarray) else s_axis,
-                            zero_point=int(np.asarray(zp).reshape(-1)[0]),
-                            lo=node.attributes.get_int("qmin", int(info.min)),
-                            hi=node.attributes.get_int("qmax", int(info.max)), out_dtype=str(zp.dtype))]
     y = op.multiply(op.astype(x, "int64"), _int64_along(m, ndim, axis))
     y = op.add(y, _int64_along(_rounding(shift), ndim, axis))
     y = op.right_shift(y, _int64_along(shift, ndim, axis))
