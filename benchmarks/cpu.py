@@ -20,13 +20,14 @@ size (1 and 8), with the same number of threads (2) for every engine, in this on
   `--calib` random inputs (the zoo models have random weights: these are speed figures; the error
   column shows each int8 build's max relative error against PyTorch fp32).
 
-Kernel efficiency (mlpc default and tuned builds): each kernel call of one inference is captured
+Kernel efficiency (mlpc default, tuned and w8a8 builds): each kernel call of one inference is captured
 with the Relax VM's instrument hook (its real arguments) and then timed on its own with TVM's
 `time_evaluator` (the fastest of `--kernel-repeat` runs of at least 2 ms each: on a shared machine
 the minimum is the least disturbed figure; inputs are warm in cache, so a kernel's in-model time
 can be somewhat higher — compare the kernel sum with the end-to-end latency). FLOPs of a conv/matmul kernel are 2 × the multiply-accumulates of
-the graph nodes in its fusion group (`mlpc.analysis.node_macs`, after mlpc's passes, the graph
-the kernels are built from). The machine's peak is measured in the same run: a 1024³ float32
+the graph nodes in its fusion group (`mlpc.analysis.node_macs` over the graph the kernels are
+built from, recorded in the artifact's manifest as `backend.kernel_macs`); for w8a8 builds these
+are integer operations, set against the same float32 peak. The machine's peak is measured in the same run: a 1024³ float32
 matmul in PyTorch on the same threads (best of `--peak-repeat`, at the start and at the end).
 
 Every timing is preceded by a one-second pause: TVM's, onnxruntime's and PyTorch's thread pools
@@ -63,7 +64,6 @@ logger = logging.getLogger("benchmarks.cpu")
 
 SECTION = "cpu"
 MODELS = ("mlp", "resnet", "mobilenet", "conv1d", "transformer")
-GEMM_OPS = ("Conv", "ConvNHWC", "Gemm", "MatMul", "Attention")
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,31 +91,6 @@ def measure_peak(threads: int, n: int = 1024, repeat: int = 20) -> dict[str, flo
         "n": n,
         "runs": repeat,
     }
-
-
-def kernel_macs(onnx_path: Path) -> dict[str, int]:
-    """Multiply-accumulates per kernel name of mlpc's fp32 build of `onnx_path` (conv/matmul kernels only).
-
-    Runs mlpc's default pass pipeline as `mlpc.compile` does and sums `node_macs` over each
-    lowering unit (a fusion group, or a lone node): one unit is one kernel, named as the backend names it.
-    """
-    from mlpc.analysis import node_macs
-    from mlpc.backends.tvm.grouping import lowering_units
-    from mlpc.frontend import load_model
-    from mlpc.pass_infra import PassContext, PassManager
-    from mlpc.pipeline import default_pipeline, load_entry_point_passes
-    from mlpc.targets import get_target
-
-    target = get_target("host")
-    loaded = load_model(str(onnx_path))
-    load_entry_point_passes()
-    PassManager(default_pipeline(target)).run(loaded.model, PassContext(target=target, opt_level=2))
-    macs = {}
-    for unit in lowering_units(loaded.model.graph):
-        total = sum(node_macs(n) for n in unit.nodes if n.op_type in GEMM_OPS)
-        if total:
-            macs[unit.name] = total
-    return macs
 
 
 def kernel_times(library: Path, feeds: list[np.ndarray], repeat: int) -> list[dict[str, Any]]:
@@ -202,20 +177,19 @@ def _mlpc_entry(
     ref: np.ndarray,
     args: argparse.Namespace,
     compile_s: float,
-    macs: dict[str, int] | None,
     peak: float,
 ) -> dict[str, Any]:
-    """Time an mlpc artifact end to end and, with `macs`, kernel by kernel."""
+    """Time an mlpc artifact end to end and kernel by kernel (the conv/matmul kernels' MACs are in
+    its manifest)."""
     out_name = output if output in [o["name"] for o in art.outputs] else art.outputs[0]["name"]
     entry = {
         **_timed(lambda: art.run(feeds)[out_name], ref, args.repeat, args.warmup),
         "compile_s": compile_s,
     }
-    if macs is not None:
-        library = art.path / art.manifest["backend"]["library"]
-        time.sleep(SETTLE_S)
-        calls = kernel_times(library, [feeds[i["name"]] for i in art.inputs], args.kernel_repeat)
-        entry["kernel_profile"] = kernel_summary(calls, macs, peak)
+    library = art.path / art.manifest["backend"]["library"]
+    time.sleep(SETTLE_S)
+    calls = kernel_times(library, [feeds[i["name"]] for i in art.inputs], args.kernel_repeat)
+    entry["kernel_profile"] = kernel_summary(calls, art.manifest["backend"]["kernel_macs"], peak)
     return entry
 
 
@@ -314,14 +288,13 @@ def bench_case(
     case = BenchCase(model, onnx_path, spec.input_names, output, work, args.threads)
     entry: dict[str, Any] = {"input_shapes": [list(s) for s in spec.input_shapes(batch)], "builds": {}}
     builds = entry["builds"]
-    macs = kernel_macs(onnx_path)
 
     logger.info("%s batch %d: default schedules", model, batch)
     try:
         start = time.perf_counter()
         art = mlpc.compile(str(onnx_path), target="host", output_dir=work / "default")
         builds["default"] = _mlpc_entry(
-            art, feeds, output, ref, args, time.perf_counter() - start, macs, peak
+            art, feeds, output, ref, args, time.perf_counter() - start, peak
         )
     except Exception as e:  # one build failing must not stop the others
         builds["default"] = _error_entry(f"{model} default", e)
@@ -350,7 +323,7 @@ def bench_case(
                     str(onnx_path), target="host", output_dir=work / "tuned", tuning_db=work / "tuning-db"
                 )
                 builds["tuned"] = _mlpc_entry(
-                    art, feeds, output, ref, args, time.perf_counter() - start, macs, peak
+                    art, feeds, output, ref, args, time.perf_counter() - start, peak
                 )
                 builds["tuned"]["tuned_kernels"] = list(art.manifest["backend"]["tuned_kernels"])
             except Exception as e:
@@ -372,7 +345,7 @@ def bench_case(
                 calibration={input_name: np.stack(calib_batches)},
             )
             builds["mlpc w8a8"] = _mlpc_entry(
-                art, feeds, output, ref, args, time.perf_counter() - start, None, peak
+                art, feeds, output, ref, args, time.perf_counter() - start, peak
             )
         except Exception as e:
             builds["mlpc w8a8"] = _error_entry(f"{model} w8a8", e)
@@ -536,7 +509,7 @@ def render(results: dict[str, Any]) -> str:
                     tuning,
                 ]
             )
-            for build in ("default", "tuned"):
+            for build in ("default", "tuned", "mlpc w8a8"):
                 p = b.get(build, {}).get("kernel_profile")
                 if not p or not p["gemm_kernels"]:
                     continue

@@ -181,7 +181,8 @@ def bench_network(network: str, work: Path, synth_timeout_s: float | None = None
         "folding": "finn-examples" if "folding" in options else f"auto, --fps {options['fps']:g}",
         "inferences_simulated": sim["inferences"],
         "layers": [{k: la[k] for k in ("name", "kind", "mw", "mh", "pe", "simd", "cycles", "ram_style", "bits",
-                                       "window", "channels", "in_hw", "kernel", "estimate") if k in la}
+                                       "window", "channels", "in_hw", "kernel", "estimate", "accumulator_bits",
+                                       "lut_terms") if k in la}
                    for la in report["layers"]],
         "ii_cycles": perf["ii_cycles"], "ii_cycles_measured": perf["ii_cycles_measured"],
         "throughput_fps": perf["throughput_fps"], "latency_cycles_measured": perf["latency_cycles_measured"],
@@ -189,12 +190,39 @@ def bench_network(network: str, work: Path, synth_timeout_s: float | None = None
         "simulation": {"inferences": sim["inferences"], "mismatches": sim["mismatches"],
                        "stalled_mismatches": sim["stalled"]["mismatches"]},
         "resources": report["resources"]["comparison"],
+        "lut_terms": _sum_terms(report["layers"]), "yosys_family": report["part"]["yosys_family"],
+        "fifo_sizing": {k: report["fifo_sizing"][k] for k in ("method", "bits", "rule_bits", "bits_saved")}
+        | {"fifos": [{k: f[k] for k in ("name", "feeds", "width_bits", "rule_depth", "needed", "depth")}
+                     for f in report["fifo_sizing"]["fifos"]]},
         "yosys_seconds": report["synthesis"]["seconds"], "utilization": report["utilization"],
         "accuracy_fake_quant": None if x_test is None else _accuracy(out / "model.qonnx.onnx", x_test, y_test,
                                                                       binary),
         "compile_seconds": round(seconds, 1),
         "mlpc_commit": common.machine_info().get("mlpc_commit"),
     }
+
+
+def _sum_terms(layers: list[dict[str, Any]]) -> dict[str, float]:
+    """The LUT model's terms summed over a design's units (report.json layers' `lut_terms`)."""
+    total: dict[str, float] = {}
+    for la in layers:
+        terms = dict(la.get("lut_terms", {}))
+        if "accumulator_bits" in la and "adders" not in terms:  # a report from before the adder term
+            terms["adders"] = la["pe"] * la["simd"] * la["accumulator_bits"]
+        for k, v in terms.items():
+            total[k] = round(total.get(k, 0.0) + v, 2)
+    return total
+
+
+def lut_estimates(r: dict[str, Any]) -> tuple[int, int] | None:
+    """A network's LUT estimate with FINN's coefficients and with the yosys-fitted ones of its
+    family (backends/fpga/resource_model.json), from its stored terms; None for older results."""
+    from mlpc.backends.fpga.resources import FINN_COEFFICIENTS, lut_from_terms
+
+    if "lut_terms" not in r:
+        return None
+    finn = round(sum(FINN_COEFFICIENTS[k] * v for k, v in r["lut_terms"].items()))
+    return finn, lut_from_terms(r["lut_terms"], r["yosys_family"])
 
 
 def render(data: dict[str, Any]) -> str:
@@ -207,10 +235,12 @@ def render(data: dict[str, Any]) -> str:
     rows = []
     for name, r in data["networks"].items():
         res = r["resources"]
+        est = lut_estimates(r)  # the current model's LUT estimate from the stored terms
+        lut_est = res["LUT"]["estimate"] if est is None else est[1]
         folds = ", ".join(f"{la['pe']}/{la['simd']}" for la in r["layers"])
         rows.append([name, r["part"], r["folding"], folds, f"{r['ii_cycles']:,}", f"{r['ii_cycles_measured']:g}",
                      f"{r['throughput_fps']:,.0f}", f"{r['latency_us_measured']:.2f}",
-                     f"{res['LUT']['measured']:,} ({res['LUT']['estimate']:,})",
+                     f"{res['LUT']['measured']:,} ({lut_est:,})",
                      f"{res['FF']['measured']:,} ({res['FF']['estimate']:,})",
                      f"{res['BRAM36']['measured']:g} ({res['BRAM36']['estimate']:g})",
                      f"{res['DSP']['measured']:g}", f"{r['simulation']['mismatches']}",
@@ -224,10 +254,26 @@ def render(data: dict[str, Any]) -> str:
     for name, r in data["networks"].items():
         shown = {k: "—" if r["resources"][k]["error"] is None else f"{100 * r['resources'][k]['error']:+.0f} %"
                  for k in ("LUT", "FF")}
+        est = lut_estimates(r)
+        if est is not None and r["resources"]["LUT"]["measured"]:
+            shown["LUT"] = f"{100 * (est[1] / r['resources']['LUT']['measured'] - 1):+.0f} %"
         where = "" if not r.get("mlpc_commit") else f" (measured at mlpc {r['mlpc_commit']})"
         ids = "" if name.startswith("cnn") else f" vs the CAN-IDS {CAN_IDS_LATENCY_MS * 1000:.0f} µs end to end"
         lines.append(f"- {name}{where}: estimate error against yosys LUT {shown['LUT']}, FF {shown['FF']}; pipeline "
                      f"latency {r['latency_us_measured']:.2f} µs on chip (host I/O not included){ids}.")
+        est = lut_estimates(r)
+        meas = r["resources"]["LUT"]["measured"]
+        if est is not None and meas:
+            lines.append(f"  LUT estimate (not a calibration design): FINN's coefficients {est[0]:,} ({100 * (est[0] / meas - 1):+.0f} %), "
+                         f"fitted against yosys for {r['yosys_family']} {est[1]:,} ({100 * (est[1] / meas - 1):+.0f} %), "
+                         f"yosys {meas:,}.")
+        fs = r.get("fifo_sizing")
+        if fs:
+            depths = ", ".join(f"{f['name']}→{f['feeds']} {f['depth']} ({f['rule_depth']})" for f in fs["fifos"])
+            saved = fs["bits_saved"]
+            lines.append(f"  FIFO depths sized from the schedule (the old rule's in brackets): {depths}; "
+                         f"{fs['bits']:,} FIFO bits vs {fs['rule_bits']:,} by the rule "
+                         f"({'saves' if saved >= 0 else 'adds'} {abs(saved):,}, {100 * -saved / fs['rule_bits']:+.0f} %).")
     for name, r in data["networks"].items():
         if not any(la.get("kind") in ("conv", "maxpool") for la in r["layers"]):
             continue
@@ -245,8 +291,12 @@ def render(data: dict[str, Any]) -> str:
             else:
                 shape = f"fc {la['mw']}→{la['mh']}"
             window = f"{la['window']['cycles']:,}" if la.get("kind") == "conv" else "—"
-            rows.append([la["name"], shape, f"{la['pe']}/{la['simd']}", f"{la['cycles']:,}", window,
-                         f"{la['estimate']['LUT']:,}"])
+            unit_lut = la["estimate"]["LUT"]
+            if "lut_terms" in la and "yosys_family" in r:
+                from mlpc.backends.fpga.resources import lut_from_terms
+
+                unit_lut = lut_from_terms(_sum_terms([la]), r["yosys_family"])
+            rows.append([la["name"], shape, f"{la['pe']}/{la['simd']}", f"{la['cycles']:,}", window, f"{unit_lut:,}"])
         lines.append(common.markdown_table(["unit", "shape", "PE/SIMD", "cycles", "window cycles", "LUT est."],
                                            rows))
     return "\n".join(lines)
@@ -258,12 +308,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synth-timeout", type=float, default=3600.0)
     parser.add_argument("--output", type=Path, default=common.RESULTS_DIR / "fpga.json")
     parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument("--render", action="store_true",
+                        help="only re-render the README section from the stored results (e.g. after a new LUT fit)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     networks = [n for n in args.networks.split(",") if n]
     unknown = sorted(set(networks) - set(NETWORKS))
     if unknown:
         parser.error(f"unknown networks {unknown}; choose from {', '.join(NETWORKS)}")
+    if args.render:
+        stored = json.loads(args.output.read_text())
+        common.publish(args.output, stored, "fpga", render(stored), readme=not args.no_readme)
+        return 0
     data: dict[str, Any] = {"machine": common.machine_info(), "networks": {}}
     fresh: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,20 +31,20 @@ def _numpy_dtype_name(dtype: ir.DataType | None) -> str | None:
 
 
 def node_macs(node: ir.Node) -> int:
-    """Multiply-accumulates of a Conv, ConvTranspose, Gemm, MatMul, mlpc::ConvNHWC or mlpc::Attention
-    node (0 for other ops or unknown shapes)."""
+    """Multiply-accumulates of a Conv, ConvTranspose, Gemm, MatMul, mlpc::ConvNHWC, mlpc::Attention,
+    mlpc::IntegerConv or mlpc::IntegerMatMul node (0 for other ops or unknown shapes)."""
     out = node.outputs[0] if node.outputs else None
     shapes = [_static(v) for v in node.inputs]
     out_shape = _static(out) if out is not None else None
     op = node.op_type
-    if op in ("Conv", "ConvNHWC") and out_shape and shapes[1]:  # mlpc::ConvNHWC keeps Conv's weight
+    if op in ("Conv", "ConvNHWC", "IntegerConv") and out_shape and shapes[1]:  # (all three: Conv's weight layout)
         return int(np.prod(out_shape)) * int(np.prod(shapes[1][1:]))
     if op == "Attention" and out_shape and shapes[0] and shapes[1]:  # mlpc::Attention: Q·KT, then P·V
         return int(np.prod(out_shape[:-1])) * shapes[1][-1] * (shapes[0][-1] + out_shape[-1])
     if op == "ConvTranspose" and shapes[0] and shapes[1]:
         # weight is (C_in, C_out/group, *kernel): each input element feeds C_out/group · |kernel| outputs
         return int(np.prod(shapes[0])) * int(np.prod(shapes[1][1:]))
-    if op in ("Gemm", "MatMul") and out_shape and shapes[0]:
+    if op in ("Gemm", "MatMul", "IntegerMatMul") and out_shape and shapes[0]:
         k = shapes[0][0] if op == "Gemm" and node.attributes.get_int("transA", 0) else shapes[0][-1]
         return int(np.prod(out_shape)) * int(k)
     return 0

@@ -201,8 +201,8 @@ def _print_fpga(path: Path) -> None:
     for col in ("layer", "MW x MH", "PE", "SIMD", "bits", "cycles"):
         table.add_column(col, justify="left" if col == "layer" else "right")
     for layer in report["layers"]:
-        table.add_row(layer["name"], f"{layer['mw']}x{layer['mh']}", str(layer["pe"]), str(layer["simd"]),
-                      layer["bits"], f"{layer['cycles']:,}")
+        shape = f"{layer['mw']}x{layer['mh']}" if "mw" in layer else f"pool {layer['kernel'][0]}x{layer['kernel'][1]}"
+        table.add_row(layer["name"], shape, str(layer["pe"]), str(layer["simd"]), layer["bits"], f"{layer['cycles']:,}")
     out.print(table)
     sim = report.get("simulation")
     measured = perf.get("ii_cycles_measured")
@@ -211,6 +211,11 @@ def _print_fpga(path: Path) -> None:
     if sim:
         out.print(f"simulation: {sim['outputs_checked']} output beats, {sim['mismatches']} mismatches "
                   f"({sim['inferences']} inferences, also with random stalls)")
+    fs = report.get("fifo_sizing")
+    if fs:
+        depths = ", ".join(f"{f['name']} {f['depth']}" for f in fs["fifos"])
+        out.print(f"FIFO depths ({'from the schedule' if fs['method'].startswith('simulated') else 'fixed rule'}): "
+                  f"{depths}; {fs['bits']:,} bits ({fs['rule_bits']:,} by the old rule)")
     for k, row in report["resources"]["comparison"].items():
         err = "" if row["error"] is None else f" (estimate error {100 * row['error']:+.0f} %)"
         out.print(f"  {k}: estimate {row['estimate']}, yosys {row['measured'] if row['measured'] is not None else '-'}{err}")

@@ -60,6 +60,7 @@ def test_round_trip_matches_onnxruntime(built):
     assert set(manifest["files"]) == {"model.so"}
     assert manifest["inputs"] == [{"name": "x", "shape": [2, 3, 8, 8], "dtype": "float32"}]
     assert manifest["stats"]["macs"] == 2 * 8 * 8 * 8 * 27 + 2 * 4 * 8
+    assert sum(manifest["backend"]["kernel_macs"].values()) == manifest["stats"]["macs"]
 
 
 def test_run_accepts_list_and_array_and_casts_float64(built):

@@ -3,8 +3,9 @@ artifact directory (FINN's flow as named steps, each leaving its output in the a
 
     extract   the integer Graph → MVAU (+ sliding window) and max-pool units  (network.py)
     fold      PE × SIMD per layer from --fps or --folding                  (folding.py)
-    rtl       Verilog: top module, MVAUs, windows, pools, FIFOs, .mem      (rtl.py)
     testbench vectors from the reference interpreter + Verilator harness  (sim.py)
+    fifos     FIFO depths from a throttled simulation with deep FIFOs       (fifos.py)
+    rtl       Verilog: top module, MVAUs, windows, pools, FIFOs, .mem      (rtl.py)
     simulate  Verilator: every output bit-exact, measured cycles           (sim.py)
     synth     yosys synth_xilinx: measured LUT/FF/BRAM36/DSP                (synth.py)
     report    report.json + report.html; the QONNX model for FINN          (report.py)
@@ -32,7 +33,9 @@ from mlpc.backends.fpga.folding import (
     folding_to_json,
     layer_cycles,
     load_folding,
+    lut_terms,
     pool_cycles,
+    pool_lut_terms,
     pool_resources,
     ram_style,
     window_cycles,
@@ -40,7 +43,9 @@ from mlpc.backends.fpga.folding import (
 )
 from mlpc.backends.fpga.network import MvauLayer, Network, PoolLayer, Unit, extract_network
 from mlpc.backends.fpga.report import report_html, resource_comparison, utilization
-from mlpc.backends.fpga.rtl import fifo_depths, ports, write_rtl
+from mlpc.backends.fpga.fifos import FIFO_RULE, FIFO_SIZED, rule_depths, size_fifos, sizing_report
+from mlpc.backends.fpga.resources import coefficients, is_corrected
+from mlpc.backends.fpga.rtl import ports, write_rtl
 from mlpc.backends.fpga.sim import simulate, write_testbench
 from mlpc.backends.fpga.synth import synthesize
 from mlpc.errors import InputError, LoweringError
@@ -85,20 +90,36 @@ def compile_graph(
                          f"({slow.source}) needs {max(cycles)} cycles per inference at the folding of the layer "
                          "before it; lower --fps")
     rtl = out_dir / RTL_DIR
-    sources = [p.name for p in write_rtl(net, folds, rtl)]
     p = ports(net, folds)
     inputs, expected = _vectors(model, net, samples)
-    write_testbench(rtl, p, inputs, expected)
+    ii = max(cycles)
+
+    def write_design(depths: list[int], where: Path) -> list[str]:
+        names = [f.name for f in write_rtl(net, folds, where, depths)]
+        write_testbench(where, p, inputs, expected)
+        return names
+
+    if simulate_design:
+        with tempfile.TemporaryDirectory(prefix="mlpc-fifo-") as scratch:
+            depths, deep_run = size_fifos(net, folds, ii, Path(scratch), write_design,
+                                          lambda d, srcs, period: simulate(d, srcs, period=period))
+        fifo_sizing = sizing_report(net.layers, folds, depths, FIFO_SIZED, deep_run, ii)
+    else:
+        depths = rule_depths(net.layers, folds)
+        fifo_sizing = sizing_report(net.layers, folds, depths, FIFO_RULE)
+    sources = write_design(depths, rtl)
     mfolds = [f for la, f in zip(net.layers, folds) if isinstance(la, MvauLayer)]
     (out_dir / "folding.json").write_text(json.dumps(folding_to_json(net.mvaus, mfolds), indent=2) + "\n")
 
-    ii = max(cycles)
     clock = part.clock_mhz * 1e6
     latency_model = sum(cycles) + 3 * len(cycles)  # each MVAU: its cycles + a 3-stage pipeline
+    family = part.yosys_family
     estimate = {"LUT": 0, "FF": 0, "BRAM36": 0, "DSP": 0}
-    for la, f in zip(net.layers, folds):
-        for k, v in unit_resources(la, f).items():
+    finn_lut = 0  # the same estimate with FINN's published coefficients (before the yosys correction)
+    for la, f, depth in zip(net.layers, folds, depths):
+        for k, v in unit_resources(la, f, family, depth).items():
             estimate[k] += v
+        finn_lut += unit_resources(la, f, None, depth)["LUT"]
     report: dict[str, Any] = {
         "part": {**part.to_json(), "resources": part.resources()},
         "clock_mhz": part.clock_mhz,
@@ -110,15 +131,17 @@ def compile_graph(
                    "output": {"value": net.output_value, "elements_per_beat": p.out_elems, "bits": p.out_bits,
                               "signed": p.out_signed, "beats_per_inference": p.out_beats},
                    "host_head": net.host_head, "host_tail": net.host_tail,
-                   "fifo_depths": fifo_depths(net.layers, folds)},
-        "layers": [_layer_json(layer, f, c) for layer, f, c in zip(net.layers, folds, cycles)],
+                   "fifo_depths": depths},
+        "fifo_sizing": fifo_sizing,
+        "layers": [_layer_json(layer, f, c, family, d) for layer, f, c, d in zip(net.layers, folds, cycles, depths)],
         "performance": {"ii_cycles": ii, "slowest_layer": net.layers[cycles.index(ii)].name,
                         "throughput_fps": clock / ii, "latency_cycles_model": latency_model,
                         "latency_us_model": latency_model / clock * 1e6},
     }
     measured = None
     if simulate_design:
-        report["simulation"] = _simulate(rtl, sources, inputs.shape[0])
+        report["simulation"] = _simulate(rtl, sources, inputs.shape[0], ii, deep_run)
+        fifo_sizing["schedule_preserved"] = True  # _simulate raised otherwise
         sim = report["simulation"]
         report["performance"]["ii_cycles_measured"] = sim["ii_cycles"]
         report["performance"]["latency_cycles_measured"] = sim["latency_cycles"]
@@ -130,9 +153,17 @@ def compile_graph(
     report["resources"] = {
         "estimate": estimate, "measured": measured,
         "comparison": resource_comparison(estimate, measured),
-        "note": ("estimates: FINN's MVAU formulas (LUT, BRAM) and mlpc's register count (FF) for the MVAUs, "
-                 "mlpc's own counts for sliding windows and max pools; measured: yosys synth_xilinx cell counts for the whole design (FIFOs and width "
-                 "converters included); error = estimate / measured − 1"),
+        "lut_model": {"corrected": is_corrected(family), "family": family, "coefficients": coefficients(family),
+                      "finn_coefficients_estimate": finn_lut,
+                      "finn_coefficients_error": None if not measured or not measured["LUT"]
+                      else round(finn_lut / measured["LUT"] - 1, 4)},
+        "note": ("estimates: LUT = Σ coefficient·term over FINN's MVAU formula split into its terms plus mlpc's "
+                 "LUT-RAM buffers, sliding windows and max pools (backends/fpga/folding.py lut_terms), with "
+                 + (f"coefficients fitted against yosys for {family} (backends/fpga/resource_model.json); "
+                    if is_corrected(family) else "FINN's published coefficients (no yosys fit for this family); ")
+                 + "BRAM FINN's formula; FF mlpc's register count; measured: yosys synth_xilinx cell counts for the "
+                 "whole design (FIFOs and width converters included; width converters are not in the estimate); "
+                 "error = estimate / measured − 1"),
     }
     report["utilization"] = utilization(measured or estimate, part.to_json())
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
@@ -174,18 +205,22 @@ def unit_cycles(unit: Unit, fold: Folding) -> int:
     return pool_cycles(unit, fold.pe) if isinstance(unit, PoolLayer) else layer_cycles(unit, fold)
 
 
-def unit_resources(unit: Unit, fold: Folding) -> dict[str, int]:
-    """The analytic LUT/FF/BRAM36/DSP of one unit."""
-    return pool_resources(unit, fold.pe) if isinstance(unit, PoolLayer) else estimate_resources(unit, fold)
+def unit_resources(unit: Unit, fold: Folding, family: str | None = None, fifo_depth: int | None = None) -> dict[str, int]:
+    """The analytic LUT/FF/BRAM36/DSP of one unit (LUTs corrected for the yosys `family` where
+    fitted; an MVAU with its input FIFO at `fifo_depth`, default the fixed rule)."""
+    if isinstance(unit, PoolLayer):
+        return pool_resources(unit, fold.pe, family)
+    return estimate_resources(unit, fold, family, fifo_depth)
 
 
-def _layer_json(layer: Any, fold: Any, cycles: int) -> dict[str, Any]:
+def _layer_json(layer: Any, fold: Any, cycles: int, family: str | None, depth: int) -> dict[str, Any]:
     if isinstance(layer, PoolLayer):
         b, _ = layer.in_bits
         return {"name": layer.name, "source": layer.source, "kind": "maxpool", "channels": layer.channels,
                 "in_hw": [layer.in_h, layer.in_w], "kernel": [layer.k_h, layer.k_w],
                 "out_hw": [layer.out_h, layer.out_w], "pe": fold.pe, "simd": fold.pe, "cycles": cycles,
-                "bits": f"a{b}", "estimate": pool_resources(layer, fold.pe)}
+                "bits": f"a{b}", "estimate": unit_resources(layer, fold, family),
+                "lut_terms": {k: round(v, 2) for k, v in pool_lut_terms(layer, fold.pe).items()}}
     wb, _ = layer.w_bits
     ib, _ = layer.in_bits
     ob, _ = layer.out_bits
@@ -195,7 +230,8 @@ def _layer_json(layer: Any, fold: Any, cycles: int) -> dict[str, Any]:
             "bits": f"w{wb}/a{ib}/o{ob}", "accumulator_bits": layer.acc_bits,
             "activation": "thresholds" if layer.has_activation else "none (accumulator out)",
             "thresholds_per_channel": 0 if layer.thresholds is None else int(layer.thresholds.shape[1]),
-            "estimate": estimate_resources(layer, fold)}
+            "estimate": unit_resources(layer, fold, family, depth),
+            "lut_terms": {k: round(v, 2) for k, v in lut_terms(layer, fold, depth).items()}}
     if layer.window is not None:
         w = layer.window
         out["window"] = {"channels": w.channels, "in_hw": [w.in_h, w.in_w], "kernel": [w.k_h, w.k_w],
@@ -251,15 +287,24 @@ def _spanning_inputs(graph: ir.Graph, shape: list[int], lo: int, hi: int) -> np.
     return ((q - zp) * scale).astype(np.float32)
 
 
-def _simulate(rtl: Path, sources: list[str], inferences: int) -> dict[str, Any]:
+def _simulate(rtl: Path, sources: list[str], inferences: int, period: int, deep_run: dict[str, Any]) -> dict[str, Any]:
     """Build and run the testbench in a scratch copy (the build tree stays out of the artifact),
-    at full rate and with random stalls; raise LoweringError on any mismatch."""
+    at full rate, with random stalls and throttled as in the FIFO sizing run; raise LoweringError
+    on any mismatch, and if the sized FIFOs changed the throttled schedule (a refused beat, or an
+    inference completing at another cycle than with the deep FIFOs)."""
     with tempfile.TemporaryDirectory(prefix="mlpc-sim-") as scratch:
         work = Path(scratch) / "rtl"
         shutil.copytree(rtl, work)
         full = simulate(work, sources)
         stalled = simulate(work, sources, stall_seed=1)
-    for name, res in (("at full rate", full), ("with random stalls", stalled)):
+        throttled = simulate(work, sources, period=period)
+    refused = {k: v for k, v in throttled["fifo_blocked"].items() if v}
+    if refused or throttled["done"] != deep_run["done"]:
+        raise LoweringError(
+            f"the sized FIFOs changed the schedule of the sizing run (refused beats: {refused or 'none'}; inferences "
+            f"completed at {throttled['done'][:4]}… instead of {deep_run['done'][:4]}…); this is an mlpc bug — please "
+            "report it with the model")
+    for name, res in (("at full rate", full), ("with random stalls", stalled), ("throttled", throttled)):
         if not res["passed"]:
             raise LoweringError(
                 f"the generated design disagrees with the reference interpreter {name}: {res['mismatches']} of "
@@ -268,7 +313,9 @@ def _simulate(rtl: Path, sources: list[str], inferences: int) -> dict[str, Any]:
     return {**{k: full[k] for k in ("mismatches", "outputs_checked", "outputs_expected", "cycles",
                                     "latency_cycles", "ii_cycles", "passed", "fifo_peak")},
             "inferences": inferences, "simulator": "verilator",
-            "stalled": {k: stalled[k] for k in ("mismatches", "outputs_checked", "cycles", "passed", "fifo_peak")}}
+            "stalled": {k: stalled[k] for k in ("mismatches", "outputs_checked", "cycles", "passed", "fifo_peak")},
+            "throttled": {**{k: throttled[k] for k in ("mismatches", "passed", "ii_cycles", "fifo_peak", "fifo_blocked")},
+                          "period_cycles": period, "same_schedule_as_deep_fifos": True}}
 
 
 def _json_default(o: Any) -> Any:

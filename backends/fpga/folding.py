@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpc.backends.fpga.network import ConvWindow, MvauLayer, PoolLayer
+from mlpc.backends.fpga.resources import lut_from_terms
 from mlpc.errors import InputError
 from mlpc.targets.fpga import FpgaPart
 
@@ -106,31 +107,70 @@ def ram_style(layer: MvauLayer, fold: Folding) -> str:
     return "block" if bits >= BRAM_BITS_THRESHOLD else "distributed"
 
 
-def estimate_resources(layer: MvauLayer, fold: Folding) -> dict[str, int]:
-    """Analytic LUT/FF/BRAM36/DSP of one MVAU (FINN's formulas; multipliers in LUTs, so DSP 0).
+def lut_terms(layer: MvauLayer, fold: Folding, fifo_depth: int | None = None) -> dict[str, float]:
+    """The terms of an MVAU's LUT estimate (with its sliding window for a convolution), each as
+    FINN's formula writes it; the estimate is Σ coefficient·term (resources.py: FINN's published
+    coefficients, or those fitted against yosys for the part's family).
 
-    FF (not in FINN's models) counts the registers of mlpc's MVAU and its input FIFO's pointers.
+    - mvau: 1 (FINN's 300-LUT constant per layer)
+    - compute: 1.1·PE·(multipliers + adder tree + accumulator)
+    - thresholds: 1.1·PE·(threshold memory + comparators)
+    - weights: the distributed weight memory, PE·SIMD·WB·⌈WMEM/64⌉ (0 in block RAM)
+    - adders: PE·SIMD·AB — mlpc's MVAU sums its SIMD products in a chain of accumulator-wide (AB)
+      adders per PE where FINN's formula counts a tree of (WB + IB)-bit ones (not in FINN's formula)
+    - buffers: the bits of the input FIFO (`fifo_depth`, default the fixed rule) and of the input
+      buffer reread for later neuron folds, / 64 (LUT-RAM; not in FINN's formula)
+    - window, window_buffer: a sliding window's 1 and its line buffer bits / 64 (below block RAM)
     """
     p, q = fold.pe, fold.simd
     w, a = layer.w_bits[0], layer.in_bits[0]
     wmem = (layer.mh // p) * (layer.mw // q)
-    style = ram_style(layer, fold)
-    c2 = p * q * w * math.ceil(wmem / 64) if style == "distributed" else 0
     mult_luts = q * (2 * math.ceil((w + a) / 6) - 1) * (w + a)
     addertree_luts = (w + a) * (2 * q - 1)
     acc_bits = w + a + math.ceil(math.log2(max(layer.mw, 2)))
     thr_luts = comp_luts = 0
     if layer.has_activation:
         b = layer.out_bits[0]
-        tmem = layer.mh // p
-        thr_luts = (2**b - 1) * acc_bits * math.ceil(tmem / 64)
+        thr_luts = (2**b - 1) * acc_bits * math.ceil((layer.mh // p) / 64)
         comp_luts = (2**b - 1) * acc_bits
-    lut = int(300 + 1.1 * p * (mult_luts + addertree_luts + acc_luts_of(acc_bits) + thr_luts + comp_luts) + c2)
+    sf, nf = layer.mw // q, layer.mh // p
+    depth = sf + 2 if fifo_depth is None else fifo_depth
+    terms = {"mvau": 1.0, "compute": 1.1 * p * (mult_luts + addertree_luts + acc_luts_of(acc_bits)),
+             "thresholds": 1.1 * p * (thr_luts + comp_luts),
+             "weights": float(p * q * w * math.ceil(wmem / 64)) if ram_style(layer, fold) == "distributed" else 0.0,
+             "adders": float(p * q * layer.acc_bits), "buffers": (depth + (sf if nf > 1 else 0)) * q * a / 64}
+    if layer.window is not None:
+        buf = window_buffer_bits(layer.window, q, a)
+        terms.update({"window": 1.0, "window_buffer": 0.0 if buf >= BRAM_BITS_THRESHOLD else buf / 64})
+    return terms
+
+
+def pool_lut_terms(pool: PoolLayer, pe: int) -> dict[str, float]:
+    """The terms of a max pool's LUT estimate: pool (1: its control) and pool_logic (PE
+    comparators and muxes, one LUT per bit each, and the row of partial maxima as LUT-RAM)."""
+    bits = pool.in_bits[0]
+    return {"pool": 1.0, "pool_logic": 2 * pe * bits + pool.out_w * pool.channels * bits / 64}
+
+
+def estimate_resources(layer: MvauLayer, fold: Folding, family: str | None = None,
+                       fifo_depth: int | None = None) -> dict[str, int]:
+    """Analytic LUT/FF/BRAM36/DSP of one MVAU (with its sliding window; multipliers in LUTs, so DSP 0).
+
+    LUT: Σ coefficient·`lut_terms` — FINN's formula with its published coefficients, corrected
+    against yosys for `family` (xc7, xcup) where resources.py has a fit. FF (not in FINN's models)
+    counts the registers of mlpc's MVAU and its input FIFO's pointers.
+    """
+    p, q = fold.pe, fold.simd
+    w, a = layer.w_bits[0], layer.in_bits[0]
+    wmem = (layer.mh // p) * (layer.mw // q)
+    style = ram_style(layer, fold)
+    lut = lut_from_terms(lut_terms(layer, fold, fifo_depth), family)
     bram18 = _bram18(p * q * w, wmem) if style == "block" else 0
     sf, nf = layer.mw // q, layer.mh // p
     cb = math.ceil(math.log2(max(sf, nf) + 1)) + 1
     aw = math.ceil(math.log2(wmem + 1)) + 1
-    fifo_pointers = 3 * (math.ceil(math.log2(sf + 2)) + 1)
+    depth = sf + 2 if fifo_depth is None else fifo_depth
+    fifo_pointers = 3 * (math.ceil(math.log2(depth)) + 1)
     # counters, pipeline registers, accumulators, output register, the input buffer (reread for
     # NF > 1) and the input FIFO's pointers; the weight ROM's output register is left out (yosys
     # merges it into the ROM logic)
@@ -139,7 +179,8 @@ def estimate_resources(layer: MvauLayer, fold: Folding) -> dict[str, int]:
     res = {"LUT": lut, "FF": ff, "BRAM36": math.ceil(bram18 / 2), "DSP": 0}
     if layer.window is not None:
         for k, v in window_resources(layer.window, fold.simd, a).items():
-            res[k] += v
+            if k != "LUT":  # the window's LUTs are lut_terms'
+                res[k] += v
     return res
 
 
@@ -158,12 +199,11 @@ def window_resources(window: ConvWindow, simd: int, bits: int) -> dict[str, int]
     return {"LUT": lut, "FF": ff, "BRAM36": math.ceil(bram18 / 2), "DSP": 0}
 
 
-def pool_resources(pool: PoolLayer, pe: int) -> dict[str, int]:
-    """mlpc's estimate of a streaming max pool: PE comparators and muxes (one LUT per bit each),
-    the row of partial maxima (OW·C values) as LUT-RAM, the counters and the output word."""
+def pool_resources(pool: PoolLayer, pe: int, family: str | None = None) -> dict[str, int]:
+    """mlpc's estimate of a streaming max pool: LUT from `pool_lut_terms` (40 LUTs of control
+    plus the comparators and the row buffer, or the fit for `family`), FF its counters and output word."""
     bits = pool.in_bits[0]
-    row = pool.out_w * pool.channels * bits
-    lut = 2 * pe * bits + math.ceil(row / 64) + 40
+    lut = lut_from_terms(pool_lut_terms(pool, pe), family)
     cw = max(pool.in_h, pool.in_w).bit_length() + 2
     ff = 6 * cw + pe * bits + 1
     return {"LUT": lut, "FF": ff, "BRAM36": 0, "DSP": 0}
@@ -189,11 +229,11 @@ def _bram18(width: int, depth: int) -> int:
     return math.ceil(depth / 512) * math.ceil(width / 36)
 
 
-def total_resources(layers: list[MvauLayer], folds: list[Folding]) -> dict[str, int]:
-    """The sum of `estimate_resources` over the layers."""
+def total_resources(layers: list[MvauLayer], folds: list[Folding], family: str | None = None) -> dict[str, int]:
+    """The sum of `estimate_resources` over the layers (LUTs corrected for `family` where fitted)."""
     total = {"LUT": 0, "FF": 0, "BRAM36": 0, "DSP": 0}
     for layer, fold in zip(layers, folds):
-        for k, v in estimate_resources(layer, fold).items():
+        for k, v in estimate_resources(layer, fold, family).items():
             total[k] += v
     return total
 
@@ -224,6 +264,7 @@ def choose_folding(layers: list[MvauLayer], part: FpgaPart, fps: float | None,
     resource when the result does not fit the part.
     """
     overrides = overrides or {}
+    family = part.yosys_family
     clock = part.clock_mhz * 1e6
     if fps is not None:
         if not fps > 0:
@@ -242,19 +283,19 @@ def choose_folding(layers: list[MvauLayer], part: FpgaPart, fps: float | None,
                     f"({layer.source}, {layer.mw}x{layer.mh}) needs at least {fastest} cycle(s) per "
                     f"inference even fully unfolded, i.e. at most {best:,.0f} FPS; lower --fps")
             folds.append(cheapest_folding(layer, budget))
-        total = total_resources(layers, folds)
+        total = total_resources(layers, folds, family)
         problem = _fits(total, part, 1.0)
         if problem is not None:
-            worst = max(range(len(layers)), key=lambda i: estimate_resources(layers[i], folds[i])["LUT"])
+            worst = max(range(len(layers)), key=lambda i: estimate_resources(layers[i], folds[i], family)["LUT"])
             raise InputError(
                 f"--fps {fps:g} needs more than {part.part} has ({problem}; the largest layer is "
                 f"{layers[worst].name}, {layers[worst].mw}x{layers[worst].mh} at PE={folds[worst].pe} "
                 f"SIMD={folds[worst].simd}); lower --fps or choose a larger part")
         return folds
     folds = [overrides.get(layer.name, Folding(1, 1)) for layer in layers]
-    problem = _fits(total_resources(layers, folds), part, 1.0)
+    problem = _fits(total_resources(layers, folds, family), part, 1.0)
     if problem is not None:
-        worst = max(range(len(layers)), key=lambda i: sum(estimate_resources(layers[i], folds[i]).values()))
+        worst = max(range(len(layers)), key=lambda i: sum(estimate_resources(layers[i], folds[i], family).values()))
         raise InputError(
             f"the network does not fit {part.part} even fully folded ({problem}; the largest layer is "
             f"{layers[worst].name}, {layers[worst].mw}x{layers[worst].mh}); use fewer bits, a smaller network "
@@ -269,7 +310,7 @@ def choose_folding(layers: list[MvauLayer], part: FpgaPart, fps: float | None,
         if nxt is None:
             return folds
         trial = folds[:i] + [nxt] + folds[i + 1:]
-        if _fits(total_resources(layers, trial), part, limits=limits) is not None:
+        if _fits(total_resources(layers, trial, family), part, limits=limits) is not None:
             return folds
         folds = trial
 

@@ -77,6 +77,13 @@ def report_html(report: dict[str, Any]) -> str:
         f"<td>{_fmt(report['part']['resources'][k])}</td>"
         f"<td>{100 * report['utilization'].get(k, 0):.3f} %</td></tr>"
         for k, v in res["comparison"].items())
+    fs = report.get("fifo_sizing")
+    fifo_html = "" if not fs else (
+        "<h2>FIFOs</h2><p>" + e(fs["method"]) + "</p><table><tr><th>FIFO</th><th>in front of</th><th>width (bits)</th>"
+        "<th>needed</th><th>depth</th><th>old rule's depth</th></tr>"
+        + "".join(f"<tr><td>{e(f['name'])}</td><td>{e(f['feeds'])}</td><td>{f['width_bits']}</td>"
+                  f"<td>{_fmt(f['needed'])}</td><td>{f['depth']}</td><td>{f['rule_depth']}</td></tr>" for f in fs["fifos"])
+        + f"</table><p>{fs['bits']:,} FIFO bits ({fs['rule_bits']:,} by the old rule).</p>")
     sim = report.get("simulation")
     sim_html = "<p>not simulated</p>" if not sim else (
         f"<p>Verilator, {sim['inferences']} inferences from the reference interpreter: "
@@ -102,6 +109,7 @@ Requested: {_fmt(report.get('fps_requested'))} FPS.</p>
 <table><tr><th>resource</th><th>estimate</th><th>yosys</th><th>estimate error</th><th>part</th>
 <th>utilization (yosys, else estimate)</th></tr>{res_rows}</table>
 <p>{e(res.get('note', ''))}</p>
+{fifo_html}
 <h2>Simulation</h2>{sim_html}
 <p>Rounding: {e(report['rounding'])}</p>
 </body></html>

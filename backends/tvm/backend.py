@@ -55,7 +55,8 @@ def compile_graph(
     `schedules=False` skips mlpc's default CPU schedules; `dtype` is the compute precision
     (float32; float16/bfloat16 for CUDA targets). Builds apply tuned schedules from `tuning_db`
     (a `mlpc tune` database directory) and the user's tuning cache for the target first.
-    Returns the manifest's "backend" section (with "tuned_kernels"). Raises UnsupportedOpError listing every node
+    Returns the manifest's "backend" section (with "tuned_kernels", and for CPU builds
+    "kernel_macs": the multiply-accumulates of each conv/matmul kernel by name). Raises UnsupportedOpError listing every node
     that cannot be lowered, LoweringError for build failures, ExportError if writing fails.
     """
     from mlpc.backends.tvm.build import build
@@ -100,7 +101,17 @@ def compile_graph(
 
     logger.info("built %s for %s in %.2fs", LIBRARY, target.name, seconds)
     return {"name": "tvm", "library": LIBRARY, "tvm_version": tvm.__version__, "build_seconds": round(seconds, 3),
-            "default_schedules": schedules, "tuned_kernels": tuned}
+            "default_schedules": schedules, "tuned_kernels": tuned, "kernel_macs": kernel_macs(graph)}
+
+
+def kernel_macs(graph: ir.Graph) -> dict[str, int]:
+    """Multiply-accumulates per CPU kernel of `graph` (a lowering unit — fusion group or lone node —
+    is one kernel, named as the build names it), for kernels with a conv or matmul."""
+    from mlpc.analysis import node_macs
+    from mlpc.backends.tvm.grouping import lowering_units
+
+    macs = {unit.name: sum(node_macs(n) for n in unit.nodes) for unit in lowering_units(graph)}
+    return {name: total for name, total in macs.items() if total}
 
 
 def _tuning_pass(target: Target, tuning_db: str | Path | None, tuned: list[str]) -> Any:

@@ -28,6 +28,12 @@ of mlpc's 2–4-bit weights) — then `vpmaddwd` with ones sums the int16 pairs 
 lanes: 32 products per instruction pair instead of vpmaddwd's 16, and activations half as wide.
 The offset correction is the same as for sdot.
 
+A convolution with fewer input channels than the layout's group (a first layer on one-channel
+images or signals) would pad every kernel tap's channels to a whole group — 2 or 4 times the
+work. Its kernel columns are folded into the channel axis instead (`folds_columns`): the widened
+input holds, for each output column, the KW input columns it reads (channel kx·C + c), the
+weight is re-laid out to match (`fold_columns`), and the convolution runs with a one-column kernel.
+
 The result equals the plain int32 reduction bit for bit.
 """
 from __future__ import annotations
@@ -205,6 +211,20 @@ def pair_weight(w: np.ndarray, layout: Layout = PAIRS) -> np.ndarray:
     return np.ascontiguousarray(moved.transpose(order))
 
 
+def folds_columns(channels: int, kernel: list[int], layout: Layout) -> bool:
+    """Whether a convolution over `channels` input channels folds its kernel columns into the
+    reduction group in `layout`: when the channels fill less than one group and the kernel has
+    more than one column."""
+    return channels < layout.group and len(kernel) > 0 and kernel[-1] > 1
+
+
+def fold_columns(w: np.ndarray) -> np.ndarray:
+    """A conv weight [OC, C, *K] with its last kernel axis moved into the channels: [OC, KW·C,
+    *K[:-1], 1], channel kx·C + c holding w[:, c, ..., kx] (the layout `pair_conv(fold=True)` reads)."""
+    oc, c, *kernel = w.shape
+    return np.moveaxis(w, -1, 1).reshape(oc, kernel[-1] * c, *kernel[:-1], 1)
+
+
 def pack_pairs(w: np.ndarray, bits: int, layout: Layout = PAIRS) -> np.ndarray:
     """A 2–4-bit integer weight [N, R...] (as for `pair_weight`) packed for in-kernel unpacking:
     uint8 [N/8, R[1:]..., Cp/g, 8·g/per], per = values per byte (2 for 3/4-bit, 4 for 2-bit).
@@ -308,29 +328,42 @@ def _with_correction(acc: te.Tensor, correction: te.Tensor | None, axis: int, la
 
 def pair_conv(x: te.Tensor, wp: te.Tensor, *rest: te.Tensor, kernel: list[int], strides: list[int],
               dilations: list[int], pads: list[int], channels: int, x_zero_point: int, packed_bits: int | None = None,
-              signed: bool = True, layout_name: str = "pairs") -> te.Tensor:
+              signed: bool = True, layout_name: str = "pairs", fold: bool = False) -> te.Tensor:
     """N-D convolution (group 1) of x [N, C, *S] (int8/uint8/int16) with a weight `wp` in the
     layout [OC/8, *kernel, Cp/g, 8, g], or — with `packed_bits` — `pack_pairs` bytes unpacked
     into that layout in the kernel (`rest`: their zero point); for the quad layout the last of
-    `rest` is the `offset_correction` (when not None); int32 output [N, OC, *O]."""
+    `rest` is the `offset_correction` (when not None); int32 output [N, OC, *O]. With `fold`, the
+    weight is `fold_columns` of the [OC, C, *kernel] one (kernel columns folded into the channels;
+    see the module doc)."""
     layout = LAYOUTS[layout_name]
     g = layout.group
     nsp = len(kernel)
     offset = activation_offset(str(x.dtype), x_zero_point, layout)
     rest, correction = _split_correction(rest, x.dtype, x_zero_point, layout)
-    cp = -(-channels // g) * g
-    if packed_bits is not None:
-        wp = unpack_pairs(wp, *rest, shape=(wp.shape[0], *kernel, cp // g, LANES, g), channels=channels,
-                          bits=packed_bits, signed=signed, layout=layout)
     spatial = [int(s) for s in x.shape[2:]]
     padded = [spatial[i] + pads[i] + pads[i + nsp] for i in range(nsp)]
+    columns, folded = 1, channels
+    if fold:  # the widened input's last spatial axis runs over output columns, each with its KW inputs
+        columns, folded = kernel[-1], kernel[-1] * channels
+        width = (padded[-1] - (kernel[-1] - 1) * dilations[-1] - 1) // strides[-1] + 1
+        column_stride, column_step = strides[-1], dilations[-1]
+        padded = [*padded[:-1], width]
+        kernel, strides, dilations = [*kernel[:-1], 1], [*strides[:-1], 1], [*dilations[:-1], 1]
+    cp = -(-folded // g) * g
+    if packed_bits is not None:
+        wp = unpack_pairs(wp, *rest, shape=(wp.shape[0], *kernel, cp // g, LANES, g), channels=folded,
+                          bits=packed_bits, signed=signed, layout=layout)
     pad_value = tirx.const(x_zero_point - offset, layout.dtype)
 
     def widen(n, *idx):
         *pos, c = idx
+        source = c
+        if columns > 1:
+            source = tirx.indexmod(c, channels)
+            pos = [*pos[:-1], pos[-1] * column_stride + tirx.indexdiv(c, channels) * column_step]
         inside = [tirx.all(pos[i] >= pads[i], pos[i] < spatial[i] + pads[i]) for i in range(nsp)]
-        value = _operand(x[(n, c, *[pos[i] - pads[i] for i in range(nsp)])], offset, layout)
-        return tirx.if_then_else(c < channels, tirx.if_then_else(tirx.all(*inside), value, pad_value),
+        value = _operand(x[(n, source, *[pos[i] - pads[i] for i in range(nsp)])], offset, layout)
+        return tirx.if_then_else(c < folded, tirx.if_then_else(tirx.all(*inside), value, pad_value),
                                  tirx.const(0, layout.dtype))
 
     xq = te.compute((x.shape[0], *padded, cp), widen, name=f"{layout.prefix}input")
@@ -505,5 +538,5 @@ def schedule_pair(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, producers
             pass
 
 
-__all__ = ["LAYOUTS", "PAIRS", "QUADS", "UQUADS", "Layout", "block_layout", "fits", "is_pair_block", "offset_correction",
-           "pack_pairs", "pair_conv", "pair_matmul", "pair_weight", "quads_fit", "schedule_pair"]
+__all__ = ["LAYOUTS", "PAIRS", "QUADS", "UQUADS", "Layout", "block_layout", "fits", "fold_columns", "folds_columns",
+           "is_pair_block", "offset_correction", "pack_pairs", "pair_conv", "pair_matmul", "pair_weight", "quads_fit", "schedule_pair"]

@@ -257,10 +257,12 @@ def _integer_conv(ctx: LowerContext, node, inputs):
     elif cpu and packed is not None and group == 1 and int_pairs.fits(packed[0].shape[0]) and x_zp is not None:
         w, bits = packed
         layout, extra = _dot_layout(ctx, node, 3, dtype_of(x), x_zp, w, 0)
-        y = ctx.emit_te(int_pairs.pair_conv, x, const(int_pairs.pack_pairs(w, bits, layout)),
+        fold = int_pairs.folds_columns(w.shape[1], list(kernel), layout)
+        y = ctx.emit_te(int_pairs.pair_conv, x,
+                        const(int_pairs.pack_pairs(int_pairs.fold_columns(w) if fold else w, bits, layout)),
                         *([wzp] if wzp is not None else []), *extra, kernel=list(kernel), strides=strides,
                         dilations=dilations, pads=pads, channels=w.shape[1], x_zero_point=x_zp,
-                        packed_bits=bits, signed=bool(w.dtype == np.int8), layout_name=layout.name)
+                        packed_bits=bits, signed=bool(w.dtype == np.int8), layout_name=layout.name, fold=fold)
     elif packed is not None:
         w, bits = packed
         wp = pack_rows(w.reshape(w.shape[0], -1), bits)
@@ -272,9 +274,11 @@ def _integer_conv(ctx: LowerContext, node, inputs):
     elif cpu and group == 1 and int_pairs.fits(w_arr.shape[0]) and x_zp is not None:
         w = _centered_const(w_arr, _optional(ctx, node, 3), 0)
         layout, extra = _dot_layout(ctx, node, None, dtype_of(x), x_zp, w, 0)
-        y = ctx.emit_te(int_pairs.pair_conv, x, const(int_pairs.pair_weight(w, layout)), *extra,
+        fold = int_pairs.folds_columns(w.shape[1], list(kernel), layout)
+        y = ctx.emit_te(int_pairs.pair_conv, x,
+                        const(int_pairs.pair_weight(int_pairs.fold_columns(w) if fold else w, layout)), *extra,
                         kernel=list(kernel), strides=strides, dilations=dilations, pads=pads, channels=w.shape[1],
-                        x_zero_point=x_zp, layout_name=layout.name)
+                        x_zero_point=x_zp, layout_name=layout.name, fold=fold)
     elif cpu and x_zp is not None and int_depthwise.fits(tuple(xs), w_arr.shape, group, dtype_of(x)):
         w = _centered_const(w_arr, _optional(ctx, node, 3), 0)
         y = ctx.emit_te(int_depthwise.depthwise_conv, x, const(w), kernel=list(kernel), strides=strides,

@@ -97,7 +97,7 @@ def fpga_costs(
         for b in bits:
             unit = _mvau(layer, b, act_bits, last)
             fold = cheapest_folding(unit, cycles) if cycles is not None else Folding(1, 1)
-            res = estimate_resources(unit, fold)
+            res = estimate_resources(unit, fold, part.yosys_family)
             for name, key in COSTS.items():
                 rows[name].append(float(res[key]))
         for name in COSTS:

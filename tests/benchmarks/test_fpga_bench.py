@@ -40,25 +40,45 @@ def test_tfc_build_meets_finns_cycle_count(tmp_path):
     assert r["simulation"]["mismatches"] == 0 and r["resources"]["BRAM36"]["measured"] > 0
 
 
-def test_calibration_fit_recovers_a_linear_law_and_keeps_a_formula_it_cannot_improve():
+def test_calibration_fit_recovers_known_coefficients(monkeypatch):
+    """NNLS on the relative error finds the coefficients of synthetic counts made from the model's
+    own terms; a term no sample has keeps FINN's coefficient."""
     from benchmarks import fpga_calibrate
+    from mlpc.backends.fpga.resources import FINN_COEFFICIENTS
 
-    rows = [{"x": x, "y": 0.5 * x + 100} for x in (200, 400, 800, 1600)]
-    got = fpga_calibrate.fit(rows, "x", "y")
-    assert (got["a"], got["b"]) == (0.5, 100.0) and got["mean_abs_rel_error_fitted"] == 0
-    exact = [{"x": x, "y": x} for x in (10, 20, 40)]
-    assert fpga_calibrate.fit(exact, "x", "y")["a"] == 1.0
+    rng = np.random.default_rng(0)
+    truth = {"mvau": 120.0, "compute": 0.6, "thresholds": 0.6, "weights": 0.9, "buffers": 2.0}  # one datapath factor
+    table = {}
+    samples = []
+    for i in range(12):
+        t = {"mvau": 1.0, "compute": rng.uniform(50, 3000), "thresholds": rng.uniform(0, 1500),
+             "weights": rng.uniform(0, 500), "buffers": rng.uniform(1, 20)}
+        table[i] = t
+        samples.append({"spec": {"seed": i}, "LUT": sum(truth[k] * v for k, v in t.items())})
+    monkeypatch.setattr(fpga_calibrate, "terms", lambda spec: table[spec["seed"]])
+    got = fpga_calibrate.fit(samples)
+    for k, v in truth.items():
+        assert got["coefficients"][k] == pytest.approx(v, rel=1e-3)
+    assert got["coefficients"]["window"] == FINN_COEFFICIENTS["window"] and "window+window_buffer" not in got["fitted_groups"]
+    assert got["group_factors"]["compute+thresholds"] == pytest.approx(0.6, rel=1e-3)
+    assert got["mean_abs_rel_error_fitted"] < 1e-3 < got["mean_abs_rel_error_finn"]
 
 
-def test_the_calibration_data_cover_the_sweep_on_both_families():
+def test_the_fitted_model_is_the_calibration_samples_fit():
+    """resource_model.json is what fpga_calibrate.fit gives on the stored samples, for both families,
+    and it lowers the error of FINN's coefficients on them."""
     import json
 
     from benchmarks import fpga_calibrate
+    from mlpc.backends.fpga import resources
 
-    data = json.loads(fpga_calibrate.OUTPUT.read_text())["families"]
-    assert set(data) == {"xc7", "xcup"}
-    for family in data.values():
-        assert len(family["samples"]) == len(fpga_calibrate.SWEEP)
-        assert all(r["LUT"] > 0 and r["FF"] > 0 for r in family["samples"])
-        # FINN's LUT formula overestimates these small single-MVAU designs (module doc of fpga_calibrate)
-        assert family["LUT"]["raw_ratio_range"][1] > 1.5
+    samples = json.loads(fpga_calibrate.SAMPLES.read_text())["families"]
+    model = json.loads(resources.MODEL_FILE.read_text())
+    assert set(samples) == set(model["families"]) == {"xc7", "xcup"}
+    for family, d in samples.items():
+        kinds = {r["spec"]["kind"] for r in d["samples"]}
+        assert kinds == {"mvau", "conv", "pool"} and all(r["LUT"] > 0 for r in d["samples"])
+        refit = fpga_calibrate.fit(d["samples"])
+        assert refit["coefficients"] == model["families"][family]["coefficients"]
+        assert refit["mean_abs_rel_error_fitted"] < refit["mean_abs_rel_error_finn"]
+        assert resources.coefficients(family) == refit["coefficients"] and resources.is_corrected(family)

@@ -99,3 +99,21 @@ def test_a_network_too_large_at_any_folding_names_the_layer():
         layer.w_range = (-127, 127)
     with pytest.raises(InputError, match="does not fit xc7z020clg400-1 even fully folded .*BRAM36.*mvau"):
         choose_folding(layers, XC7Z020, fps=None)
+
+
+def test_lut_estimate_is_finns_formula_with_coefficients_fitted_against_yosys():
+    from mlpc.backends.fpga.folding import lut_terms
+    from mlpc.backends.fpga.resources import FINN_COEFFICIENTS, coefficients, is_corrected
+
+    layer, fold = _layer("mvau0", 64, 32), Folding(2, 8)
+    # FINN's formula by hand (2-bit weights and inputs, 3 thresholds, accumulator 2+2+log2(64) bits):
+    # 300 + 1.1·PE·(multipliers 8·1·4 + adder tree 4·15 + accumulator 10 + thresholds 3·10·1 + comparators 3·10)
+    # + distributed weights PE·SIMD·WB·⌈(16·8)/64⌉
+    assert estimate_resources(layer, fold)["LUT"] == round(300 + 1.1 * 2 * (32 + 60 + 10 + 30 + 30) + 2 * 8 * 2 * 2)
+    terms = lut_terms(layer, fold)
+    assert round(sum(FINN_COEFFICIENTS[k] * v for k, v in terms.items())) == estimate_resources(layer, fold)["LUT"]
+    for family in ("xc7", "xcup"):  # the parts' families have a yosys fit (resource_model.json)
+        coef = coefficients(family)
+        assert is_corrected(family) and coef != FINN_COEFFICIENTS
+        assert estimate_resources(layer, fold, family)["LUT"] == round(sum(coef[k] * v for k, v in terms.items()))
+    assert not is_corrected("xcvp") and coefficients("xcvp") == FINN_COEFFICIENTS

@@ -60,11 +60,18 @@ def digits_mlp(tmp_path_factory):
     return d
 
 
-@needs_tools  # ~50 s (Verilator ~20 s, yosys ~30 s): the one hardware build CI runs, as the issue asks
-def test_w2a2_mlp_simulates_bit_exactly_and_synthesizes(digits_mlp, tmp_path):
-    out = tmp_path / "ids_fpga"
+@pytest.fixture(scope="module")
+def built_mlp(digits_mlp, tmp_path_factory):
+    """The w2a2 MLP built, simulated and synthesized for the xc7z020 at 400k FPS: (artifact, out dir)."""
+    out = tmp_path_factory.mktemp("built") / "ids_fpga"
     art = mlpc.compile(digits_mlp / "mlp.onnx", target="fpga/xc7z020", output_dir=out, quantize="w2a2",
                        calibration=digits_mlp / "calib.npz", fps=400_000)
+    return art, out
+
+
+@needs_tools  # ~80 s (two Verilator builds ~25 s each, yosys ~30 s): the one MLP hardware build CI runs
+def test_w2a2_mlp_simulates_bit_exactly_and_synthesizes(built_mlp):
+    art, out = built_mlp
     report = json.loads((out / "report.json").read_text())
     sim = report["simulation"]
     assert sim["passed"] and sim["mismatches"] == 0 and sim["stalled"]["mismatches"] == 0
@@ -86,6 +93,49 @@ def test_w2a2_mlp_simulates_bit_exactly_and_synthesizes(digits_mlp, tmp_path):
     qonnx = onnx.load(out / "model.qonnx.onnx")
     assert any(n.op_type == "Quant" for n in qonnx.graph.node)
     assert art.manifest["backend"]["simulation_passed"] is True
+    # the FIFOs are sized from the schedule: each at the depth the throttled deep-FIFO run needed
+    # (at least 2), the sized design repeats that run cycle for cycle and keeps the model's II
+    sizing = report["fifo_sizing"]
+    assert sizing["method"].startswith("simulated") and sizing["schedule_preserved"] is True
+    depths = report["design"]["fifo_depths"]
+    assert [f["depth"] for f in sizing["fifos"]] == [d for d in depths if d]
+    for f in sizing["fifos"]:
+        assert f["depth"] == max(2, f["needed"]) and f["needed"] <= f["peak_occupancy"] + 1
+        assert f["bits"] == f["depth"] * f["width_bits"]
+    assert sim["throttled"]["same_schedule_as_deep_fifos"] and not any(sim["throttled"]["fifo_blocked"].values())
+    assert sim["throttled"]["ii_cycles"] == report["performance"]["ii_cycles"]
+    assert sizing["sizing_run"]["done_cycles"][1] - sizing["sizing_run"]["done_cycles"][0] == report["performance"]["ii_cycles"]
+    assert sizing["bits"] < sizing["rule_bits"] and sizing["bits_saved"] == sizing["rule_bits"] - sizing["bits"]
+    top = (out / "rtl" / "mlpc_top.v").read_text()
+    for f in sizing["fifos"]:
+        assert re.search(rf"mlpc_fifo #\(\.W\({f['width_bits']}\), \.DEPTH\({f['depth']}\)\) {f['name']} ", top)
+
+
+@needs_tools
+@pytest.mark.slow  # reason: one more Verilator build (~25 s) on top of the module's MLP build
+def test_a_fifo_one_below_its_sized_depth_loses_throughput(built_mlp, tmp_path):
+    """The sizing is tight: the FIFO in front of the slowest layer one entry shallower than sized
+    refuses beats and the II grows (so depths above the need would be waste, below it a loss)."""
+    from mlpc.backends.fpga.sim import simulate
+
+    _, out = built_mlp
+    report = json.loads((out / "report.json").read_text())
+    ii = report["performance"]["ii_cycles"]
+    slowest = report["performance"]["slowest_layer"]
+    fifo = next(f for f in report["fifo_sizing"]["fifos"] if f["feeds"] == slowest)
+    assert fifo["depth"] > 2  # sized by the schedule, not by the minimum
+    work = tmp_path / "rtl"
+    shutil.copytree(out / "rtl", work)
+    top = (work / "mlpc_top.v").read_text()
+    pattern = rf"(\.DEPTH\(){fifo['depth']}(\)\) {fifo['name']} )"
+    assert re.search(pattern, top)
+    (work / "mlpc_top.v").write_text(re.sub(pattern, rf"\g<1>{fifo['depth'] - 1}\2", top))
+    sources = [s.split("/")[-1] for s in report["design"]["sources"]]
+    throttled = simulate(work, sources, period=ii)
+    full = simulate(work, sources)
+    assert throttled["passed"] and full["passed"]  # still bit-exact: the handshakes hold the data
+    assert throttled["fifo_blocked"][fifo["name"]] > 0
+    assert full["ii_cycles"] > ii and throttled["ii_cycles"] > ii
 
 
 @needs_tools

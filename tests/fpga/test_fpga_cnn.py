@@ -55,7 +55,12 @@ def test_w2a2_cnn_simulates_bit_exactly_and_synthesizes(digits_cnn, tmp_path):
     depths = report["design"]["fifo_depths"]
     assert {name: d for name, (_, d) in sim["fifo_peak"].items()} == {f"fifo{i}": d for i, d in enumerate(depths) if d}
     assert all(0 < peak <= d for peak, d in sim["stalled"]["fifo_peak"].values())
+    sizing = report["fifo_sizing"]  # sized from the schedule, which the sized design keeps
+    assert sizing["schedule_preserved"] and sim["throttled"]["passed"]
+    assert [f["depth"] for f in sizing["fifos"]] == [max(2, f["needed"]) for f in sizing["fifos"]]
+    assert [f["name"] for f in sizing["fifos"]] == ["fifo0", "fifo2", "fifo3"]  # none in front of the pool
     perf = report["performance"]
+    assert sim["throttled"]["ii_cycles"] == perf["ii_cycles"]
     assert sim["ii_cycles"] == perf["ii_cycles"] == max(la["cycles"] for la in layers) <= 100e6 / 150_000
     synth = report["synthesis"]
     assert "synth_xilinx -family xcup" in (out / "rtl" / "synth.ys").read_text()

@@ -21,6 +21,10 @@ def test_digits_cnn_w8a8_build_is_integer_and_accurate(digits, tmp_path):
     ops = art.manifest["stats"]["ops"]
     assert not set(ops) & set(FLOAT_LAYERS), ops
     assert ops["mlpc::IntegerConv"] == 2 and ops["mlpc::IntegerMatMul"] == 2 and ops["MaxPool"] == 2
+    # every integer conv/matmul kernel's multiply-accumulates are recorded: the float model's total
+    # (conv 1→32 on 8×8, conv 32→64 on 4×4, both 3×3; gemm 256→64, 64→10)
+    macs = art.manifest["backend"]["kernel_macs"]
+    assert len(macs) == 4 and sum(macs.values()) == 32 * 64 * 9 + 64 * 16 * 32 * 9 + 256 * 64 + 64 * 10
     assert art.verification["passed"] and art.verification["reference"].endswith("(integer graph)")
     hits = sum(int(np.argmax(art.run({"x": digits.x_test[i:i + 1]})["logits"]) == digits.y_test[i])
                for i in range(len(digits.y_test)))

@@ -35,9 +35,22 @@ module mlpc_fifo #(
         end
     end
 `ifdef VERILATOR
-    // simulation only: the highest occupancy seen, printed when the testbench ends
-    reg [PW-1:0] peak;
-    always @(posedge clk) peak <= rst ? 0 : (count > peak ? count : peak);
-    final $display("fifo-peak %m %0d %0d", peak, DEPTH);
+    // simulation only, printed when the testbench ends: the highest occupancy; the depth this
+    // run needed (one more than the occupancy before the fullest push: a full FIFO refuses a
+    // push even while it pops); the cycles a producer offered a beat the full FIFO refused
+    reg [PW-1:0] peak, need;
+    reg [31:0] blocked;
+    always @(posedge clk) begin
+        if (rst) begin
+            peak <= 0;
+            need <= 0;
+            blocked <= 0;
+        end else begin
+            if (count > peak) peak <= count;
+            if (push && count + 1 > need) need <= count + 1;
+            if (in_valid && !in_ready) blocked <= blocked + 1;
+        end
+    end
+    final $display("fifo-peak %m %0d %0d %0d %0d", peak, DEPTH, need, blocked);
 `endif
 endmodule

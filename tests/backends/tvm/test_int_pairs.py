@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 from test_ops_integer import _integer_model, _tvm_vs_reference
 
 from mlpc.backends.tvm.build import build, run
-from mlpc.backends.tvm.int_pairs import pair_weight
+from mlpc.backends.tvm.int_pairs import PAIRS, UQUADS, fold_columns, folds_columns, pair_weight
 from mlpc.backends.tvm.lower import lower_graph
 from mlpc.ir import QuantParams, ReferenceEvaluator, verify
 from mlpc.targets import get_target
@@ -261,3 +261,77 @@ def test_avx2_build_multiplies_with_vpmaddubsw():
     model, _ = _quad_conv_model(np.uint8, 0, 16, 4, np.random.default_rng(0))
     assembly = _assembly(model, "x86/avx2")
     assert re.search(r"vpmaddubsw\s+(\d*\(%\w+[^)]*\)|%ymm\d+), %ymm\d+, %ymm\d+", assembly)
+
+
+# -- convolutions with fewer input channels than a group: kernel columns folded into the channels ---
+
+
+def _few_channel_conv(x_shape, attrs, x_dtype, xzp, bits, rng, wzp=False):
+    """An IntegerConv of 16 outputs with a kernel of 3 (3×2 in 2-D) over x_shape's few channels."""
+    info = np.iinfo(x_dtype)
+    x = rng.integers(info.min, info.max + 1, x_shape).astype(x_dtype)
+    kernel = (3,) if len(x_shape) == 3 else (3, 2)
+    lo, hi = (-60, 60) if bits == 8 else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    w = rng.integers(lo, hi + 1, (16, x_shape[1], *kernel)).astype(np.int8)
+    inits = {"w": w, "xzp": np.array(xzp, x_dtype)}
+    names = ["x", "w", "xzp"]
+    if wzp:
+        inits["wzp"] = rng.integers(-1, 2, 16).astype(np.int8)  # within 2-bit range
+        names.append("wzp")
+    node = helper.make_node("IntegerConv", names, ["y"], domain="mlpc", **attrs)
+    qp = QuantParams(bits=bits, scale=np.ones(16), zero_point=inits.get("wzp", 0), axis=0)
+    return _integer_model([node], {"x": x}, inits, {"y": (TensorProto.INT32, None)}, {"w": qp}), {"x": x}
+
+
+FEW_CHANNEL_CASES = {  # name: (x shape, attributes, the widened input's shape but its channels)
+    "image-1ch-pad1": ((1, 1, 8, 8), {"pads": [1, 1, 1, 1]}, (1, 10, 9)),  # kernel 3×2: 9 output columns
+    "image-2ch-stride-dilation": ((2, 2, 9, 11), {"pads": [0, 2, 1, 1], "strides": [1, 2], "dilations": [2, 3]},
+                                  (2, 10, 6)),
+    "signal-1ch-stride2": ((3, 1, 40), {"pads": [2, 1], "strides": [2]}, (3, 21)),
+}
+
+
+def _widened_shape(lowered, layout: str) -> tuple[int, ...]:
+    """The shape of the conv's widened input buffer in a lowered module's text."""
+    line = next(l for l in str(lowered).splitlines() if f"mlpc_{layout}_input = T.sblock_alloc_buffer(" in l)
+    return tuple(int(d) for d in re.findall(r"T.int64\((\d+)\)", line.split('), "')[0]))
+
+
+@pytest.mark.parametrize("name", list(FEW_CHANNEL_CASES))
+@pytest.mark.parametrize(("int8_dot", "target", "x_dtype", "xzp", "bits", "wzp"), [
+    ("pmaddubsw", "x86/avx2", np.uint8, 0, 4, False),  # uint8 quads
+    ("pmaddubsw", "x86/avx2", np.int8, -37, 2, True),  # packed 2-bit with a zero point, int8 + 128
+    ("sdot", "host", np.uint8, 201, 8, False),  # int8 quads, padding at the zero point
+])
+def test_few_channel_quad_convs_fold_kernel_columns_and_stay_exact(name, int8_dot, target, x_dtype, xzp, bits,
+                                                                   wzp, caplog):
+    """Fewer channels than a quad of 4: the kernel columns go into the reduction group (channels
+    kx·C + c, padded to 4), bit-exact for every stride, dilation and padding."""
+    x_shape, attrs, widened = FEW_CHANNEL_CASES[name]
+    model, feeds = _few_channel_conv(x_shape, attrs, x_dtype, xzp, bits, np.random.default_rng(bits), wzp)
+    lowered = _quads_vs_reference(model, feeds, caplog, int8_dot, target)
+    columns = 3 if len(x_shape) == 3 else 2
+    layout = "uquad" if int8_dot == "pmaddubsw" else "quad"
+    assert _widened_shape(lowered, layout) == (*widened, -(-x_shape[1] * columns // 4) * 4)
+
+
+def test_one_channel_pair_conv_folds_kernel_columns_and_stays_exact(caplog):
+    """Pairs (8-bit weights): a one-channel kernel of two columns fills a pair instead of padding
+    every tap's single channel."""
+    model, feeds = _few_channel_conv((1, 1, 8, 8), {"pads": [1, 1, 1, 1]}, np.uint8, 93, 8,
+                                     np.random.default_rng(3))
+    assert _widened_shape(lower_graph(model.graph, 19), "pair") == (1, 10, 9, 2)
+    with caplog.at_level(logging.INFO, logger="mlpc.backends.tvm.cpu_schedule"):
+        _tvm_vs_reference(model, feeds)
+    assert not _unscheduled(caplog)
+
+
+def test_fold_columns_moves_the_last_kernel_axis_into_the_channels():
+    w = np.arange(4 * 2 * 3 * 5).reshape(4, 2, 3, 5)
+    folded = fold_columns(w)
+    assert folded.shape == (4, 10, 3, 1)
+    for kx in range(5):
+        for c in range(2):
+            np.testing.assert_array_equal(folded[:, kx * 2 + c, :, 0], w[:, c, :, kx])
+    assert folds_columns(1, [3, 3], PAIRS) and folds_columns(3, [3], UQUADS)
+    assert not folds_columns(2, [3, 3], PAIRS) and not folds_columns(1, [3, 1], UQUADS)
