@@ -22,7 +22,7 @@ import tvm
 from tvm import s_tir
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
-from mlpc.backends.tvm import int_pairs
+from mlpc.backends.tvm import int_depthwise, int_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +174,9 @@ def schedule_primfunc(func: tvm.tirx.PrimFunc, lanes: int, avx2: bool = False,
         int_pairs.schedule_pair(sch, reductions[0], fold_epilogue(sch, reductions[0]), avx2=avx2, dotprod=dotprod,
                                 parallel_min_work=PARALLEL_MIN_WORK,
                                 schedule_injective=lambda s, b: schedule_injective(s, b, lanes))
+    elif len(reductions) == 1 and int_depthwise.is_depthwise_block(sch, reductions[0]):
+        int_depthwise.schedule_depthwise(sch, reductions[0], fold_epilogue(sch, reductions[0]),
+                                         parallel_min_work=PARALLEL_MIN_WORK)
     elif len(reductions) > 1:  # softmax, layer norm: rows in parallel, each stage in order
         for block in blocks:
             loops = sch.get_loops(block)

@@ -23,7 +23,7 @@ import numpy as np
 import onnx_ir as ir
 from tvm import relax, te, tirx, topi
 
-from mlpc.backends.tvm import int_cuda, int_pairs
+from mlpc.backends.tvm import int_cuda, int_depthwise, int_pairs
 from mlpc.backends.tvm.packing import decode as _decode
 from mlpc.backends.tvm.packing import pack_rows, slot_bits
 from mlpc.backends.tvm.context import LowerContext, const, dtype_of, shape_of
@@ -279,6 +279,10 @@ def _integer_conv(ctx: LowerContext, node, inputs):
                         const(int_pairs.pair_weight(int_pairs.fold_columns(w) if fold else w, layout)), *extra,
                         kernel=list(kernel), strides=strides, dilations=dilations, pads=pads, channels=w.shape[1],
                         x_zero_point=x_zp, layout_name=layout.name, fold=fold)
+    elif cpu and x_zp is not None and int_depthwise.fits(tuple(xs), w_arr.shape, group, dtype_of(x)):
+        w = _centered_const(w_arr, _optional(ctx, node, 3), 0)
+        y = ctx.emit_te(int_depthwise.depthwise_conv, x, const(w), kernel=list(kernel), strides=strides,
+                        dilations=dilations, pads=pads, x_zero_point=x_zp)
     else:
         w = const(_centered_const(w_arr, _optional(ctx, node, 3), 0))
         data_layout, kernel_layout, _ = _LAYOUT[nsp]

@@ -151,6 +151,24 @@ def test_requantize_and_integer_add():
     _tvm_vs_reference(model, {"acc": acc, "a": a, "b": b})
 
 
+@pytest.mark.parametrize("uniform", [True, False], ids=["uniform", "per-channel"])
+def test_requantize_multiplier_and_shift_extremes(uniform):
+    """Requantization against the reference at the edges: the largest and smallest accumulators
+    times multipliers up to 2^31 − 1, shifts from 0 to 62, per channel along the last axis (a
+    matmul's) and per tensor."""
+    rng = np.random.default_rng(3)
+    acc = rng.integers(-(2**31), 2**31 - 1, (3, 5, 6), dtype=np.int64).astype(np.int32)
+    acc[0, 0] = [2**31 - 1, -(2**31), 0, 1, -1, 2**30]
+    m = np.array([2**31 - 1], np.int32) if uniform else np.array([2**31 - 1, 1, 0, 123456789, 2**30, 77], np.int32)
+    s = np.array([45], np.int32) if uniform else np.array([31, 0, 5, 62, 40, 1], np.int32)
+    inits = {"m": m, "s": s, "zp": np.array(-3, np.int8), "uzp": np.array(200, np.uint8)}
+    nodes = [helper.make_node("Requantize", ["acc", "m", "s", "zp"], ["r"], domain="mlpc", axis=-1),
+             helper.make_node("Requantize", ["acc", "m", "s", "uzp"], ["ru"], domain="mlpc", axis=2, qmin=3)]
+    model = _integer_model(nodes, {"acc": acc}, inits, {"r": (TensorProto.INT8, [3, 5, 6]),
+                                                        "ru": (TensorProto.UINT8, [3, 5, 6])})
+    _tvm_vs_reference(model, {"acc": acc})
+
+
 @pytest.mark.parametrize("value", [127, -128])
 def test_extreme_values_long_reductions(value):
     """All-extreme operands: products 2^14 summed 4096 times would saturate any int16 pair-add."""
