@@ -395,6 +395,72 @@ def bench_minilm(work: Path) -> dict[str, Any]:
     }
 
 
+def _figure(row: dict[str, Any]) -> float:
+    """A row's headline figure: accuracy % (classifiers) or mean cosine to fp32 (MiniLM)."""
+    return row["accuracy"] if "accuracy" in row else row["cosine_mean"]
+
+
+def claim_table(data: dict[str, Any]) -> str:
+    """The claim at a glance: per model (and seed), fp32, uniform 4-bit and the mixed rows at the
+    size of uniform 4-bit, with the mean over the seeds of a seeded model."""
+    rows, seeded = [], {}
+    for model, result in data["models"].items():
+        v = result["variants"]
+        if "uniform 4-bit" not in v:
+            continue
+        mixed = {
+            k: r for k, r in v.items() if k.startswith("mixed") and k.endswith("the size of uniform 4-bit")
+        }
+        ilp = next(
+            (r for k, r in mixed.items() if "end to end" not in k and r.get("method") == "data, pass"), None
+        )
+        ilp = ilp or next((r for k, r in mixed.items() if "end to end" not in k), None)
+        e2e = next((r for k, r in mixed.items() if "end to end" in k), None)
+        figures = [
+            _figure(v["fp32"]),
+            _figure(v["uniform 4-bit"]),
+            ilp and _figure(ilp),
+            e2e and _figure(e2e),
+        ]
+        fmt = "{:.4f}" if result.get("metric") == "embedding" else "{:.2f}"
+        rows.append(
+            [model, "cosine to fp32" if result.get("metric") == "embedding" else "accuracy %"]
+            + ["—" if f is None else fmt.format(f) for f in figures]
+            + [
+                f"{100 * v['uniform 4-bit']['size_fraction']:.2f}",
+                f"{100 * ilp['size_fraction']:.2f}" if ilp else "—",
+            ]
+        )
+        if " seed " in model:
+            seeded.setdefault(model.split(" seed ")[0], []).append(figures)
+    for name, figs in seeded.items():
+        if len(figs) > 1:
+            arr = np.array([[np.nan if f is None else f for f in row] for row in figs], float)
+
+            def gains(col: int, arr: np.ndarray = arr) -> str:
+                return ", ".join("—" if np.isnan(d) else f"{d:+.2f}" for d in arr[:, col] - arr[:, 1])
+
+            means = [np.nan if np.all(np.isnan(c)) else float(np.nanmean(c)) for c in arr.T]
+            rows.append(
+                [f"{name}, mean of {len(figs)} seeds", "accuracy %"]
+                + ["—" if np.isnan(m) else f"{m:.2f}" for m in means]
+                + [f"per seed vs uniform 4-bit: ILP {gains(2)}", f"end to end {gains(3)}"]
+            )
+    return common.markdown_table(
+        [
+            "model",
+            "figure",
+            "fp32",
+            "uniform 4-bit",
+            "mixed (ILP) at its size",
+            "mixed (best end to end) at its size",
+            "size % fp32 (uniform 4)",
+            "size % fp32 (mixed ILP)",
+        ],
+        rows,
+    )
+
+
 def render(data: dict[str, Any]) -> str:
     """The README section for a results dict."""
     lines = [
@@ -419,10 +485,21 @@ def render(data: dict[str, Any]) -> str:
         )
         + ".",
         "",
+        "At the size of uniform 4-bit (the claim):",
+        "",
+        claim_table(data),
+        "",
     ]
     for model, result in data["models"].items():
         lines += [
-            f"**{model}** (run {result.get('ran', data['machine']['date'])[:16]}; {result['test_samples']} test samples; layers "
+            f"**{model}** (run {result.get('ran', data['machine']['date'])[:16]}; "
+            + (
+                f"{result['test_samples']} evaluation sentences, {result['sentences']['calibration']} "
+                f"calibration sentences (sensitivity on {result['sensitivity']['data']['samples']}), "
+                f"{result['sentences']['seq']} tokens; layers "
+                if result.get("metric") == "embedding"
+                else f"{result['test_samples']} test samples; layers "
+            )
             + (
                 ", ".join(f"{layer['name']} {layer['params']}" for layer in result["layers"]) + " weights)"
                 if len(result["layers"]) <= 6
