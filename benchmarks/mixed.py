@@ -611,6 +611,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs = {name: lambda work, name=name: bench_model(name, work)}
             for key, bench in runs.items():
                 data["models"][key] = {**bench(Path(tmp)), "ran": common.machine_info()["date"]}
+                common.write_json(args.output, data)  # what is measured survives an interrupted run
     data["models"] = {
         m: data["models"][m]
         for name in MODELS
