@@ -1,9 +1,14 @@
 """Mixed precision at equal model size: HAWQ-style per-layer bits against uniform 4-, 3- and
 2-bit weights, on real data.
 
-    python benchmarks/mixed.py                      # digits CNN, mnist1d CNN, zoo MobileNet/ResNet on digits
+    python benchmarks/mixed.py                      # every model (hours on a loaded 2-core machine)
     python benchmarks/mixed.py --models digits
     python benchmarks/mixed.py --models mobilenet --update   # keep the other models' results
+    python benchmarks/mixed.py --models mnist1d-deep --seeds 0,1,2 --update
+    HF_HUB_OFFLINE=1 python benchmarks/mixed.py --models minilm --update   # the packaged MiniLM encoder
+
+The models: the digits CNN, the mnist1d CNN, the zoo MobileNet/ResNet on digits, the deep narrow
+mnist1d CNN (one result per seed, see `SEEDED`) and MiniLM (see `MINILM_SEQ`).
 
 For each model (trained here, `benchmarks/quant_models.py`): the data-driven sensitivity (relative
 output noise of each layer alone at 2/3/4/8 bits, 64 calibration samples) and, for comparison,
