@@ -1,9 +1,14 @@
 """Mixed precision at equal model size: HAWQ-style per-layer bits against uniform 4-, 3- and
 2-bit weights, on real data.
 
-    python benchmarks/mixed.py                      # digits CNN, mnist1d CNN, zoo MobileNet/ResNet on digits
+    python benchmarks/mixed.py                      # every model (hours on a loaded 2-core machine)
     python benchmarks/mixed.py --models digits
     python benchmarks/mixed.py --models mobilenet --update   # keep the other models' results
+    python benchmarks/mixed.py --models mnist1d-deep --seeds 0,1,2 --update
+    HF_HUB_OFFLINE=1 python benchmarks/mixed.py --models minilm --update   # the packaged MiniLM encoder
+
+The models: the digits CNN, the mnist1d CNN, the zoo MobileNet/ResNet on digits, the deep narrow
+mnist1d CNN (one result per seed, see `SEEDED`) and MiniLM (see `MINILM_SEQ`).
 
 For each model (trained here, `benchmarks/quant_models.py`): the data-driven sensitivity (relative
 output noise of each layer alone at 2/3/4/8 bits, 64 calibration samples) and, for comparison,
@@ -45,7 +50,7 @@ from benchmarks import common
 
 logger = logging.getLogger("benchmarks.mixed")
 
-MODELS = ("digits", "mnist1d", "mobilenet", "resnet")
+MODELS = ("digits", "mnist1d", "mnist1d-deep", "mobilenet", "resnet", "minilm")
 CALIBRATION_SAMPLES = 256
 SENSITIVITY_SAMPLES = 64
 EXTRA_FRACTIONS = (0.2,)
@@ -56,11 +61,38 @@ END_TO_END_CANDIDATES = 4
 # Hessian), and only the rows that test the claim: fp32, uniform 8- and 4-bit and the ILP at the
 # size of uniform 4-bit.
 ZOO = ("mobilenet", "resnet")
+# The deep narrow mnist1d CNN (benchmarks/quant_models.py, ~1,900 weights in 7 layers: 4-bit
+# weights cost it accuracy, unlike the other small models) is trained and measured once per seed
+# in --seeds, each result under "mnist1d-deep seed N", with the rows that test the claim (each
+# 4-bit build's sequential GPTQ takes minutes on the shared machine): fp32, uniform 8- and 4-bit,
+# the ILP at the size of uniform 4-bit ("data, pass" sensitivity) and the end-to-end check there;
+# each variant is the quantize pass's fake-quant model (`_fake_quant_accuracy`: the model the
+# integer build reproduces, without a TVM build per calibration stage), not a compiled build.
+SEEDED = ("mnist1d-deep",)
+# MiniLM (the packaged all-MiniLM-L6-v2 sentence encoder, benchmarks/minilm.py): 36 MatMul layers;
+# its figure is the cosine similarity of the sentence embeddings to PyTorch fp32 on evaluation
+# sentences disjoint from the calibration ones, and how well the quantized model keeps the fp32
+# ranking of sentence pairs (Spearman ρ of all pairwise cosine similarities, what STS-style tasks
+# score). Non-sequential GPTQ as in benchmarks/minilm.py (sequential calibration is one TVM
+# build per stage, 36 stages).
+MINILM_SEQ = 32
+MINILM_CALIBRATION = 64
+MINILM_SENSITIVITY = 16
+MINILM_EVAL = 200
+MINILM_CANDIDATES = 3
+MINILM_OPTIONS = {"sequential": False}
 
 
-def _trained(name: str):
-    from benchmarks.quant_models import train_digits_cnn, train_digits_zoo, train_mnist1d_cnn
+def _trained(name: str, seed: int = 0):
+    from benchmarks.quant_models import (
+        train_digits_cnn,
+        train_digits_zoo,
+        train_mnist1d_cnn,
+        train_mnist1d_deep_cnn,
+    )
 
+    if name == "mnist1d-deep":
+        return train_mnist1d_deep_cnn(seed)
     if name in ZOO:
         return train_digits_zoo(name)
     return train_digits_cnn() if name == "digits" else train_mnist1d_cnn()
@@ -72,8 +104,30 @@ def _accuracy(art, x: np.ndarray, y: np.ndarray) -> float:
     return 100.0 * hits / len(x)
 
 
-def bench_model(name: str, work: Path) -> dict[str, Any]:
-    """Every variant of one model: {"variants": {label: {...}}, "sensitivity": {...}, ...}."""
+def _fake_quant_accuracy(
+    model_path: Path, scheme: str | None, calib: Any, config: Any, x: np.ndarray, y: np.ndarray
+) -> float:
+    """Accuracy % of the fake-quant model `mlpc.quantize` makes (the same quantize pass as
+    `mlpc.compile`, calibrated with the reference engine instead of TVM builds), run in its QDQ
+    form by onnxruntime with graph optimizations off; the float model when `scheme` is None."""
+    import mlpc
+    from mlpc.mixed.sensitivity import unoptimized_session
+    from mlpc.quant.export import to_qdq
+
+    if scheme is None:
+        session = unoptimized_session(onnx.load(model_path))
+    else:
+        session = unoptimized_session(
+            to_qdq(mlpc.quantize(model_path, scheme, calib, config=config, engine="reference"))
+        )
+    name = session.get_inputs()[0].name
+    hits = sum(int(np.argmax(session.run(None, {name: x[i : i + 1]})[0]) == y[i]) for i in range(len(x)))
+    return 100.0 * hits / len(x)
+
+
+def bench_model(name: str, work: Path, seed: int = 0) -> dict[str, Any]:
+    """Every variant of one model (trained with `seed`): {"variants": {label: {...}},
+    "sensitivity": {...}, ...}."""
     import mlpc
     from mlpc.mixed.api import build_problem, layer_config
     from mlpc.mixed.hessian import hessian_sensitivity
@@ -83,9 +137,10 @@ def bench_model(name: str, work: Path) -> dict[str, Any]:
     from mlpc.mixed.sensitivity import data_sensitivity
 
     zoo = name in ZOO
+    claim_only = zoo or name in SEEDED  # only the rows at the size of uniform 4-bit
     cand_bits = (2, 4, 8) if zoo else (2, 3, 4, 8)
     start = time.perf_counter()
-    trained = _trained(name)
+    trained = _trained(name, seed)
     train_s = time.perf_counter() - start
     model_path = work / f"{name}.onnx"
     onnx.save(trained.model, model_path)
@@ -144,17 +199,21 @@ def bench_model(name: str, work: Path) -> dict[str, Any]:
             }
             return
         start = time.perf_counter()
-        art = mlpc.compile(
-            model_path,
-            target="host",
-            output_dir=work / f"{name}-{len(variants)}",
-            quantize=scheme,
-            calibration=calib if scheme else None,
-            quant_config=config,
-        )
+        if name in SEEDED:
+            accuracy = _fake_quant_accuracy(model_path, scheme, calib, config, trained.x_test, trained.y_test)
+        else:
+            art = mlpc.compile(
+                model_path,
+                target="host",
+                output_dir=work / f"{name}-{len(variants)}",
+                quantize=scheme,
+                calibration=calib if scheme else None,
+                quant_config=config,
+            )
+            accuracy = _accuracy(art, trained.x_test, trained.y_test)
         elapsed = time.perf_counter() - start
         row = {
-            "accuracy": _accuracy(art, trained.x_test, trained.y_test),
+            "accuracy": accuracy,
             "bits": bits,
             "size_bytes": size_of(bits) if bits else float(fp32),
             "compile_s": round(elapsed, 1),
@@ -168,12 +227,12 @@ def bench_model(name: str, work: Path) -> dict[str, Any]:
         logger.info("%s %s: %s", name, label, row)
 
     build("fp32", None, None, None)
-    for b in (8, 4) if zoo else (8, 4, 3, 2):
+    for b in (8, 4) if claim_only else (8, 4, 3, 2):
         build(f"uniform {b}-bit", f"w{b}a8", None, dict.fromkeys(names, b))
     edge8 = {n: (8 if n in (names[0], names[-1]) else 2) for n in names}
     two, four = size_of(dict.fromkeys(names, 2)), size_of(dict.fromkeys(names, 4))
     budgets = {"uniform 4-bit": four}
-    if not zoo:
+    if not claim_only:
         build("2-bit, first/last 8-bit (hand-made)", "w8a8", layer_config(edge8), edge8)
         budgets.update(
             {
@@ -184,7 +243,13 @@ def bench_model(name: str, work: Path) -> dict[str, Any]:
         budgets.update({f"{f:.0%} of fp32": f * fp32 for f in EXTRA_FRACTIONS})
     end_to_end: dict[str, Any] = {}
     for label, budget in budgets.items():
-        methods = tuple(problems) if label == "uniform 4-bit" else ("data", "data, pass")
+        methods = (
+            (main,)
+            if name in SEEDED
+            else tuple(problems)
+            if label == "uniform 4-bit"
+            else ("data", "data, pass")
+        )
         for method in methods if "fp32" not in label else ("data, pass",):
             alloc = solve(problems[method], {"size": budget})
             tag = (
@@ -231,8 +296,207 @@ def bench_model(name: str, work: Path) -> dict[str, Any]:
         "end_to_end": end_to_end,
         "pareto": frontier,
         "test_samples": len(trained.x_test),
+        "seed": seed,
         "variants": variants,
     }
+
+
+def _embedding_metrics(embeddings: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Cosine similarity of each embedding to its fp32 one (mean, min) and the Spearman ρ between
+    the pairwise cosine similarities of the sentences under the two models."""
+    from scipy.stats import spearmanr
+
+    from benchmarks.minilm import cosine
+
+    cos = cosine(embeddings, reference)
+
+    def pairwise(e: np.ndarray) -> np.ndarray:
+        e = e / np.linalg.norm(e, axis=1, keepdims=True)
+        return (e @ e.T)[np.triu_indices(len(e), 1)]
+
+    rho = spearmanr(pairwise(np.asarray(embeddings, np.float64)), pairwise(np.asarray(reference, np.float64)))
+    return {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()), "pair_spearman": float(rho[0])}
+
+
+def bench_minilm(work: Path) -> dict[str, Any]:
+    """MiniLM at the size of uniform 4-bit: fp32, uniform 8- and 4-bit, the ILP's allocation
+    (data sensitivity, widths 2/4/8) and the best of its `MINILM_CANDIDATES` best measured end to
+    end on held-out calibration sentences; see `MINILM_SEQ` for the figures."""
+    import mlpc
+    from benchmarks import minilm
+    from mlpc.mixed.api import build_problem, layer_config
+    from mlpc.mixed.ilp import pareto, solve
+    from mlpc.mixed.layers import fp32_bytes
+    from mlpc.mixed.refine import select_end_to_end
+    from mlpc.mixed.sensitivity import data_sensitivity
+
+    st = minilm.load_encoder()
+    calib_sentences = minilm.make_sentences(MINILM_CALIBRATION, seed=1)
+    eval_sentences = minilm.make_sentences(MINILM_EVAL, seed=2, exclude=set(calib_sentences))
+    model_path = minilm.export_onnx(st, work / "minilm.onnx", MINILM_SEQ)
+    reference = minilm.reference_embeddings(st, eval_sentences, MINILM_SEQ)
+    eval_feeds = minilm.tokenize(st, eval_sentences, MINILM_SEQ)
+    calib = work / "minilm-calib.npz"
+    np.savez(calib, **minilm.tokenize(st, calib_sentences, MINILM_SEQ))
+    start = time.perf_counter()
+    sens = data_sensitivity(model_path, calib, samples=MINILM_SENSITIVITY, bits=(2, 4, 8))
+    sens_s = time.perf_counter() - start
+    logger.info("minilm sensitivity (%.0f s): %s", sens_s, sens.omega)
+    problem = build_problem(sens)
+    fp32 = fp32_bytes(sens.layers, sens.other_params)
+    names = [layer.name for layer in sens.layers]
+    index = {b: j for j, b in enumerate(sens.bits)}
+
+    def size_of(bits: dict[str, int]) -> float:
+        return 4.0 * sens.other_params + sum(layer.size_bytes(bits[layer.name]) for layer in sens.layers)
+
+    variants: dict[str, Any] = {}
+    built: dict[Any, str] = {}
+
+    def build(
+        label: str, scheme: str | None, config: dict[str, Any] | None, bits: dict[str, int] | None
+    ) -> None:
+        key = tuple(bits.values()) if bits else None
+        if key in built:
+            variants[label] = {**variants[built[key]], "same_build_as": built[key], "compile_s": None}
+            return
+        start = time.perf_counter()
+        art = mlpc.compile(
+            str(model_path),
+            target="host",
+            output_dir=str(work / f"minilm-{len(variants)}"),
+            quantize=scheme,
+            calibration=str(calib) if scheme else None,
+            quant_config=config,
+        )
+        elapsed = time.perf_counter() - start
+        out = art.outputs[0]["name"]
+        embeddings = np.concatenate(
+            [art.run({k: eval_feeds[k][i] for k in minilm.INPUTS})[out] for i in range(len(eval_sentences))]
+        )
+        row = {
+            **_embedding_metrics(embeddings, reference),
+            "bits": bits,
+            "size_bytes": size_of(bits) if bits else float(fp32),
+            "compile_s": round(elapsed, 1),
+        }
+        row["size_fraction"] = row["size_bytes"] / fp32
+        if bits:
+            row["omega"] = problem.totals([index[bits[n]] for n in names])["omega"]
+        variants[label] = row
+        built[key] = label
+        logger.info("minilm %s: %s", label, row)
+
+    build("fp32", None, None, None)
+    for b in (8, 4):
+        build(f"uniform {b}-bit", f"w{b}a8", dict(MINILM_OPTIONS), dict.fromkeys(names, b))
+    budget = size_of(dict.fromkeys(names, 4))
+    alloc = solve(problem, {"size": budget})
+    build(
+        "mixed (data) at the size of uniform 4-bit",
+        "w8a8",
+        {**layer_config(alloc.bits), **MINILM_OPTIONS},
+        alloc.bits,
+    )
+    start = time.perf_counter()
+    check = select_end_to_end(
+        model_path,
+        calib,
+        problem,
+        {"size": budget},
+        count=MINILM_CANDIDATES,
+        engine="tvm",
+        options=MINILM_OPTIONS,
+    )
+    end_to_end = {"uniform 4-bit": {**check.to_json(), "seconds": round(time.perf_counter() - start, 1)}}
+    build(
+        f"mixed (data, best of {MINILM_CANDIDATES} end to end) at the size of uniform 4-bit",
+        "w8a8",
+        {**layer_config(check.allocation.bits), **MINILM_OPTIONS},
+        check.allocation.bits,
+    )
+    frontier = [{**a.to_json(), "size_fraction": a.costs["size"] / fp32} for a in pareto(problem, "size", 12)]
+    return {
+        "fp32_bytes": fp32,
+        "layers": [layer.to_json() for layer in sens.layers],
+        "metric": "embedding",
+        "sentences": {
+            "calibration": len(calib_sentences),
+            "evaluation": len(eval_sentences),
+            "seq": MINILM_SEQ,
+        },
+        "sensitivity": {"data": sens.to_json(), "data_s": round(sens_s, 1)},
+        "end_to_end": end_to_end,
+        "pareto": frontier,
+        "test_samples": len(eval_sentences),
+        "variants": variants,
+    }
+
+
+def _figure(row: dict[str, Any]) -> float:
+    """A row's headline figure: accuracy % (classifiers) or mean cosine to fp32 (MiniLM)."""
+    return row["accuracy"] if "accuracy" in row else row["cosine_mean"]
+
+
+def claim_table(data: dict[str, Any]) -> str:
+    """The claim at a glance: per model (and seed), fp32, uniform 4-bit and the mixed rows at the
+    size of uniform 4-bit, with the mean over the seeds of a seeded model."""
+    rows, seeded = [], {}
+    for model, result in data["models"].items():
+        v = result["variants"]
+        if "uniform 4-bit" not in v:
+            continue
+        mixed = {
+            k: r for k, r in v.items() if k.startswith("mixed") and k.endswith("the size of uniform 4-bit")
+        }
+        ilp = next(
+            (r for k, r in mixed.items() if "end to end" not in k and r.get("method") == "data, pass"), None
+        )
+        ilp = ilp or next((r for k, r in mixed.items() if "end to end" not in k), None)
+        e2e = next((r for k, r in mixed.items() if "end to end" in k), None)
+        figures = [
+            _figure(v["fp32"]),
+            _figure(v["uniform 4-bit"]),
+            ilp and _figure(ilp),
+            e2e and _figure(e2e),
+        ]
+        fmt = "{:.4f}" if result.get("metric") == "embedding" else "{:.2f}"
+        rows.append(
+            [model, "cosine to fp32" if result.get("metric") == "embedding" else "accuracy %"]
+            + ["—" if f is None else fmt.format(f) for f in figures]
+            + [
+                f"{100 * v['uniform 4-bit']['size_fraction']:.2f}",
+                f"{100 * ilp['size_fraction']:.2f}" if ilp else "—",
+            ]
+        )
+        if " seed " in model:
+            seeded.setdefault(model.split(" seed ")[0], []).append(figures)
+    for name, figs in seeded.items():
+        if len(figs) > 1:
+            arr = np.array([[np.nan if f is None else f for f in row] for row in figs], float)
+
+            def gains(col: int, arr: np.ndarray = arr) -> str:
+                return ", ".join("—" if np.isnan(d) else f"{d:+.2f}" for d in arr[:, col] - arr[:, 1])
+
+            means = [np.nan if np.all(np.isnan(c)) else float(np.nanmean(c)) for c in arr.T]
+            rows.append(
+                [f"{name}, mean of {len(figs)} seeds", "accuracy %"]
+                + ["—" if np.isnan(m) else f"{m:.2f}" for m in means]
+                + [f"per seed vs uniform 4-bit: ILP {gains(2)}", f"end to end {gains(3)}"]
+            )
+    return common.markdown_table(
+        [
+            "model",
+            "figure",
+            "fp32",
+            "uniform 4-bit",
+            "mixed (ILP) at its size",
+            "mixed (best end to end) at its size",
+            "size % fp32 (uniform 4)",
+            "size % fp32 (mixed ILP)",
+        ],
+        rows,
+    )
 
 
 def render(data: dict[str, Any]) -> str:
@@ -259,10 +523,21 @@ def render(data: dict[str, Any]) -> str:
         )
         + ".",
         "",
+        "At the size of uniform 4-bit (the claim):",
+        "",
+        claim_table(data),
+        "",
     ]
     for model, result in data["models"].items():
         lines += [
-            f"**{model}** (run {result.get('ran', data['machine']['date'])[:16]}; {result['test_samples']} test samples; layers "
+            f"**{model}** (run {result.get('ran', data['machine']['date'])[:16]}; "
+            + (
+                f"{result['test_samples']} evaluation sentences, {result['sentences']['calibration']} "
+                f"calibration sentences (sensitivity on {result['sensitivity']['data']['samples']}), "
+                f"{result['sentences']['seq']} tokens; layers "
+                if result.get("metric") == "embedding"
+                else f"{result['test_samples']} test samples; layers "
+            )
             + (
                 ", ".join(f"{layer['name']} {layer['params']}" for layer in result["layers"]) + " weights)"
                 if len(result["layers"]) <= 6
@@ -271,10 +546,16 @@ def render(data: dict[str, Any]) -> str:
             ),
             "",
         ]
+        embedding = result.get("metric") == "embedding"
         rows = []
         for label, r in result["variants"].items():
             bits = "—" if not r["bits"] else "/".join(str(b) for b in r["bits"].values())
             omega = "—" if "omega" not in r else f"{r['omega']:.3g}"
+            figures = (
+                [f"{r['cosine_mean']:.4f}", f"{r['cosine_min']:.4f}", f"{r['pair_spearman']:.4f}"]
+                if embedding
+                else [f"{r['accuracy']:.2f}"]
+            )
             rows.append(
                 [
                     label,
@@ -282,12 +563,17 @@ def render(data: dict[str, Any]) -> str:
                     f"{100 * r['size_fraction']:.2f}",
                     f"{r['size_bytes'] / 1024:.1f}",
                     omega,
-                    f"{r['accuracy']:.2f}",
+                    *figures,
                 ]
             )
+        figure_headers = (
+            ["cosine to fp32 (mean)", "cosine (min)", "pairwise-similarity Spearman ρ to fp32"]
+            if embedding
+            else ["accuracy %"]
+        )
         lines.append(
             common.markdown_table(
-                ["variant", "weight bits per layer", "size % fp32", "size KiB", "Σ Ω", "accuracy %"], rows
+                ["variant", "weight bits per layer", "size % fp32", "size KiB", "Σ Ω", *figure_headers], rows
             )
         )
         lines.append("")
@@ -317,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seeds", default="0,1,2", help=f"training seeds of {', '.join(SEEDED)}")
     parser.add_argument("--output", type=Path, default=common.RESULTS_DIR / "mixed.json")
     parser.add_argument("--no-readme", action="store_true")
     parser.add_argument(
@@ -342,11 +629,27 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.update and args.output.exists():
         previous = json.loads(args.output.read_text()).get("models", {})
-        data["models"] = {m: r for m, r in previous.items() if m not in models}
+        data["models"] = {m: r for m, r in previous.items() if m.split(" seed ")[0] not in models}
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
-            data["models"][name] = {**bench_model(name, Path(tmp)), "ran": common.machine_info()["date"]}
-    data["models"] = {m: data["models"][m] for m in MODELS if m in data["models"]}
+            if name == "minilm":
+                runs = {name: bench_minilm}
+            elif name in SEEDED:
+                runs = {
+                    f"{name} seed {s}": lambda work, name=name, s=int(s): bench_model(name, work, s)
+                    for s in args.seeds.split(",")
+                }
+            else:
+                runs = {name: lambda work, name=name: bench_model(name, work)}
+            for key, bench in runs.items():
+                data["models"][key] = {**bench(Path(tmp)), "ran": common.machine_info()["date"]}
+                common.write_json(args.output, data)  # what is measured survives an interrupted run
+    data["models"] = {
+        m: data["models"][m]
+        for name in MODELS
+        for m in sorted(data["models"])
+        if m.split(" seed ")[0] == name
+    }
     common.publish(args.output, data, "mixed", render(data), readme=not args.no_readme)
     return 0
 

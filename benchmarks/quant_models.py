@@ -138,3 +138,40 @@ def train_digits_zoo(name: str, seed: int = 0, epochs: int = 12) -> TrainedModel
     torch.onnx.export(net, (torch.from_numpy(x_test[:1]),), buf, input_names=["x"], output_names=["logits"],
                       opset_version=17, dynamo=False)
     return TrainedModel(onnx.load_from_string(buf.getvalue()), x_train, y_train, x_test, y_test)
+
+
+def train_mnist1d_deep_cnn(
+    seed: int = 0, epochs: int = 30, width: int = 8, depth: int = 6, samples: int = 8000
+) -> TrainedModel:
+    """Train a deep, narrow 1-D CNN on mnist1d (seeded): Conv1d(1→w,5) then `depth`−1
+    Conv1d(w→w,3) (padding keeps the length), each with ReLU, a MaxPool(2) after every second of
+    them, Flatten, Linear(→10) — few weights per layer, so 4-bit weights cost accuracy (unlike
+    the wide CNN of `train_mnist1d_cnn`). `samples` training signals and a quarter as many test
+    ones; exported to ONNX (batch 1, opset 17)."""
+    import io
+
+    import torch
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = samples + samples // 4
+    args.seed = seed
+    data = make_dataset(args)
+    x_train = data["x"].astype(np.float32)[:, None]
+    x_test = data["x_test"].astype(np.float32)[:, None]
+    y_train, y_test = data["y"].astype(np.int64), data["y_test"].astype(np.int64)
+    torch.manual_seed(seed)
+    layers: list = [torch.nn.Conv1d(1, width, 5, padding=2), torch.nn.ReLU()]
+    length = x_train.shape[-1]
+    for i in range(depth - 1):
+        layers += [torch.nn.Conv1d(width, width, 3, padding=1), torch.nn.ReLU()]
+        if i % 2 == 1:
+            layers.append(torch.nn.MaxPool1d(2))
+            length //= 2
+    net = torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(width * length, 10))
+    _fit(net, x_train, y_train, epochs=epochs, batch=100, seed=seed, lr=2e-3, weight_decay=1e-4)
+    net.eval()
+    buf = io.BytesIO()
+    torch.onnx.export(net, (torch.from_numpy(x_test[:1]),), buf, input_names=["x"], output_names=["logits"],
+                      opset_version=17, dynamo=False)
+    return TrainedModel(onnx.load_from_string(buf.getvalue()), x_train, y_train, x_test, y_test)

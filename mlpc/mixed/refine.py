@@ -135,11 +135,13 @@ def select_end_to_end(
     engine: str = "reference",
     input_shapes: Any = None,
     example_inputs: Any = None,
+    options: dict[str, Any] | None = None,
 ) -> EndToEndChoice:
     """Measure the ILP's `count` best allocations end to end on held-out calibration samples and
     keep the best (see the module doc). `model` is a float model `mlpc.quantize` takes (path,
     ModelProto, onnx-ir Model); `engine` runs the quantize pass's calibration ("reference" or
-    "tvm"); `input_shapes`/`example_inputs` as for `mlpc.compile`. Raises QuantizationError for an infeasible budget (as `solve`) or too few samples."""
+    "tvm"); `input_shapes`/`example_inputs` as for `mlpc.compile`; `options` further top-level
+    quantize-config keys for every candidate (e.g. {"sequential": False}, as the build will have). Raises QuantizationError for an infeasible budget (as `solve`) or too few samples."""
     import onnx_ir as ir
 
     from mlpc.frontend import load_model
@@ -159,7 +161,11 @@ def select_end_to_end(
     for rank, alloc in enumerate(ranked(problem, budgets, count)):
         copy = ir.serde.deserialize_model(ir.serde.serialize_model(float_model))
         qmodel = quantize(
-            copy, f"w8a{act_bits}", fit, config=layer_config(alloc.bits, act_bits), engine=engine
+            copy,
+            f"w8a{act_bits}",
+            fit,
+            config={**layer_config(alloc.bits, act_bits), **(options or {})},
+            engine=engine,
         )
         error = held_out_error(qmodel, reference, held, metric)
         measured.append(Measured(alloc, rank, error))

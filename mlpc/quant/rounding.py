@@ -108,6 +108,8 @@ def float_target(w_rows: np.ndarray, hessian: np.ndarray, cross: np.ndarray, dam
     """The unconstrained Ŵ minimising E‖W x_f − Ŵ x_q‖² + λ‖Ŵ − W‖², λ = `damp` × mean diag H:
     (W C + λW)(H + λI)⁻¹ — a ridge fit shrunk towards the float weight, not towards zero."""
     lam = damp * np.mean(np.diag(hessian))
+    if lam <= 0:  # no calibration input ever reaches these columns (a dead group): any Ŵ is as good
+        return w_rows.copy()
     h = hessian + lam * np.eye(len(hessian))
     return np.linalg.solve(h, (w_rows @ cross + lam * w_rows).T).T
 

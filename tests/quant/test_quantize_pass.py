@@ -193,6 +193,14 @@ def _conv_chain(imbalance: bool, bn: bool = False) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
 
 
+def test_float_target_of_a_dead_group_is_the_float_weight():
+    # a group no calibration input reaches (all-zero Hessian, e.g. a depthwise channel after a
+    # dead ReLU) has no error to fit: the float weight, not a singular-matrix error
+    w = np.arange(6, dtype=np.float64).reshape(2, 3)
+    zero = np.zeros((3, 3))
+    np.testing.assert_array_equal(float_target(w, zero, zero), w)
+
+
 def test_batchnorm_folding_and_equalization_keep_outputs():
     proto = _conv_chain(imbalance=True, bn=True)
     x = np.random.default_rng(2).standard_normal((1, 3, 6, 6)).astype(np.float32)
