@@ -30,9 +30,10 @@ The offset correction is the same as for sdot.
 
 A convolution with fewer input channels than the layout's group (a first layer on one-channel
 images or signals) would pad every kernel tap's channels to a whole group — 2 or 4 times the
-work. Its kernel columns are folded into the channel axis instead (`folds_columns`): the widened
-input holds, for each output column, the KW input columns it reads (channel kx·C + c), the
-weight is re-laid out to match (`fold_columns`), and the convolution runs with a one-column kernel.
+work. Its kernel columns are folded into the channel axis instead when that takes fewer groups
+(`folds_columns`): the widened input holds, for each output column, the KW input columns it reads
+(channel kx·C + c), the weight is re-laid out to match (`fold_columns`), and the convolution runs
+with a one-column kernel.
 
 The result equals the plain int32 reduction bit for bit.
 """
@@ -213,9 +214,13 @@ def pair_weight(w: np.ndarray, layout: Layout = PAIRS) -> np.ndarray:
 
 def folds_columns(channels: int, kernel: list[int], layout: Layout) -> bool:
     """Whether a convolution over `channels` input channels folds its kernel columns into the
-    reduction group in `layout`: when the channels fill less than one group and the kernel has
-    more than one column."""
-    return channels < layout.group and len(kernel) > 0 and kernel[-1] > 1
+    reduction group in `layout`: when that takes fewer reduction groups per kernel row (1 channel
+    × 3 columns: one quad instead of three; 3 channels × 3 columns: three quads either way, and
+    the folded input would only be wider)."""
+    if channels >= layout.group or not kernel or kernel[-1] < 2:
+        return False
+    g = layout.group
+    return -(-kernel[-1] * channels // g) < kernel[-1] * -(-channels // g)
 
 
 def fold_columns(w: np.ndarray) -> np.ndarray:

@@ -333,5 +333,6 @@ def test_fold_columns_moves_the_last_kernel_axis_into_the_channels():
     for kx in range(5):
         for c in range(2):
             np.testing.assert_array_equal(folded[:, kx * 2 + c, :, 0], w[:, c, :, kx])
-    assert folds_columns(1, [3, 3], PAIRS) and folds_columns(3, [3], UQUADS)
+    assert folds_columns(1, [3, 3], PAIRS) and folds_columns(2, [3], UQUADS) and folds_columns(1, [2], UQUADS)
     assert not folds_columns(2, [3, 3], PAIRS) and not folds_columns(1, [3, 1], UQUADS)
+    assert not folds_columns(3, [3, 3], UQUADS)  # three quads per kernel row either way
