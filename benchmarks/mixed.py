@@ -647,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     data["models"] = {
         m: data["models"][m]
         for name in MODELS
-        for m in sorted(data["models"])
+        for m in sorted(data["models"], key=lambda k: (k.split(" seed ")[0], int(k.split(" seed ")[1]) if " seed " in k else -1))
         if m.split(" seed ")[0] == name
     }
     common.publish(args.output, data, "mixed", render(data), readme=not args.no_readme)

@@ -290,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
+    if args.batch > CALIBRATION_SAMPLES:
+        parser.error(f"--batch {args.batch}: at most the {CALIBRATION_SAMPLES} calibration samples")
     schemes = tuple(s for s in args.schemes.split(",") if s)
     data: dict[str, Any] = {"machine": common.machine_info(), "threads": args.threads, "repeat": args.repeat,
                             "calibration_samples": CALIBRATION_SAMPLES, "batch": args.batch, "models": {},

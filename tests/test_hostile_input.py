@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import signal
 import subprocess
 import sys
-import time
 
 import onnx
 import pytest

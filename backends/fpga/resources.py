@@ -19,6 +19,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from mlpc.errors import TargetError
+
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = Path(__file__).parent / "resource_model.json"
@@ -46,8 +48,13 @@ def fitted_model() -> dict[str, Any]:
     """The fitted model file's content ({"families": {family: {"coefficients": …}}, provenance}),
     or {} when the package has none."""
     if not MODEL_FILE.exists():
+        logger.warning("%s is missing: LUT estimates use FINN's uncorrected coefficients", MODEL_FILE)
         return {}
-    return json.loads(MODEL_FILE.read_text())
+    try:
+        return json.loads(MODEL_FILE.read_text())
+    except (OSError, ValueError) as e:
+        raise TargetError(f"{MODEL_FILE}: unreadable resource model ({e}); reinstall mlpc or regenerate it "
+                          "with benchmarks/fpga_calibrate.py --refit") from e
 
 
 def coefficients(family: str | None) -> dict[str, float]:

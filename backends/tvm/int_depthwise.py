@@ -61,7 +61,7 @@ def depthwise_conv(
     padded = [spatial[i] + pads[i] + pads[i + nsp] for i in range(nsp)]
     out_sp = [(padded[i] - (kernel[i] - 1) * dilations[i] - 1) // strides[i] + 1 for i in range(nsp)]
     stride = strides[-1]
-    phases = -(-padded[-1] // stride)
+    per_phase = -(-padded[-1] // stride)
 
     def widen(n, c, *idx):
         *lead, phase, q = idx
@@ -72,7 +72,7 @@ def depthwise_conv(
         )
         return tirx.if_then_else(inside, value, tirx.const(0, "int16"))
 
-    xq = te.compute((x.shape[0], x.shape[1], *padded[:-1], stride, phases), widen, name=INPUT_BLOCK)
+    xq = te.compute((x.shape[0], x.shape[1], *padded[:-1], stride, per_phase), widen, name=INPUT_BLOCK)
     rk = [te.reduce_axis((0, k), name=f"rk{i}") for i, k in enumerate(kernel)]
 
     def body(n, c, *o):

@@ -489,8 +489,8 @@ def schedule_pair(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, producers
         n, oc, *sp = spatial
         row_loop = sp[-1] if sp else None
         rows = (divisor(extents[-1], (8, 4, 2)) or 1) if sp else 1
-        # Short rows: two output-channel groups per tile, so each activation broadcast feeds two
-        # multiply-adds and the tile keeps eight accumulators in flight.
+        # Rows of at most 4 outputs: two output-channel groups per tile, so each activation
+        # broadcast feeds two multiply-adds and the tile keeps twice the accumulators in flight.
         tile_groups = (divisor(extents[1] // LANES, (2,)) or 1) if rows <= 4 else 1
         groups, group_tile, lanes = sch.split(oc, [None, tile_groups, LANES])
     else:

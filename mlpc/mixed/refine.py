@@ -142,6 +142,9 @@ def select_end_to_end(
     ModelProto, onnx-ir Model); `engine` runs the quantize pass's calibration ("reference" or
     "tvm"); `input_shapes`/`example_inputs` as for `mlpc.compile`; `options` further top-level
     quantize-config keys for every candidate (e.g. {"sequential": False}, as the build will have). Raises QuantizationError for an infeasible budget (as `solve`) or too few samples."""
+    if options and "layers" in options:
+        raise QuantizationError("select_end_to_end: `options` must not set 'layers' (each candidate's "
+                                "allocation sets them)")
     import onnx_ir as ir
 
     from mlpc.frontend import load_model

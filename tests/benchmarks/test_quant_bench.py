@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper
 
 from benchmarks import quant

@@ -76,3 +76,11 @@ def _float_logits(path, sample):
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, sample)[0]
+
+
+def test_options_cannot_override_the_candidates_layer_bits(setup):
+    path, calib, sens = setup
+    problem = build_problem(sens)
+    budget = {"size": problem.totals([1, 0, 1])["size"]}
+    with pytest.raises(QuantizationError, match="must not set 'layers'"):
+        select_end_to_end(path, calib, problem, budget, options={"layers": {"*": {"weight": {"bits": 8}}}})

@@ -293,7 +293,7 @@ FEW_CHANNEL_CASES = {  # name: (x shape, attributes, the widened input's shape b
 
 def _widened_shape(lowered, layout: str) -> tuple[int, ...]:
     """The shape of the conv's widened input buffer in a lowered module's text."""
-    line = next(l for l in str(lowered).splitlines() if f"mlpc_{layout}_input = T.sblock_alloc_buffer(" in l)
+    line = next(t for t in str(lowered).splitlines() if f"mlpc_{layout}_input = T.sblock_alloc_buffer(" in t)
     return tuple(int(d) for d in re.findall(r"T.int64\((\d+)\)", line.split('), "')[0]))
 
 
@@ -336,3 +336,16 @@ def test_fold_columns_moves_the_last_kernel_axis_into_the_channels():
     assert folds_columns(1, [3, 3], PAIRS) and folds_columns(2, [3], UQUADS) and folds_columns(1, [2], UQUADS)
     assert not folds_columns(2, [3, 3], PAIRS) and not folds_columns(1, [3, 1], UQUADS)
     assert not folds_columns(3, [3, 3], UQUADS)  # three quads per kernel row either way
+
+
+@pytest.mark.parametrize(("width", "two_groups"), [(4, True), (8, False)])
+def test_convs_with_short_rows_tile_two_output_channel_groups(width, two_groups):
+    """Rows of at most 4 outputs take two 8-channel groups per register tile (each broadcast
+    feeds two multiply-adds); rows of 8 keep one group of 8 rows."""
+    from mlpc.backends.tvm.cpu_schedule import cpu_pipeline
+
+    model, _ = _conv_model((1, 16, width, width), 32, {"pads": [1, 1, 1, 1]}, np.random.default_rng(width))
+    tvm_target = get_target("x86/avx2").tvm_target()
+    with tvm_target:
+        scheduled = str(cpu_pipeline(tvm_target, 256, None, True, False)(lower_graph(model.graph, 19)))
+    assert bool(re.search(r"for oc_1 in T\.unroll\(T\.int64\(2\)\)", scheduled)) == two_groups
