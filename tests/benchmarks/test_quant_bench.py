@@ -75,4 +75,6 @@ def test_digits_batched_run_keeps_accuracy_and_times_every_variant(tmp_path):
     results = quant.bench_batch("digits", case, 16, tmp_path, threads=2, repeat=20, schemes=("w8a8",))
     assert set(results) == {"mlpc fp32", "mlpc w8a8", "onnxruntime fp32", "onnxruntime int8"}
     assert results["mlpc fp32"]["accuracy"] > 95 and results["mlpc w8a8"]["accuracy"] >= results["mlpc fp32"]["accuracy"] - 0.5
-    assert all(r["per_sample_us"] == 1000 * r["median_ms"] / 16 for r in results.values())
+    # the batch-16 ONNX model itself, in onnxruntime, classifies as the batch-1 one does
+    assert results["onnxruntime fp32"]["accuracy"] == results["mlpc fp32"]["accuracy"]
+    assert all(r["median_ms"] > 0 for r in results.values())
