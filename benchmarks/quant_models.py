@@ -36,6 +36,32 @@ def _fit(net, x: np.ndarray, y: np.ndarray, *, epochs: int, batch: int, seed: in
             opt.step()
 
 
+def _mnist1d(samples: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train [N, 1, 40] float32, y_train int64, x_test, y_test) of `mnist1d.make_dataset` with
+    `samples` training signals plus a quarter as many test signals (seeded; no download)."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = samples + samples // 4
+    args.seed = seed
+    data = make_dataset(args)
+    x_train = data["x"].astype(np.float32)[:, None]
+    x_test = data["x_test"].astype(np.float32)[:, None]
+    return x_train, data["y"].astype(np.int64), x_test, data["y_test"].astype(np.int64)
+
+
+def _export(net, example: np.ndarray) -> onnx.ModelProto:
+    """`net` (in eval mode) as ONNX through torch's legacy exporter: input "x", output "logits", opset 17."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.onnx.export(net, (torch.from_numpy(example),), buf, input_names=["x"], output_names=["logits"],
+                      opset_version=17, dynamo=False)
+    return onnx.load_from_string(buf.getvalue())
+
+
 def train_digits_cnn(seed: int = 0, epochs: int = 10, width: int = 32) -> TrainedModel:
     """Train Conv(1→w)→ReLU→MaxPool→Conv(w→2w)→ReLU→MaxPool→Flatten→Gemm(8w→64)→ReLU→Gemm(64→10)
     (w = `width`) on digits with torch (seeded) and write it as ONNX by hand (batch 1, opset 17)."""
@@ -85,15 +111,8 @@ def train_mnist1d_cnn(seed: int = 0, epochs: int = 15, width: int = 32, samples:
     """Train Conv1d(1→w,5)→ReLU→MaxPool(2)→Conv1d(w→2w,5)→ReLU→MaxPool(2)→Flatten→Linear(·→128)→ReLU
     →Linear(128→10) on mnist1d (seeded) and export it to ONNX (batch 1, opset 17)."""
     import torch
-    from mnist1d.data import get_dataset_args, make_dataset
 
-    args = get_dataset_args()
-    args.num_samples = samples + samples // 4
-    args.seed = seed
-    data = make_dataset(args)
-    x_train = data["x"].astype(np.float32)[:, None]
-    x_test = data["x_test"].astype(np.float32)[:, None]
-    y_train, y_test = data["y"].astype(np.int64), data["y_test"].astype(np.int64)
+    x_train, y_train, x_test, y_test = _mnist1d(samples, seed)
     torch.manual_seed(seed)
     length = x_train.shape[-1]
     flat = 2 * width * (((length - 4) // 2 - 4) // 2)
@@ -104,12 +123,7 @@ def train_mnist1d_cnn(seed: int = 0, epochs: int = 15, width: int = 32, samples:
     )
     _fit(net, x_train, y_train, epochs=epochs, batch=100, seed=seed, lr=2e-3, weight_decay=1e-4)
     net.eval()
-    import io
-
-    buf = io.BytesIO()
-    torch.onnx.export(net, (torch.from_numpy(x_test[:1]),), buf, input_names=["x"], output_names=["logits"],
-                      opset_version=17, dynamo=False)
-    return TrainedModel(onnx.load_from_string(buf.getvalue()), x_train, y_train, x_test, y_test)
+    return TrainedModel(_export(net, x_test[:1]), x_train, y_train, x_test, y_test)
 
 
 def train_digits_zoo(name: str, seed: int = 0, epochs: int = 12) -> TrainedModel:
@@ -117,7 +131,6 @@ def train_digits_zoo(name: str, seed: int = 0, epochs: int = 12) -> TrainedModel
     ReLU6, "resnet": three residual stages; both with BatchNorm) on digits, each 8×8 image
     bilinearly upsampled to 32×32 and repeated over 3 channels (seeded, Adam, batch 64), and
     export it with torch's legacy exporter (batch 1, opset 17, BatchNorm in eval mode)."""
-    import io
 
     import torch
     from sklearn.datasets import load_digits
@@ -134,10 +147,7 @@ def train_digits_zoo(name: str, seed: int = 0, epochs: int = 12) -> TrainedModel
     net.train()
     _fit(net, x_train, y_train, epochs=epochs, batch=64, seed=seed, lr=3e-3)
     net.eval()
-    buf = io.BytesIO()
-    torch.onnx.export(net, (torch.from_numpy(x_test[:1]),), buf, input_names=["x"], output_names=["logits"],
-                      opset_version=17, dynamo=False)
-    return TrainedModel(onnx.load_from_string(buf.getvalue()), x_train, y_train, x_test, y_test)
+    return TrainedModel(_export(net, x_test[:1]), x_train, y_train, x_test, y_test)
 
 
 def train_mnist1d_deep_cnn(
@@ -148,18 +158,10 @@ def train_mnist1d_deep_cnn(
     them, Flatten, Linear(→10) — few weights per layer, so 4-bit weights cost accuracy (unlike
     the wide CNN of `train_mnist1d_cnn`). `samples` training signals and a quarter as many test
     ones; exported to ONNX (batch 1, opset 17)."""
-    import io
 
     import torch
-    from mnist1d.data import get_dataset_args, make_dataset
 
-    args = get_dataset_args()
-    args.num_samples = samples + samples // 4
-    args.seed = seed
-    data = make_dataset(args)
-    x_train = data["x"].astype(np.float32)[:, None]
-    x_test = data["x_test"].astype(np.float32)[:, None]
-    y_train, y_test = data["y"].astype(np.int64), data["y_test"].astype(np.int64)
+    x_train, y_train, x_test, y_test = _mnist1d(samples, seed)
     torch.manual_seed(seed)
     layers: list = [torch.nn.Conv1d(1, width, 5, padding=2), torch.nn.ReLU()]
     length = x_train.shape[-1]
@@ -171,7 +173,4 @@ def train_mnist1d_deep_cnn(
     net = torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(width * length, 10))
     _fit(net, x_train, y_train, epochs=epochs, batch=100, seed=seed, lr=2e-3, weight_decay=1e-4)
     net.eval()
-    buf = io.BytesIO()
-    torch.onnx.export(net, (torch.from_numpy(x_test[:1]),), buf, input_names=["x"], output_names=["logits"],
-                      opset_version=17, dynamo=False)
-    return TrainedModel(onnx.load_from_string(buf.getvalue()), x_train, y_train, x_test, y_test)
+    return TrainedModel(_export(net, x_test[:1]), x_train, y_train, x_test, y_test)
