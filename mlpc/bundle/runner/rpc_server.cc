@@ -236,6 +236,9 @@ void Serve(int conn, const std::string& workdir) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Unpinned workers, as in mlpc/__init__.py (pinned ones wait whenever the OS puts the
+  // calling thread on their core); the user's own TVM_BIND_THREADS wins.
+  setenv("TVM_BIND_THREADS", "0", 0);
   std::string host = "0.0.0.0", tracker, key, workdir;
   int port = 9090;
   for (int i = 1; i < argc; ++i) {

@@ -262,6 +262,9 @@ int Main(int argc, char** argv) {
 }  // namespace mlpc
 
 int main(int argc, char** argv) {
+  // Unpinned workers, as in mlpc/__init__.py (pinned ones wait whenever the OS puts the
+  // calling thread on their core); the user's own TVM_BIND_THREADS wins.
+  setenv("TVM_BIND_THREADS", "0", 0);
   try {
     return mlpc::Main(argc, argv);
   } catch (const mlpc::InputError& e) {
