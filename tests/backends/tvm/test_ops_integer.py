@@ -151,21 +151,30 @@ def test_requantize_and_integer_add():
     _tvm_vs_reference(model, {"acc": acc, "a": a, "b": b})
 
 
-@pytest.mark.parametrize("uniform", [True, False], ids=["uniform", "per-channel"])
-def test_requantize_multiplier_and_shift_extremes(uniform):
+REQUANT_CASES = {  # name: (multiplier, shift): per tensor, per channel with any shift, with shifts ≥ 32
+    "uniform": ([2**31 - 1], [45]),
+    "per-channel": ([2**31 - 1, 1, 0, 123456789, 2**30, 77], [31, 0, 5, 62, 40, 1]),
+    "per-channel-high-word": ([2**31 - 1, 1, 0, 123456789, 2**30, 77], [32, 62, 32, 33, 40, 50]),
+}
+
+
+@pytest.mark.parametrize("name", list(REQUANT_CASES))
+def test_requantize_multiplier_and_shift_extremes(name):
     """Requantization against the reference at the edges: the largest and smallest accumulators
     times multipliers up to 2^31 − 1, shifts from 0 to 62, per channel along the last axis (a
-    matmul's) and per tensor."""
+    matmul's) and per tensor. Shifts all ≥ 32 take the high-word kernel (`requantize_high_word`),
+    others the int64 expression."""
     rng = np.random.default_rng(3)
     acc = rng.integers(-(2**31), 2**31 - 1, (3, 5, 6), dtype=np.int64).astype(np.int32)
     acc[0, 0] = [2**31 - 1, -(2**31), 0, 1, -1, 2**30]
-    m = np.array([2**31 - 1], np.int32) if uniform else np.array([2**31 - 1, 1, 0, 123456789, 2**30, 77], np.int32)
-    s = np.array([45], np.int32) if uniform else np.array([31, 0, 5, 62, 40, 1], np.int32)
+    m, s = (np.array(v, np.int32) for v in REQUANT_CASES[name])
     inits = {"m": m, "s": s, "zp": np.array(-3, np.int8), "uzp": np.array(200, np.uint8)}
     nodes = [helper.make_node("Requantize", ["acc", "m", "s", "zp"], ["r"], domain="mlpc", axis=-1),
              helper.make_node("Requantize", ["acc", "m", "s", "uzp"], ["ru"], domain="mlpc", axis=2, qmin=3)]
     model = _integer_model(nodes, {"acc": acc}, inits, {"r": (TensorProto.INT8, [3, 5, 6]),
                                                         "ru": (TensorProto.UINT8, [3, 5, 6])})
+    kernels = [gv.name_hint for gv in lower_graph(model.graph, 19).functions]
+    assert any("requantize" in k for k in kernels) == bool(np.all(s >= 32)), kernels
     _tvm_vs_reference(model, {"acc": acc})
 
 
