@@ -376,10 +376,57 @@ def _requantize(ctx: LowerContext, node, inputs):
     return [_clamp_cast(ctx, node, y, zp)]
 
 
+# IntegerAdd shifts from this one up take `integer_add_high_word`: its sum of two 8-bit operands
+# (|x − zp| ≤ 255) times int32 multipliers, |Σ| < 2^40 plus the rounding 2^(s−1), shifted left by
+# 32 − s stays within int64 for every s ≥ 10.
+ADD_HIGH_WORD_MIN_SHIFT = 10
+
+
+def integer_add_high_word(a: te.Tensor, b: te.Tensor, *, a_zero_point: int, b_zero_point: int, a_multiplier: int,
+                          b_multiplier: int, shift: int, zero_point: int, qmin: int, qmax: int,
+                          out_dtype: str) -> te.Tensor:
+    """IntegerAdd of 8-bit tensors `a` and `b` (NumPy broadcasting) with scalar parameters:
+    clamp((((a − azp)·am + (b − bzp)·bm + 2^(s−1)) >> s) + zp, qmin, qmax) as `out_dtype`.
+
+    The parameters are literals and each operand minus its zero point an int32, so each product
+    is a widening 32 × 32 multiply (vpmuldq); the shift takes the high word of the int64 sum, after
+    a left shift by 32 − s for s < 32 (exact, see ADD_HIGH_WORD_MIN_SHIFT) or followed by an
+    int32 shift by s − 32: AVX2 has no 64-bit arithmetic shift, and LLVM's emulation of it and of
+    the 64 × 64 multiplies made the residual add cost as much as the zoo ResNet's conv it follows."""
+    rank = max(len(a.shape), len(b.shape))
+    out_shape = [max(int(d) for d in dims) for dims in zip(*(
+        [1] * (rank - len(t.shape)) + [int(d) for d in t.shape] for t in (a, b)))]
+
+    def operand(t: te.Tensor, index: tuple, zp: int, multiplier: int):
+        lead = rank - len(t.shape)
+        idx = [0 if int(d) == 1 else index[lead + k] for k, d in enumerate(t.shape)]
+        centered = t[tuple(idx)].astype("int32") - tirx.const(zp, "int32")
+        return centered.astype("int64") * tirx.const(multiplier, "int64")
+
+    def body(*i):
+        total = (operand(a, i, a_zero_point, a_multiplier) + operand(b, i, b_zero_point, b_multiplier)
+                 + tirx.const(1 << (shift - 1), "int64"))
+        if shift < HIGH_WORD:
+            total = tirx.shift_left(total, tirx.const(HIGH_WORD - shift, "int64"))
+        y = tirx.shift_right(total, tirx.const(HIGH_WORD, "int64")).astype("int32")
+        if shift > HIGH_WORD:
+            y = tirx.shift_right(y, tirx.const(shift - HIGH_WORD, "int32"))
+        y = tirx.max(tirx.min(y + tirx.const(zero_point, "int32"), tirx.const(qmax, "int32")),
+                     tirx.const(qmin, "int32"))
+        return y.astype(out_dtype)
+
+    return te.compute(out_shape, body, name="integer_add")
+
+
 @converter("IntegerAdd", MLPC_DOMAIN)
 def _integer_add(ctx: LowerContext, node, inputs):
     a, b = inputs[0], inputs[1]
     azp, bzp, am, bm, shift, zp = (ctx.const_input(node, i, "parameter") for i in range(2, 8))
+    if int(shift) >= ADD_HIGH_WORD_MIN_SHIFT and {dtype_of(a), dtype_of(b)} <= {"int8", "uint8"}:
+        lo, hi = _clamp_range(node, zp)
+        return [ctx.emit_te(integer_add_high_word, a, b, a_zero_point=int(azp), b_zero_point=int(bzp),
+                            a_multiplier=int(am), b_multiplier=int(bm), shift=int(shift), zero_point=int(zp),
+                            qmin=lo, qmax=hi, out_dtype=str(zp.dtype))]
     terms = []
     for x, xzp, mult in ((a, azp, am), (b, bzp, bm)):
         x = op.subtract(op.astype(x, "int64"), const(np.array(xzp, np.int64).reshape(())))

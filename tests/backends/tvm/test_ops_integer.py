@@ -20,7 +20,7 @@ from tvm import relax
 
 from mlpc.backends.tvm.build import build, run
 from mlpc.backends.tvm.lower import lower_graph
-from mlpc.backends.tvm.ops_integer import pack_rows, slot_bits
+from mlpc.backends.tvm.ops_integer import ADD_HIGH_WORD_MIN_SHIFT, pack_rows, slot_bits
 from mlpc.ir import QuantParams, ReferenceEvaluator, set_quant, verify
 from mlpc.targets import Target
 from mlpc.passes.lower_quant import LowerQuantPass
@@ -176,6 +176,28 @@ def test_requantize_multiplier_and_shift_extremes(name):
     kernels = [gv.name_hint for gv in lower_graph(model.graph, 19).functions]
     assert any("requantize" in k for k in kernels) == bool(np.all(s >= 32)), kernels
     _tvm_vs_reference(model, {"acc": acc})
+
+
+@pytest.mark.parametrize("shift", [9, 10, 31, 32, 45, 62])
+def test_integer_add_shift_and_multiplier_extremes(shift):
+    """IntegerAdd against the reference with broadcasting (a per-channel operand against a full
+    one), uint8 + int8 operands at their extremes, multipliers ±(2^31 − 1) and −2^31, shifts on
+    both sides of 32 and the high-word kernel's lower limit (`ADD_HIGH_WORD_MIN_SHIFT`, below it
+    the int64 expression)."""
+    rng = np.random.default_rng(shift)
+    a = rng.integers(0, 256, (2, 3, 4, 5), dtype=np.uint8)
+    b = rng.integers(-128, 128, (3, 1, 1), dtype=np.int8)
+    a[0, 0, 0, :2], b[0, 0, 0] = [0, 255], -128
+    feeds = {"a": a, "b": b}
+    for am, bm in ((2**31 - 1, 2**31 - 1), (-(2**31), 2**31 - 1), (1518500250, -858993459)):
+        inits = {"azp": np.array(255, np.uint8), "bzp": np.array(127, np.int8), "am": np.array(am, np.int32),
+                 "bm": np.array(bm, np.int32), "shift": np.array(shift, np.int32), "zp": np.array(7, np.int8)}
+        nodes = [helper.make_node("IntegerAdd", ["a", "b", "azp", "bzp", "am", "bm", "shift", "zp"], ["y"],
+                                  domain="mlpc", qmin=-100)]
+        model = _integer_model(nodes, feeds, inits, {"y": (TensorProto.INT8, [2, 3, 4, 5])})
+        kernels = [gv.name_hint for gv in lower_graph(model.graph, 19).functions]
+        assert any("integer_add" in k for k in kernels) == (shift >= ADD_HIGH_WORD_MIN_SHIFT), kernels
+        _tvm_vs_reference(model, feeds)
 
 
 @pytest.mark.parametrize("value", [127, -128])
