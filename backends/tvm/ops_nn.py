@@ -7,10 +7,10 @@ import math
 
 import numpy as np
 import onnx_ir as ir
-from tvm import relax
+from tvm import relax, topi
 
 from mlpc.backends.tvm.context import LowerContext, const, dtype_of, shape_of
-from mlpc.backends.tvm.ops_elementwise import scalar
+from mlpc.backends.tvm.ops_elementwise import fast_math, scalar
 from mlpc.backends.tvm.registry import converter
 
 logger = logging.getLogger(__name__)
@@ -218,7 +218,10 @@ def _softmax_check(node: ir.Node, opset: int) -> str | None:
 
 @converter("Softmax", check=_softmax_check)
 def _softmax(ctx, node, inputs):
-    return [op.nn.softmax(inputs[0], axis=node.attributes.get_int("axis", -1))]
+    axis = node.attributes.get_int("axis", -1)
+    if fast_math(ctx, inputs[0]):
+        return [ctx.emit_te(topi.nn.fast_softmax, inputs[0], axis=axis)]
+    return [op.nn.softmax(inputs[0], axis=axis)]
 
 
 @converter("LogSoftmax", check=_softmax_check)
