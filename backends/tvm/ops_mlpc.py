@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 
-from tvm import relax, s_tir, te, tirx
+from tvm import relax, s_tir, te, tirx, topi
 
 from mlpc.backends.tvm.context import dtype_of, shape_of
 from mlpc.backends.tvm.cpu_schedule import ACCUMULATOR_SCOPE, PARALLEL_MIN_WORK
@@ -47,7 +47,11 @@ def attention_compute(
     logits = te.compute(scores.shape, logit, name="logits")
     j = te.reduce_axis((0, keys), "j")
     row_max = te.compute((*batch, rows), lambda *i: te.max(logits[(*i, j)], axis=j), name="row_max")
-    exp = te.compute(scores.shape, lambda *i: te.exp(logits[i] - row_max[i[:-1]]), name="exp")
+    if dtype == "float32":  # topi's polynomial exp (see ops_elementwise.fast_math; inputs ≤ 0 here)
+        shifted = te.compute(scores.shape, lambda *i: logits[i] - row_max[i[:-1]], name="shifted")
+        exp = topi.fast_exp(shifted)
+    else:
+        exp = te.compute(scores.shape, lambda *i: te.exp(logits[i] - row_max[i[:-1]]), name="exp")
     j2 = te.reduce_axis((0, keys), "j2")
     row_sum = te.compute((*batch, rows), lambda *i: te.sum(exp[(*i, j2)], axis=j2), name="row_sum")
     j3 = te.reduce_axis((0, keys), "j3")
@@ -70,6 +74,10 @@ QUERY_TILE = 4  # query rows sharing each loaded key/value row (a register tile)
 VECTOR = 16  # accumulator columns per register tile row (two AVX2 vectors of float32)
 
 
+def _has_block(sch: s_tir.Schedule, name: str) -> bool:
+    return any(sch.get(b).name_hint == name for b in sch.get_child_blocks(sch.get_sblock("root")))
+
+
 def schedule_attention(func: tirx.PrimFunc) -> tirx.PrimFunc:
     """Row-fused schedule: tiles of QUERY_TILE query rows (over batch × heads × queries) run in
     parallel and every stage of a tile (scores, max, exp, sum, V product) is computed inside the
@@ -82,9 +90,14 @@ def schedule_attention(func: tirx.PrimFunc) -> tirx.PrimFunc:
     tile = next((t for t in (QUERY_TILE, 2) if queries % t == 0 and queries > t), 1)
     query_outer, _ = sch.split(query, [None, tile])
     # compute_at on the unfused loops (fusing first makes TVM over-approximate the regions).
-    for name in ("acc", "row_sum", "exp", "row_max", "logits", "scores"):
+    fast = _has_block(sch, "shifted")
+    exp_name = "T_fast_exp" if fast else "exp"
+    for name in ("acc", "row_sum", exp_name, *(("shifted",) if fast else ()), "row_max", "logits", "scores"):
         sch.compute_at(sch.get_sblock(name), query_outer)
     sch.compute_inline(sch.get_sblock("logits"))
+    if fast:
+        sch.compute_inline(sch.get_sblock("shifted"))
+        _best_effort(sch.vectorize, sch.get_loops(sch.get_sblock(exp_name))[-1])
     tiles = sch.fuse(*batch, query_outer) if batch else query_outer
     extent = int(sch.get(tiles).extent)
     keys = int(sch.get(sch.get_loops(sch.get_sblock("row_sum"))[-1]).extent)
