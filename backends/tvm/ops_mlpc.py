@@ -9,6 +9,7 @@ from tvm import relax, s_tir, te, tirx, topi
 
 from mlpc.backends.tvm.context import dtype_of, shape_of
 from mlpc.backends.tvm.cpu_schedule import ACCUMULATOR_SCOPE, PARALLEL_MIN_WORK
+from mlpc.backends.tvm.ops_elementwise import sigmoid
 from mlpc.backends.tvm.registry import converter
 from mlpc.ir.ops import MLPC_DOMAIN
 
@@ -18,7 +19,7 @@ logger = logging.getLogger(__name__)
 @converter("SiLU", domain=MLPC_DOMAIN)
 def _silu(ctx, node, inputs):
     x = inputs[0]
-    return [relax.op.multiply(x, relax.op.sigmoid(x))]
+    return [relax.op.multiply(x, sigmoid(ctx, x))]
 
 
 def attention_compute(

@@ -156,7 +156,7 @@ def test_inference_dropout_is_the_identity():
 
 
 def test_fast_math_activations_track_float64_over_their_whole_range():
-    """CPU float32 Erf, Tanh, Gelu and Softmax take topi's polynomial erf/tanh/exp
+    """CPU float32 Erf, Tanh, Gelu, Sigmoid and Softmax take topi's polynomial erf/tanh/exp
     (`ops_elementwise.fast_math`): within 1e-6 of float64 from −12 to 12 (both tails included),
     and a softmax row whose logits span 100 still sums to 1 with the exact zeros underflowing."""
     from scipy.special import erf
@@ -166,12 +166,15 @@ def test_fast_math_activations_track_float64_over_their_whole_range():
     nodes = [helper.make_node("Erf", ["x"], ["erf"]), helper.make_node("Tanh", ["x"], ["tanh"]),
              helper.make_node("Gelu", ["x"], ["gelu"], approximate="none"),
              helper.make_node("Gelu", ["x"], ["gelu_tanh"], approximate="tanh"),
+             helper.make_node("Sigmoid", ["x"], ["sigmoid"]),
              helper.make_node("Softmax", ["logits"], ["softmax"], axis=-1)]
-    model = make_model(nodes, {"x": x, "logits": logits}, ["erf", "tanh", "gelu", "gelu_tanh", "softmax"], opset=20)
-    got = dict(zip(["erf", "tanh", "gelu", "gelu_tanh", "softmax"], mlpc_run(model, {"x": x, "logits": logits})))
+    names = ["erf", "tanh", "gelu", "gelu_tanh", "sigmoid", "softmax"]
+    model = make_model(nodes, {"x": x, "logits": logits}, names, opset=20)
+    got = dict(zip(names, mlpc_run(model, {"x": x, "logits": logits})))
     d = x.astype(np.float64)
     want = {"erf": erf(d), "tanh": np.tanh(d), "gelu": 0.5 * d * (1 + erf(d / np.sqrt(2))),
-            "gelu_tanh": 0.5 * d * (1 + np.tanh(np.sqrt(2 / np.pi) * (d + 0.044715 * d**3)))}
+            "gelu_tanh": 0.5 * d * (1 + np.tanh(np.sqrt(2 / np.pi) * (d + 0.044715 * d**3))),
+            "sigmoid": 1 / (1 + np.exp(-d))}
     for name, ref in want.items():
         np.testing.assert_allclose(got[name], ref, rtol=1e-6, atol=1e-6, err_msg=name)
     e = np.exp(logits.astype(np.float64) - logits.max(axis=-1, keepdims=True))
