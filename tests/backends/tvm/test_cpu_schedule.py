@@ -73,3 +73,33 @@ def test_injective_blocks_keep_their_innermost_axis(channels, inner_kind):
     out = tvm.runtime.tensor(np.zeros((1, 32, 32, channels), "float32"))
     lib["main"](tvm.runtime.tensor(data), out)
     np.testing.assert_array_equal(out.numpy(), data.transpose(0, 2, 3, 1))
+
+
+def test_softmax_with_quantize_epilogue_keeps_only_the_buffers_its_reductions_need():
+    """A fused Softmax + QuantizeLinear kernel: its elementwise stages are inlined, so besides its
+    output only the row maximum, the exponentials (read by the row sum and the normalization) and
+    the row sum are stored; the build matches NumPy's softmax, quantized, within one step."""
+    import onnx_ir as ir
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mlpc.backends.tvm.cpu_schedule import fusion_passes, schedule_primfunc
+
+    nodes = [helper.make_node("Softmax", ["x"], ["s"], axis=-1),
+             helper.make_node("QuantizeLinear", ["s", "sc", "zp"], ["q"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 32, 32])],
+        [helper.make_tensor_value_info("q", TensorProto.UINT8, [4, 32, 32])],
+        initializer=[numpy_helper.from_array(np.array(1 / 255, np.float32), "sc"),
+                     numpy_helper.from_array(np.array(0, np.uint8), "zp")])
+    model = ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]))
+    target = get_target("host").tvm_target()
+    with target:
+        fused = tvm.transform.Sequential(fusion_passes(target))(lower_graph(model.graph, 19))
+    (kernel,) = [f for f in fused.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    script = schedule_primfunc(kernel, 8, True).script()
+    assert script.count("T.sblock_alloc_buffer") == 3, script
+    x = np.random.default_rng(0).normal(0, 4, (4, 32, 32)).astype(np.float32)
+    (got,) = run(build(lower_graph(model.graph, 19), get_target("host")), [x])
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    want = np.clip(np.round(e / e.sum(axis=-1, keepdims=True) * 255), 0, 255)
+    assert np.abs(got.astype(int) - want).max() <= 1
