@@ -116,6 +116,7 @@ class TuneResult:
     stopped: str | None = None
     seconds: float = 0.0
     cache_path: Path | None = None
+    cached: list[str] = field(default_factory=list)  # kernels whose schedule went to the user cache in this run
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -326,14 +327,15 @@ def _progress_callback(db: TuningDatabase, task: TuningTask, tasks: list[TuningT
     return _Progress()
 
 
-def _update_cache(db: TuningDatabase, cache: TuningDatabase | None, task: TuningTask) -> None:
+def _update_cache(db: TuningDatabase, cache: TuningDatabase | None, task: TuningTask) -> bool:
     """Copy `task`'s record compile would use into the user cache, with what decided it: the verdict's
     record when it won (a verdict that kept the default copies nothing); without a verdict (remote
-    measurement), MetaSchedule's best when it beat the default figure, with both figures."""
+    measurement), MetaSchedule's best when it beat the default figure, with both figures. Returns
+    True when a record was copied."""
     from tvm.s_tir import meta_schedule as ms
 
     if cache is None or not task.beats_default:
-        return
+        return False
     if task.verified is not None:
         record = db.record(task.mod, task.verified["record"])
         entry = {"name": task.name, "verified": task.verified}
@@ -341,18 +343,18 @@ def _update_cache(db: TuningDatabase, cache: TuningDatabase | None, task: Tuning
         record = db.best(task.mod)
         entry = {"name": task.name, "best_ms": task.best_ms, "default_ms": task.default_ms}
     if record is None:
-        return
+        return False
     try:
         wl = cache.db.commit_workload(task.mod)
         cache.db.commit_tuning_record(ms.database.TuningRecord(
             record.trace, wl, record.run_secs, record.target, record.args_info))
-        saved = cache.tasks.get(task.key, {})
-        if task.verified is None and "verified" in saved:  # a verdict measured on the host outranks
-            return
-        cache.tasks[task.key] = entry
-        cache.save_meta()
+        if task.verified is not None or "verified" not in cache.tasks.get(task.key, {}):
+            cache.tasks[task.key] = entry  # (a verdict measured on the host outranks an unverified entry)
+            cache.save_meta()
     except Exception as e:  # the cache is an optimization: never lose a tuning run over it
         logger.warning("could not write the tuning cache %s: %s", cache.path, e)
+        return False
+    return True
 
 
 def _needs_verdict(task: TuningTask) -> bool:
@@ -361,9 +363,10 @@ def _needs_verdict(task: TuningTask) -> bool:
 
 
 def _settle(task: TuningTask, tasks: list[TuningTask], db: TuningDatabase, cache: TuningDatabase | None,
-            target: Target | None, on_progress: ProgressFn | None) -> None:
+            target: Target | None, on_progress: ProgressFn | None) -> bool:
     """After `task`'s search: verify its records on the host when `target` is given (and the verdict
-    is missing or older than its records), save the verdict, then update the user cache."""
+    is missing or older than its records), save the verdict, then update the user cache (True when
+    it got the task's schedule)."""
     if target is not None and _needs_verdict(task):
         status, task.status = task.status, "verifying"
         if on_progress is not None:
@@ -378,7 +381,7 @@ def _settle(task: TuningTask, tasks: list[TuningTask], db: TuningDatabase, cache
         db.save_meta()
         if on_progress is not None:
             on_progress(tasks, task)
-    _update_cache(db, cache, task)
+    return _update_cache(db, cache, task)
 
 
 def tune(
@@ -503,13 +506,14 @@ def tune(
                                                                genetic_num_iters=GENETIC_ITERS, **search_options)
                 result.stopped = _tune_task(task, tasks, db, tvm_target, builder, runner, work_dir, search,
                                             trials_per_batch, on_progress, stop_reason, seed)
-                _settle(task, tasks, db, cache, tgt if on_host else None, on_progress)
+                if _settle(task, tasks, db, cache, tgt if on_host else None, on_progress):
+                    result.cached.append(task.name)
                 if result.stopped:
                     break
         if on_host:  # tasks measured by an earlier run (resumed) that lack a verdict
             for task in tasks:
-                if _needs_verdict(task):
-                    _settle(task, tasks, db, cache, tgt, on_progress)
+                if _needs_verdict(task) and _settle(task, tasks, db, cache, tgt, on_progress):
+                    result.cached.append(task.name)
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)

@@ -38,8 +38,8 @@ def _ms(value: float | None) -> str:
 def task_table(tasks: list[TuningTask], title: str = "tuning") -> Table:
     """A table of the tasks, heaviest first: share of model time, MetaSchedule's best figure, the
     verified tuned and default figures (re-timed together after the search) and which one compile uses."""
-    table = Table(title=title)
-    for col in ("kernel", "calls", "share", "search ms", "default ms", "tuned ms", "uses", "trials", "status"):
+    table = Table(title=f"{title} (latencies in ms)")
+    for col in ("kernel", "calls", "share", "search", "default", "tuned", "uses", "trials", "status"):
         table.add_column(col, justify="left" if col in ("kernel", "uses", "status") else "right")
     for t in sorted(tasks, key=lambda t: -t.weight):
         default, tuned, uses = t.default_ms, None, "—"
@@ -48,9 +48,9 @@ def task_table(tasks: list[TuningTask], title: str = "tuning") -> Table:
             uses = "tuned" if t.beats_default else "default"
         elif t.best_ms is not None:
             uses = "tuned?" if t.beats_default else "default?"  # unverified: MetaSchedule's figure decides
-        speedup = f" ({default / tuned:.2f}x)" if tuned and default else ""
+        speedup = f" {default / tuned:.2f}x" if tuned and default else ""
         table.add_row(t.name, str(t.calls), f"{100 * t.weight:.1f}%", _ms(t.best_ms), _ms(default),
-                      _ms(tuned) + speedup, uses, f"{t.trials}/{t.budget}", t.status)
+                      _ms(tuned), uses + speedup, f"{t.trials}/{t.budget}", t.status)
     return table
 
 
@@ -79,5 +79,5 @@ class TuneDisplay:
         note = f" — stopped: {result.stopped}; run the same command again to resume" if result.stopped else ""
         out.print(f"{len(result.tasks)} kernels, {trials} trials recorded, {result.seconds:.0f}s → "
                   f"{result.db_path}{note}")
-        if result.cache_path is not None and any(t.beats_default for t in result.tasks):
-            out.print(f"schedules faster than the default also cached in {result.cache_path}")
+        if result.cache_path is not None and result.cached:
+            out.print(f"{len(result.cached)} schedule(s) faster than the default also cached in {result.cache_path}")

@@ -73,49 +73,38 @@ def _outputs_match(got: Sequence[Any], want: Sequence[Any]) -> bool:
     return True
 
 
-def time_interleaved(
-    funcs: Sequence[tvm.tirx.PrimFunc],
-    tvm_target: tvm.target.Target,
-    rounds: int = ROUNDS,
-    round_ms: float = ROUND_MS,
-) -> tuple[list[list[float]], list[bool]]:
-    """Build each of `funcs` (the same kernel scheduled differently; the last is the reference) for
-    the host and time them in `rounds` interleaved rounds, rotating the order each round.
+def build_kernel(func: tvm.tirx.PrimFunc, tvm_target: tvm.target.Target) -> Any:
+    """Compile one kernel alone for the host (as MetaSchedule's builder and `measure_default` do)."""
+    return tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=tvm_target)
 
-    Returns per kernel its per-round figures in ms (mean of as many calls as fill `round_ms`) and
-    whether its output on the same random inputs matches the reference's.
+
+def time_interleaved(
+    libs: Sequence[Any], args: Sequence[Any], rounds: int = ROUNDS, round_ms: float = ROUND_MS
+) -> list[list[float]]:
+    """Time the compiled kernels `libs` (the same kernel scheduled differently) on `args` in
+    `rounds` interleaved rounds, rotating the order each round (A B C D, B C D A, …).
+
+    Returns per kernel its per-round figures in ms, each the mean of as many calls as fill
+    `round_ms` (counted once per kernel, before the rounds).
     """
     dev = tvm.cpu()
-    libs = [
-        tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=tvm_target)
-        for f in funcs
-    ]
-    args = random_args(funcs[-1])
-    outputs = [[tvm.runtime.tensor(a.numpy()) for a in args] for _ in funcs]
-    for lib, out in zip(libs, outputs):
-        lib.mod["main"](*out)
-    matches = [_outputs_match(out, outputs[-1]) for out in outputs]  # inputs untouched, outputs computed
     timers = []
     for lib in libs:  # calibrate: how many calls fill a round (the first call also warms the kernel up)
         probe = lib.mod.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=math.ceil(round_ms))
         per_call_ms = max(float(probe(*args).mean) * 1e3, 1e-6)
-        number = max(1, math.ceil(round_ms / per_call_ms))
-        timers.append(lib.mod.time_evaluator("main", dev, number=number, repeat=1))
-    figures: list[list[float]] = [[] for _ in funcs]
+        timers.append(
+            lib.mod.time_evaluator("main", dev, number=max(1, math.ceil(round_ms / per_call_ms)), repeat=1)
+        )
+    figures: list[list[float]] = [[] for _ in libs]
     for r in range(rounds):
-        for i in [(r + j) % len(funcs) for j in range(len(funcs))]:
+        for i in [(r + j) % len(libs) for j in range(len(libs))]:
             figures[i].append(float(timers[i](*args).mean) * 1e3)
-    return figures, matches
+    return figures
 
 
-def verify_task(
-    db: TuningDatabase, task: Any, target: Target, top: int = VERIFY_TOP
-) -> dict[str, Any] | None:
-    """Time `task`'s best `top` distinct records in `db` against its default schedule on this host
-    (`time_interleaved`) and return the verdict stored in the database (see the module doc):
-    {"tuned_ms", "default_ms", "record", "rank", "use_tuned", "trials", "candidates", "rounds"}.
-    None when the database holds no measured record of the task or the kernels cannot be built."""
-    records, funcs, seen = [], [], set()
+def _distinct_top(db: TuningDatabase, task: Any, top: int) -> list[tuple[Any, tvm.tirx.PrimFunc]]:
+    """The best `top` records of `task` by MetaSchedule's figure that replay to distinct kernels."""
+    found, seen = [], set()
     for record in db.records(task.mod):
         try:
             func = apply_record(record)
@@ -123,66 +112,97 @@ def verify_task(
             logger.debug("%s: a record does not replay (%s)", task.name, str(e).strip().splitlines()[-1])
             continue
         key = tvm_ffi.structural_hash(func)
-        if key in seen:  # two traces, one schedule
-            continue
-        seen.add(key)
-        records.append(record)
-        funcs.append(func)
-        if len(records) == top:
-            break
-    if not records:
+        if key not in seen:  # two traces can make one schedule
+            seen.add(key)
+            found.append((record, func))
+            if len(found) == top:
+                break
+    return found
+
+
+def verify_task(
+    db: TuningDatabase, task: Any, target: Target, top: int = VERIFY_TOP
+) -> dict[str, Any] | None:
+    """Time `task`'s best `top` distinct records in `db` against its default schedule on this host
+    (`time_interleaved`) and return the verdict stored in the database (see the module doc):
+    {"tuned_ms", "default_ms", "record", "rank", "use_tuned", "trials", "rounds", "candidates"}.
+    Records that do not build or compute another result are left out; when none is left the
+    verdict keeps the default ("record": None). Returns None (no verdict: compile falls back to
+    MetaSchedule's figure) when `db` has no measured record of the task or its default kernel
+    cannot be built here."""
+    found = _distinct_top(db, task, top)
+    if not found:
         return None
+    tvm_target = target.tvm_target()
+    default_func = default_kernel(task.mod["main"], target)
     try:
-        figures, matches = time_interleaved(
-            [*funcs, default_kernel(task.mod["main"], target)], target.tvm_target()
-        )
+        default_lib = build_kernel(default_func, tvm_target)
     except Exception as e:
         logger.warning(
-            "could not verify the tuned schedules of %s (%s); compile will compare MetaSchedule's figure",
+            "could not verify the tuned schedules of %s: its default kernel does not build here (%s)",
             task.name,
             str(e).strip().splitlines()[-1],
         )
         return None
-    medians = [float(np.median(f)) for f in figures]
-    default_ms = medians[-1]
-    candidates = [
-        {
-            "record": record_id(r),
-            "ms": round(m, 6),
-            "search_ms": round(float(np.mean([float(s) for s in r.run_secs])) * 1e3, 6),
-            "matches_default": ok,
+    args = random_args(default_func)
+    want = [tvm.runtime.tensor(a.numpy()) for a in args]
+    default_lib.mod["main"](*want)
+    entries, libs = [], []
+    for rank, (record, func) in enumerate(found):
+        entry = {
+            "record": record_id(record),
+            "rank": rank,
+            "search_ms": round(float(np.mean([float(s) for s in record.run_secs])) * 1e3, 6),
         }
-        for r, m, ok in zip(records, medians, matches)
-    ]
-    usable = [i for i in range(len(records)) if matches[i]]
-    for i in range(len(records)):
-        if not matches[i]:
-            logger.warning(
-                "%s: a tuned record's output differs from the default kernel's; not used", task.name
-            )
-    if not usable:
-        return None
-    best = min(usable, key=lambda i: medians[i])
+        entries.append(entry)
+        try:
+            lib = build_kernel(func, tvm_target)
+            got = [tvm.runtime.tensor(a.numpy()) for a in args]
+            lib.mod["main"](*got)
+        except Exception as e:
+            entry["error"] = f"does not build or run: {str(e).strip().splitlines()[-1]}"
+            continue
+        if not _outputs_match(got, want):  # inputs are untouched copies, so this compares the outputs
+            entry["error"] = "its output differs from the default kernel's"
+            continue
+        libs.append((entry, lib))
+    for entry in entries:
+        if "error" in entry:
+            logger.warning("%s: tuned record %s not used: %s", task.name, entry["record"], entry["error"])
+    figures = time_interleaved([lib for _, lib in libs] + [default_lib], args)
+    for (entry, _), fig in zip(libs, figures):
+        entry["ms"] = round(float(np.median(fig)), 6)
+    default_ms = round(float(np.median(figures[-1])), 6)
+    timed = [entry for entry, _ in libs]
+    best = min(timed, key=lambda e: e["ms"]) if timed else None
     verdict = {
-        "tuned_ms": round(medians[best], 6),
-        "default_ms": round(default_ms, 6),
-        "record": record_id(records[best]),
-        "rank": best,
+        "tuned_ms": best and best["ms"],
+        "default_ms": default_ms,
+        "record": best and best["record"],
+        "rank": best and best["rank"],
         "trials": task.trials,
         "rounds": ROUNDS,
-        "candidates": candidates,
+        "candidates": entries,
     }
     verdict["use_tuned"] = verdict_wins(verdict)
     logger.info(
-        "%s: verified %.4f ms tuned (record %d of the top %d) vs %.4f ms default → %s",
+        "%s: verified %s ms tuned (record %s of the best %d) vs %.4f ms default → %s",
         task.name,
-        medians[best],
-        best + 1,
-        len(records),
+        "—" if best is None else f"{best['ms']:.4f}",
+        "—" if best is None else best["rank"] + 1,
+        len(entries),
         default_ms,
         "tuned" if verdict["use_tuned"] else "default",
     )
     return verdict
 
 
-__all__ = ["ROUNDS", "ROUND_MS", "VERIFY_TOP", "random_args", "time_interleaved", "verify_task"]
+__all__ = [
+    "ROUNDS",
+    "ROUND_MS",
+    "VERIFY_TOP",
+    "build_kernel",
+    "random_args",
+    "time_interleaved",
+    "verify_task",
+]
