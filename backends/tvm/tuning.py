@@ -337,7 +337,7 @@ def _update_cache(db: TuningDatabase, cache: TuningDatabase | None, task: Tuning
     if cache is None or not task.beats_default:
         return False
     if task.verified is not None:
-        record = db.record(task.mod, task.verified["record"])
+        record = db.record(task.mod, task.verified["record"], task.verified.get("search_ms"))
         entry = {"name": task.name, "verified": task.verified}
     else:
         record = db.best(task.mod)
@@ -406,9 +406,9 @@ def tune(
     """Tune `model`'s kernels for `target` with MetaSchedule, `trials` measurements in all.
 
     Records go to the database directory `db_path` (created or resumed), and the schedules verified
-    faster than the default ones to the user cache (`use_cache`). `time_limit_s` stops after that many seconds; Ctrl-C and
-    `should_stop(tasks)` returning a reason stop too — the records measured so far are kept and a
-    later call resumes. `rpc_tracker` ("host:port") and `rpc_key` measure on a remote device.
+    faster than the default ones to the user cache (`use_cache`). `time_limit_s` stops after that
+    many seconds; Ctrl-C and `should_stop(tasks)` returning a reason stop too — the records measured
+    so far are kept (and the stopped task verified) and a later call resumes. `rpc_tracker` ("host:port") and `rpc_key` measure on a remote device.
     CUDA targets need a GPU to measure on, this machine's or the RPC server's (checked first:
     TargetError, nothing written); `dtype` is their compute precision, as in `mlpc compile --dtype`.
     `runner`, a MetaSchedule Runner, measures instead of the local or RPC one (no GPU check then).
@@ -510,7 +510,7 @@ def tune(
                     result.cached.append(task.name)
                 if result.stopped:
                     break
-        if on_host:  # tasks measured by an earlier run (resumed) that lack a verdict
+        if on_host and not interrupted:  # tasks measured by an earlier run that lack a verdict (after Ctrl-C: next run)
             for task in tasks:
                 if _needs_verdict(task) and _settle(task, tasks, db, cache, tgt, on_progress):
                     result.cached.append(task.name)

@@ -65,10 +65,16 @@ def workload_hash(mod: tvm.IRModule) -> str:
     return f"{tvm_ffi.structural_hash(mod):016x}"
 
 
+def schedule_id(func: tvm.tirx.PrimFunc) -> str:
+    """A stable id of a scheduled kernel: its structural hash (the same in every process)."""
+    return f"{tvm_ffi.structural_hash(func):016x}"
+
+
 def record_id(record: Any) -> str:
-    """A stable id of a TuningRecord's schedule: a hash of its trace (the verdict names the record by it)."""
-    text = json.dumps(record.trace.as_json(), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """The id a verdict names a TuningRecord by: `schedule_id` of the kernel its trace makes. (Its
+    trace's JSON is no id: a record read back from the file prints differently from the one the
+    search committed.)"""
+    return schedule_id(apply_record(record))
 
 
 def verdict_wins(verdict: Any) -> bool:
@@ -173,9 +179,19 @@ class TuningDatabase:
         top = self.db.get_top_k(self.db.commit_workload(mod), k or max(len(self.db), 1))
         return [r for r in top if r.run_secs and all(0 < float(s) < FAILED_RUN_SECS for s in r.run_secs)]
 
-    def record(self, mod: tvm.IRModule, rid: str) -> Any | None:
-        """The TuningRecord of workload `mod` whose `record_id` is `rid`, or None."""
-        return next((r for r in self.records(mod) if record_id(r) == rid), None)
+    def record(self, mod: tvm.IRModule, rid: str, search_ms: float | None = None) -> Any | None:
+        """The TuningRecord of workload `mod` whose `record_id` is `rid`, or None. `search_ms`, its
+        MetaSchedule figure, is a hint: records with that figure are replayed first."""
+        records = self.records(mod)
+        if search_ms is not None:
+            records.sort(key=lambda r: abs(_mean_ms(r) - search_ms) > 1e-3 * search_ms)  # stable: matches first
+        for record in records:
+            try:
+                if record_id(record) == rid:
+                    return record
+            except Exception as e:  # a record that no longer replays
+                logger.debug("%s: a record does not replay (%s)", self.path, str(e).strip().splitlines()[-1])
+        return None
 
     def schedule(self, mod: tvm.IRModule, tvm_target: tvm.target.Target) -> tvm.tirx.PrimFunc | None:
         """Return the tuned PrimFunc for workload `mod`, or None when there is none or the default
@@ -195,7 +211,7 @@ class TuningDatabase:
                 logger.info("%s: %s keeps its default schedule (verified %s ms tuned vs %s ms default)",
                             self.path, task.get("name"), verdict.get("tuned_ms"), verdict.get("default_ms"))
                 return None
-            record = self.record(mod, str(verdict.get("record")))
+            record = self.record(mod, str(verdict.get("record")), verdict.get("search_ms"))
             if record is None:
                 logger.warning("%s: the verified record %s of %s is not in the database; default schedule kept",
                                self.path, verdict.get("record"), task.get("name"))
@@ -211,6 +227,10 @@ class TuningDatabase:
             return None
         sch = self.db.query_schedule(mod, target=tvm_target, workload_name="main")
         return None if sch is None else sch.mod["main"]
+
+
+def _mean_ms(record: Any) -> float:
+    return 1e3 * sum(float(s) for s in record.run_secs) / len(record.run_secs)
 
 
 def apply_record(record: Any) -> tvm.tirx.PrimFunc:
@@ -303,4 +323,4 @@ def apply_databases_pass(dbs: list[TuningDatabase], tvm_target: tvm.target.Targe
 
 
 __all__ = ["VERIFIED_MARGIN", "TuningDatabase", "apply_databases_pass", "apply_record", "cache_dir", "cache_root",
-           "databases_for_compile", "record_id", "tuned_primfunc", "verdict_wins", "workload", "workload_hash"]
+           "databases_for_compile", "record_id", "schedule_id", "tuned_primfunc", "verdict_wins", "workload", "workload_hash"]

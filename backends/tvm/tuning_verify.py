@@ -28,10 +28,9 @@ from typing import Any
 
 import numpy as np
 import tvm
-import tvm_ffi
 
 from mlpc.backends.tvm.build import default_kernel
-from mlpc.backends.tvm.tuning_db import TuningDatabase, apply_record, record_id, verdict_wins
+from mlpc.backends.tvm.tuning_db import TuningDatabase, apply_record, schedule_id, verdict_wins
 from mlpc.targets import Target
 
 logger = logging.getLogger(__name__)
@@ -102,8 +101,9 @@ def time_interleaved(
     return figures
 
 
-def _distinct_top(db: TuningDatabase, task: Any, top: int) -> list[tuple[Any, tvm.tirx.PrimFunc]]:
-    """The best `top` records of `task` by MetaSchedule's figure that replay to distinct kernels."""
+def _distinct_top(db: TuningDatabase, task: Any, top: int) -> list[tuple[Any, tvm.tirx.PrimFunc, str]]:
+    """The best `top` records of `task` by MetaSchedule's figure that replay to distinct kernels:
+    (record, kernel, its `schedule_id`)."""
     found, seen = [], set()
     for record in db.records(task.mod):
         try:
@@ -111,10 +111,10 @@ def _distinct_top(db: TuningDatabase, task: Any, top: int) -> list[tuple[Any, tv
         except Exception as e:  # a record that no longer replays: compile would skip it too
             logger.debug("%s: a record does not replay (%s)", task.name, str(e).strip().splitlines()[-1])
             continue
-        key = tvm_ffi.structural_hash(func)
+        key = schedule_id(func)
         if key not in seen:  # two traces can make one schedule
             seen.add(key)
-            found.append((record, func))
+            found.append((record, func, key))
             if len(found) == top:
                 break
     return found
@@ -125,7 +125,8 @@ def verify_task(
 ) -> dict[str, Any] | None:
     """Time `task`'s best `top` distinct records in `db` against its default schedule on this host
     (`time_interleaved`) and return the verdict stored in the database (see the module doc):
-    {"tuned_ms", "default_ms", "record", "rank", "use_tuned", "trials", "rounds", "candidates"}.
+    {"tuned_ms", "default_ms", "record" (its `schedule_id`), "rank", "search_ms" (MetaSchedule's
+    figure), "use_tuned", "trials", "rounds", "candidates"}.
     Records that do not build or compute another result are left out; when none is left the
     verdict keeps the default ("record": None). Returns None (no verdict: compile falls back to
     MetaSchedule's figure) when `db` has no measured record of the task or its default kernel
@@ -148,9 +149,9 @@ def verify_task(
     want = [tvm.runtime.tensor(a.numpy()) for a in args]
     default_lib.mod["main"](*want)
     entries, libs = [], []
-    for rank, (record, func) in enumerate(found):
+    for rank, (record, func, key) in enumerate(found):
         entry = {
-            "record": record_id(record),
+            "record": key,
             "rank": rank,
             "search_ms": round(float(np.mean([float(s) for s in record.run_secs])) * 1e3, 6),
         }
@@ -180,6 +181,7 @@ def verify_task(
         "default_ms": default_ms,
         "record": best and best["record"],
         "rank": best and best["rank"],
+        "search_ms": best and best["search_ms"],
         "trials": task.trials,
         "rounds": ROUNDS,
         "candidates": entries,

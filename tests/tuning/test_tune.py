@@ -10,7 +10,7 @@ import pytest
 
 import mlpc
 from mlpc.backends.tvm.tuning import allocate_budget, tune
-from mlpc.backends.tvm.tuning_db import META, RECORDS, cache_dir
+from mlpc.backends.tvm.tuning_db import META, RECORDS, TuningDatabase, cache_dir
 from mlpc.cli import main
 from mlpc.targets import get_target
 
@@ -38,6 +38,10 @@ def test_tune_interrupt_resume_and_compile(dense_onnx: Path, tmp_path: Path, pri
     assert (task.trials, task.budget, task.status) == (4, 8, "stopped")
     assert _records(db) == 4
     assert task.verified is not None and task.verified["trials"] == 4  # verified even though stopped
+    # The verdict names its record so that a database read back from the files finds it (records the
+    # search committed in memory print their traces differently from the ones read back).
+    reopened = TuningDatabase.open(db, get_target("host").tvm_target())
+    assert reopened.record(task.mod, task.verified["record"], task.verified["search_ms"]) is not None
     meta = json.loads((db / META).read_text())
     assert meta["tasks"][task.key]["verified"] == task.verified
     assert meta["target"] == str(get_target("host").tvm_target()) and meta["mlpc_version"] == mlpc.__version__
@@ -94,7 +98,7 @@ def _check_tuned_tir_differs(model: Path, db_path: Path) -> None:
 
     from mlpc.backends.tvm.cpu_schedule import schedule_primfunc
     from mlpc.backends.tvm.tuning import extract_tasks, model_module
-    from mlpc.backends.tvm.tuning_db import TuningDatabase, apply_databases_pass
+    from mlpc.backends.tvm.tuning_db import apply_databases_pass
 
     target = get_target("host")
     tvm_target = target.tvm_target()
@@ -110,8 +114,6 @@ def _check_tuned_tir_differs(model: Path, db_path: Path) -> None:
 @pytest.mark.parametrize("bad", ["bad json", "other target", "other tvm", "bad records"])
 def test_bad_database_is_ignored_with_a_warning(dense_onnx: Path, tmp_path: Path, bad: str,
                                                 caplog: pytest.LogCaptureFixture) -> None:
-    from mlpc.backends.tvm.tuning_db import TuningDatabase
-
     db = tmp_path / "db"
     TuningDatabase.open(db, get_target("host").tvm_target(), create=True)
     meta = json.loads((db / META).read_text())
