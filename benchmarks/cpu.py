@@ -232,6 +232,16 @@ def _tune_worker(spec_path: Path) -> int:
                 "stopped": result.stopped,
                 "trial_budget": spec["trials"],
                 "time_limit_s": spec["time_limit_s"],
+                # per kernel: MetaSchedule's best figure and the verdict (tuned vs default re-timed together)
+                "kernels": {
+                    t.name: {
+                        "trials": t.trials,
+                        "search_ms": t.best_ms,
+                        **{k: (t.verified or {}).get(k) for k in ("default_ms", "tuned_ms", "use_tuned")},
+                    }
+                    for t in result.tasks
+                    if t.trials
+                },
             }
         except Exception as e:  # one model failing must not stop the others
             out[case["key"]] = _error_entry(f"tuning {case['key']}", e)

@@ -182,6 +182,15 @@ def inline_elementwise(sch: s_tir.Schedule) -> None:
             pass
 
 
+def lanes_for(vector_bits: int) -> int:
+    """The float32 SIMD lanes the default schedule vectorizes by (at least 4).
+
+    >>> lanes_for(256)
+    8
+    """
+    return max(vector_bits // 32, 4)
+
+
 def schedule_primfunc(func: tvm.tirx.PrimFunc, lanes: int, avx2: bool = False,
                       dotprod: bool = False) -> tvm.tirx.PrimFunc:
     """Return `func` with the default CPU schedule applied (raises ScheduleError if it does not fit).
@@ -265,7 +274,7 @@ def cpu_pipeline(target: tvm.target.Target, vector_bits: int,
     `tuned` (a pass applying a tuning database) runs first and the default schedule skips
     the kernels it marked "tirx.is_scheduled"; `avx2` enables the vpmaddwd integer kernels,
     `dotprod` the sdot ones."""
-    lanes = max(vector_bits // 32, 4)
+    lanes = lanes_for(vector_bits)
 
     @tvm.transform.module_pass(opt_level=0, name="MlpcCpuPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
@@ -282,4 +291,4 @@ def cpu_pipeline(target: tvm.target.Target, vector_bits: int,
     return _pipeline
 
 
-__all__ = ["cpu_pipeline", "default_schedule_pass", "fusion_passes", "schedule_primfunc"]
+__all__ = ["cpu_pipeline", "default_schedule_pass", "fusion_passes", "lanes_for", "schedule_primfunc"]

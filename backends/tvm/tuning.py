@@ -7,6 +7,9 @@ on this machine, times the number of calls; a loop-work estimate when measuring 
 and the trial budget goes to the tasks where it pays. Each task is then tuned in turn with
 MetaSchedule's evolutionary search; records are appended to the database as they are measured,
 so Ctrl-C or a time limit keeps them, and a second run skips the tasks that spent their budget.
+When a task's search ends (or stops), its best records are re-timed against the default schedule
+on the host (`tuning_verify`); the verdict, stored per task, decides what compile uses, and only
+verified winners go to the user cache.
 CUDA targets (`tuning_cuda`) build candidates here with nvcc and measure them on a GPU, this
 machine's or one reached through an RPC tracker; their tasks are weighed by loop work.
 
@@ -32,7 +35,8 @@ from typing import Any
 import numpy as np
 import tvm
 
-from mlpc.backends.tvm.tuning_db import TuningDatabase, cache_dir, workload, workload_hash
+from mlpc.backends.tvm.tuning_db import TuningDatabase, cache_dir, verdict_wins, workload, workload_hash
+from mlpc.backends.tvm.tuning_verify import random_args, verify_task
 from mlpc.errors import InputError, LoweringError, MlpcError, UnsupportedOpError
 from mlpc.targets import Target, get_target
 
@@ -83,12 +87,17 @@ class TuningTask:
     weight: float = 0.0
     budget: int = 0
     trials: int = 0  # spent so far (this run and earlier ones)
-    best_ms: float | None = None
-    status: str = "pending"  # pending | tuning | done | skipped | stopped
+    best_ms: float | None = None  # MetaSchedule's best figure (the minimum over its candidates)
+    status: str = "pending"  # pending | tuning | verifying | done | skipped | stopped
+    verified: dict[str, Any] | None = None  # `tuning_verify.verify_task`'s verdict, when there is one
 
     @property
     def beats_default(self) -> bool:
-        """True when the best tuned schedule is faster than the default one (or that is unknown)."""
+        """True when compile will use the tuned schedule: by the verdict when there is one (see
+        `tuning_db.verdict_wins`), else when MetaSchedule's best figure is below the default one
+        (or that is unknown)."""
+        if self.verified is not None:
+            return verdict_wins(self.verified)
         return self.best_ms is not None and (self.default_ms is None or self.best_ms < self.default_ms)
 
     @property
@@ -107,6 +116,7 @@ class TuneResult:
     stopped: str | None = None
     seconds: float = 0.0
     cache_path: Path | None = None
+    cached: list[str] = field(default_factory=list)  # kernels whose schedule went to the user cache in this run
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -188,41 +198,24 @@ def _loop_work(mod: tvm.IRModule) -> float:
     return total
 
 
-def _random_args(func: tvm.tirx.PrimFunc, rng: np.random.Generator) -> list[Any]:
-    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+def measure_default(task: TuningTask, target: Target) -> float:
+    """Build `task`'s kernel with mlpc's default schedule and return its median latency in ms on the
+    host (to weigh the tasks; `tuning_verify` compares tuned and default kernels)."""
+    from mlpc.backends.tvm.build import default_kernel
 
-    args = []
-    for info in ArgInfo.from_prim_func(func):
-        shape = [int(d) for d in info.shape]
-        dtype = str(info.dtype)
-        data = rng.uniform(-1, 1, shape) if "float" in dtype else np.zeros(shape)
-        args.append(tvm.runtime.tensor(data.astype(dtype)))
-    return args
-
-
-def measure_default(task: TuningTask, tvm_target: tvm.target.Target, lanes: int) -> float:
-    """Build `task`'s kernel with mlpc's default schedule and return its median latency in ms on the host."""
-    from mlpc.backends.tvm.cpu_schedule import schedule_primfunc
-
-    func = task.mod["main"]
-    try:
-        avx2 = "x86_64" in str(tvm_target.attrs.get("mtriple", "")) and lanes >= 8
-        func = schedule_primfunc(func, lanes, avx2)
-    except Exception as e:  # the default rule leaves this kernel unscheduled in compile too
-        logger.debug("default schedule does not fit %s: %s", task.name, e)
-    lib = tvm.compile(tvm.IRModule({"main": func}), target=tvm_target)
-    args = _random_args(func, np.random.default_rng(0))
+    func = default_kernel(task.mod["main"], target)
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=target.tvm_target())
     timer = lib.mod.time_evaluator("main", tvm.cpu(), number=3, repeat=5, min_repeat_ms=20)
-    return float(np.median(timer(*args).results)) * 1e3
+    return float(np.median(timer(*random_args(func)).results)) * 1e3
 
 
-def weigh_tasks(tasks: list[TuningTask], tvm_target: tvm.target.Target, lanes: int, measure: bool) -> None:
+def weigh_tasks(tasks: list[TuningTask], target: Target, measure: bool) -> None:
     """Set each task's weight to its share of the model time: default latency × calls when every
     task has one (measured here when `measure`: code for the host), else loop work × calls."""
     for task in tasks:
         if measure:
             try:
-                task.default_ms = measure_default(task, tvm_target, lanes)
+                task.default_ms = measure_default(task, target)
             except Exception as e:
                 logger.warning("could not time kernel %s with its default schedule (%s); weighing by size",
                                task.name, str(e).strip().splitlines()[-1])
@@ -334,20 +327,61 @@ def _progress_callback(db: TuningDatabase, task: TuningTask, tasks: list[TuningT
     return _Progress()
 
 
-def _copy_best_to_cache(db: TuningDatabase, cache: TuningDatabase | None, task: TuningTask) -> None:
+def _update_cache(db: TuningDatabase, cache: TuningDatabase | None, task: TuningTask) -> bool:
+    """Copy `task`'s record compile would use into the user cache, with what decided it: the verdict's
+    record when it won (a verdict that kept the default copies nothing); without a verdict (remote
+    measurement), MetaSchedule's best when it beat the default figure, with both figures. Returns
+    True when a record was copied."""
     from tvm.s_tir import meta_schedule as ms
 
     if cache is None or not task.beats_default:
-        return
-    record = db.best(task.mod)
+        return False
+    if task.verified is not None:
+        record = db.record(task.mod, task.verified["record"], task.verified.get("search_ms"))
+        entry = {"name": task.name, "verified": task.verified}
+    else:
+        record = db.best(task.mod)
+        entry = {"name": task.name, "best_ms": task.best_ms, "default_ms": task.default_ms}
     if record is None:
-        return
+        return False
     try:
         wl = cache.db.commit_workload(task.mod)
         cache.db.commit_tuning_record(ms.database.TuningRecord(
             record.trace, wl, record.run_secs, record.target, record.args_info))
+        if task.verified is not None or "verified" not in cache.tasks.get(task.key, {}):
+            cache.tasks[task.key] = entry  # (a verdict measured on the host outranks an unverified entry)
+            cache.save_meta()
     except Exception as e:  # the cache is an optimization: never lose a tuning run over it
         logger.warning("could not write the tuning cache %s: %s", cache.path, e)
+        return False
+    return True
+
+
+def _needs_verdict(task: TuningTask) -> bool:
+    """True when `task` has measured records and no verdict, or one older than its records."""
+    return task.trials > 0 and (task.verified is None or task.verified.get("trials") != task.trials)
+
+
+def _settle(task: TuningTask, tasks: list[TuningTask], db: TuningDatabase, cache: TuningDatabase | None,
+            target: Target | None, on_progress: ProgressFn | None) -> bool:
+    """After `task`'s search: verify its records on the host when `target` is given (and the verdict
+    is missing or older than its records), save the verdict, then update the user cache (True when
+    it got the task's schedule)."""
+    if target is not None and _needs_verdict(task):
+        status, task.status = task.status, "verifying"
+        if on_progress is not None:
+            on_progress(tasks, task)
+        task.verified = verify_task(db, task, target)
+        task.status = status
+        entry = db.tasks.setdefault(task.key, {})
+        if task.verified is None:
+            entry.pop("verified", None)
+        else:
+            entry["verified"] = task.verified
+        db.save_meta()
+        if on_progress is not None:
+            on_progress(tasks, task)
+    return _update_cache(db, cache, task)
 
 
 def tune(
@@ -371,15 +405,18 @@ def tune(
 ) -> TuneResult:
     """Tune `model`'s kernels for `target` with MetaSchedule, `trials` measurements in all.
 
-    Records go to the database directory `db_path` (created or resumed) and the best schedule per
-    kernel to the user cache (`use_cache`). `time_limit_s` stops after that many seconds; Ctrl-C and
-    `should_stop(tasks)` returning a reason stop too — the records measured so far are kept and a
-    later call resumes. `rpc_tracker` ("host:port") and `rpc_key` measure on a remote device.
+    Records go to the database directory `db_path` (created or resumed), and the schedules verified
+    faster than the default ones to the user cache (`use_cache`). `time_limit_s` stops after that
+    many seconds; Ctrl-C and `should_stop(tasks)` returning a reason stop too — the records measured
+    so far are kept (and the stopped task verified) and a later call resumes. `rpc_tracker` ("host:port") and `rpc_key` measure on a remote device.
     CUDA targets need a GPU to measure on, this machine's or the RPC server's (checked first:
     TargetError, nothing written); `dtype` is their compute precision, as in `mlpc compile --dtype`.
     `runner`, a MetaSchedule Runner, measures instead of the local or RPC one (no GPU check then).
     `trials_per_batch` candidates are measured per search round, drawn from `population` candidates.
-    `on_progress(tasks, task)` is called after every measured batch. Returns a TuneResult.
+    `on_progress(tasks, task)` is called after every measured batch and around each verification.
+    On the host, each task's best records are then re-timed against the default schedule
+    (`tuning_verify`); the verdict goes into the database and decides what compile uses.
+    Returns a TuneResult.
     """
     from tvm.s_tir import meta_schedule as ms
 
@@ -415,6 +452,9 @@ def tune(
     if not tasks:
         raise InputError(f"{model}: the model has no kernels to tune")
     builder = make_builder(tgt)
+    # Candidates measured on this machine are verified here; remote ones (RPC, a given runner, CUDA)
+    # keep MetaSchedule's figure against the default one.
+    on_host = not cuda and rpc_tracker is None and runner is None and not tgt.missing_on_host()
     runner = make_runner(rpc_tracker, rpc_key) if runner is None else runner
     search_options: dict[str, int] = {}
     if cuda:  # mlpc compile's schedules, timed on the GPU like the candidates (once per database)
@@ -424,13 +464,13 @@ def tune(
         for task in tasks:
             task.default_ms = db.tasks.get(task.key, {}).get("default_ms")
         measure_defaults([t for t in tasks if t.default_ms is None], tvm_target, builder, runner)
-    lanes = max(int(tgt.capabilities.get("vector_bits", 128)) // 32, 4)
-    weigh_tasks(tasks, tvm_target, lanes, measure=not cuda and rpc_tracker is None and not tgt.missing_on_host())
+    weigh_tasks(tasks, tgt, measure=not cuda and rpc_tracker is None and not tgt.missing_on_host())
     for task, budget in zip(tasks, allocate_budget([t.weight for t in tasks], trials)):
         task.budget = budget
         saved = db.tasks.get(task.key, {})
         task.trials = int(saved.get("trials", 0))
         task.best_ms = saved.get("best_ms")
+        task.verified = saved.get("verified")
         if budget == 0:
             task.status = "skipped"
         elif saved.get("exhausted") or task.trials >= budget:
@@ -464,10 +504,16 @@ def tune(
                     break
                 search = ms.search_strategy.EvolutionarySearch(population_size=population,
                                                                genetic_num_iters=GENETIC_ITERS, **search_options)
-                result.stopped = _tune_task(task, tasks, db, cache, tvm_target, builder, runner, work_dir, search,
+                result.stopped = _tune_task(task, tasks, db, tvm_target, builder, runner, work_dir, search,
                                             trials_per_batch, on_progress, stop_reason, seed)
+                if _settle(task, tasks, db, cache, tgt if on_host else None, on_progress):
+                    result.cached.append(task.name)
                 if result.stopped:
                     break
+        if on_host and not interrupted:  # tasks measured by an earlier run that lack a verdict (after Ctrl-C: next run)
+            for task in tasks:
+                if _needs_verdict(task) and _settle(task, tasks, db, cache, tgt, on_progress):
+                    result.cached.append(task.name)
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
@@ -484,7 +530,7 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _tune_task(task: TuningTask, tasks: list[TuningTask], db: TuningDatabase, cache: TuningDatabase | None,
+def _tune_task(task: TuningTask, tasks: list[TuningTask], db: TuningDatabase,
                tvm_target: tvm.target.Target, builder: Any, runner: Any, work_dir: str, search: Any,
                trials_per_batch: int,
                on_progress: ProgressFn | None, stop_reason: Callable[[], str | None], seed: int) -> str | None:
@@ -517,8 +563,6 @@ def _tune_task(task: TuningTask, tasks: list[TuningTask], db: TuningDatabase, ca
         if stopped is None:
             task.status = "stopped"
             raise LoweringError(f"tuning kernel {task.name} failed: {str(e).strip().splitlines()[-1]}") from e
-    finally:
-        _copy_best_to_cache(db, cache, task)
     if stopped is None:
         task.status = "done"
         # The search can run out of candidates before the budget: remember it so resume skips it.

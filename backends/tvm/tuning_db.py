@@ -3,7 +3,12 @@
 A database directory holds MetaSchedule's two line-oriented files (`database_workload.json`,
 `database_tuning_record.json`, appended to as measurements arrive, so an interrupted run keeps
 what it measured) and `mlpc_tuning.json`: the format, the mlpc and TVM versions, the TVM target
-the records were measured for, and per task the trial budget and the trials spent (for resume).
+the records were measured for, and per task the trial budget, the trials spent (for resume) and
+the verdict of `tuning_verify`: the best records and the default schedule re-timed on the host
+by one evaluator ("verified": tuned_ms, default_ms, the chosen record's id, use_tuned). Compile
+applies a kernel's record only when that verdict says it beats the default by `VERIFIED_MARGIN`;
+a database without verdicts (older mlpc, remote targets) falls back to MetaSchedule's best
+figure against the default one measured before tuning.
 
     db = TuningDatabase.open("tuning.json", tvm_target, create=True)   # `mlpc tune --db`
     dbs = databases_for_compile(tvm_target, "tuning.json")             # explicit db, then the user cache
@@ -36,6 +41,12 @@ META = "mlpc_tuning.json"
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
 SCHEDULED_ATTR = "tirx.is_scheduled"
+FAILED_RUN_SECS = 1e9  # MetaSchedule records a candidate that failed to build or run with 1e10 s
+# A verified tuned kernel must be at least this much faster than the default one to be used: the
+# verdict picks the fastest of a few records by the same figures it compares with the default
+# (a small winner's curse of its own), timings on a shared host wander by a few percent, and
+# below that a different schedule is not worth its risk (a kernel measured alone, not in the model).
+VERIFIED_MARGIN = 0.03
 
 
 def target_key(tvm_target: tvm.target.Target) -> str:
@@ -52,6 +63,31 @@ def workload(func: tvm.tirx.PrimFunc) -> tvm.IRModule:
 def workload_hash(mod: tvm.IRModule) -> str:
     """A stable key for a workload (its structural hash), used for per-task progress."""
     return f"{tvm_ffi.structural_hash(mod):016x}"
+
+
+def schedule_id(func: tvm.tirx.PrimFunc) -> str:
+    """A stable id of a scheduled kernel: its structural hash (the same in every process)."""
+    return f"{tvm_ffi.structural_hash(func):016x}"
+
+
+def record_id(record: Any) -> str:
+    """The id a verdict names a TuningRecord by: `schedule_id` of the kernel its trace makes. (Its
+    trace's JSON is no id: a record read back from the file prints differently from the one the
+    search committed.)"""
+    return schedule_id(apply_record(record))
+
+
+def verdict_wins(verdict: Any) -> bool:
+    """True when a verdict's tuned figure beats its default one by `VERIFIED_MARGIN`.
+
+    >>> verdict_wins({"tuned_ms": 0.9, "default_ms": 1.0}), verdict_wins({"tuned_ms": 0.98, "default_ms": 1.0})
+    (True, False)
+    """
+    try:
+        tuned, default = float(verdict["tuned_ms"]), float(verdict["default_ms"])
+    except (TypeError, KeyError, ValueError):
+        return False
+    return 0 < tuned <= default * (1 - VERIFIED_MARGIN)
 
 
 def cache_root() -> Path:
@@ -71,7 +107,7 @@ class TuningDatabase:
     """A MetaSchedule JSONDatabase in a directory plus mlpc's metadata (target, versions, progress).
 
     Use `TuningDatabase.open`; `self.db` is the `ms.database.JSONDatabase`, `self.tasks` maps
-    workload hash → {"name", "budget", "trials", "best_us", "done"}.
+    workload hash → {"name", "budget", "trials", "best_ms", "default_ms", "weight", "exhausted", "verified"}.
     """
 
     def __init__(self, path: Path, db: Any, meta: dict[str, Any]) -> None:
@@ -131,18 +167,59 @@ class TuningDatabase:
         _write_json(self.path / META, self.meta)
 
     def best(self, mod: tvm.IRModule) -> Any | None:
-        """Return the best TuningRecord of workload `mod`, or None when there is none."""
-        if not self.db.has_workload(mod):
-            return None
-        top = self.db.get_top_k(self.db.commit_workload(mod), 1)
+        """Return the best TuningRecord of workload `mod` (by MetaSchedule's figure), or None."""
+        top = self.records(mod, 1)
         return top[0] if top else None
 
+    def records(self, mod: tvm.IRModule, k: int | None = None) -> list[Any]:
+        """The measured TuningRecords of workload `mod`, fastest first by MetaSchedule's figure
+        (at most `k`; failed measurements left out)."""
+        if not self.db.has_workload(mod):
+            return []
+        top = self.db.get_top_k(self.db.commit_workload(mod), k or max(len(self.db), 1))
+        return [r for r in top if r.run_secs and all(0 < float(s) < FAILED_RUN_SECS for s in r.run_secs)]
+
+    def record(self, mod: tvm.IRModule, rid: str, search_ms: float | None = None) -> Any | None:
+        """The TuningRecord of workload `mod` whose `record_id` is `rid`, or None. `search_ms`, its
+        MetaSchedule figure, is a hint: records with that figure are replayed first."""
+        records = self.records(mod)
+        if search_ms is not None:
+            records.sort(key=lambda r: abs(_mean_ms(r) - search_ms) > 1e-3 * search_ms)  # stable: matches first
+        for record in records:
+            try:
+                if record_id(record) == rid:
+                    return record
+            except Exception as e:  # a record that no longer replays
+                logger.debug("%s: a record does not replay (%s)", self.path, str(e).strip().splitlines()[-1])
+        return None
+
     def schedule(self, mod: tvm.IRModule, tvm_target: tvm.target.Target) -> tvm.tirx.PrimFunc | None:
-        """Return the tuned PrimFunc for workload `mod`, or None when there is none or when `mlpc tune`
-        found it slower than mlpc's default schedule (few trials can do worse)."""
+        """Return the tuned PrimFunc for workload `mod`, or None when there is none or the default
+        schedule is to be kept.
+
+        With a verdict (`mlpc tune` re-timed its best records against the default schedule), the
+        verdict's record is used when it beat the default by `VERIFIED_MARGIN`. Without one (an
+        older database, a remote target), the best record is used unless `mlpc tune` measured it
+        slower than the default schedule.
+        """
         if not self.db.has_workload(mod):
             return None
         task = self.tasks.get(workload_hash(mod), {})
+        verdict = task.get("verified")
+        if verdict is not None:
+            if not verdict_wins(verdict):
+                logger.info("%s: %s keeps its default schedule (verified %s ms tuned vs %s ms default)",
+                            self.path, task.get("name"), verdict.get("tuned_ms"), verdict.get("default_ms"))
+                return None
+            record = self.record(mod, str(verdict.get("record")), verdict.get("search_ms"))
+            if record is None:
+                logger.warning("%s: the verified record %s of %s is not in the database; default schedule kept",
+                               self.path, verdict.get("record"), task.get("name"))
+                return None
+            return apply_record(record)
+        logger.debug("%s: %s has no verified figure (database from an older mlpc or a remote target): "
+                     "using MetaSchedule's best unless it measured slower than the default",
+                     self.path, task.get("name", workload_hash(mod)))
         if task.get("best_ms") is not None and task.get("default_ms") is not None \
                 and task["best_ms"] >= task["default_ms"]:
             logger.info("%s: tuned schedule of %s (%.4f ms) is slower than the default (%.4f ms); not used",
@@ -150,6 +227,19 @@ class TuningDatabase:
             return None
         sch = self.db.query_schedule(mod, target=tvm_target, workload_name="main")
         return None if sch is None else sch.mod["main"]
+
+
+def _mean_ms(record: Any) -> float:
+    return 1e3 * sum(float(s) for s in record.run_secs) / len(record.run_secs)
+
+
+def apply_record(record: Any) -> tvm.tirx.PrimFunc:
+    """The PrimFunc `record`'s trace makes of its workload (as MetaSchedule's query_schedule does)."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(record.workload.mod)
+    record.trace.apply_to_schedule(sch, remove_postproc=False)
+    return sch.mod["main"]
 
 
 def _mismatch(meta: Any, tvm_target: tvm.target.Target) -> str | None:
@@ -232,5 +322,5 @@ def apply_databases_pass(dbs: list[TuningDatabase], tvm_target: tvm.target.Targe
     return _apply
 
 
-__all__ = ["TuningDatabase", "apply_databases_pass", "cache_dir", "cache_root", "databases_for_compile",
-           "tuned_primfunc", "workload", "workload_hash"]
+__all__ = ["VERIFIED_MARGIN", "TuningDatabase", "apply_databases_pass", "apply_record", "cache_dir", "cache_root",
+           "databases_for_compile", "record_id", "schedule_id", "tuned_primfunc", "verdict_wins", "workload", "workload_hash"]

@@ -1,4 +1,6 @@
-"""The live display of `mlpc tune`: one row per kernel with its budget, trials and best latency."""
+"""The live display of `mlpc tune`: one row per kernel with its budget, trials, MetaSchedule's best
+latency, and the verified tuned and default latencies ("uses": which one compile will take; a "?"
+when there is no verdict, e.g. for remote measurement)."""
 from __future__ import annotations
 
 import logging
@@ -34,16 +36,21 @@ def _ms(value: float | None) -> str:
 
 
 def task_table(tasks: list[TuningTask], title: str = "tuning") -> Table:
-    """A table of the tasks, heaviest first: share of model time, default and best latency, trials."""
-    table = Table(title=title)
-    for col in ("kernel", "calls", "share", "default ms", "best ms", "trials", "status"):
-        table.add_column(col, justify="left" if col in ("kernel", "status") else "right")
+    """A table of the tasks, heaviest first: share of model time, MetaSchedule's best figure, the
+    verified tuned and default figures (re-timed together after the search) and which one compile uses."""
+    table = Table(title=f"{title} (latencies in ms)")
+    for col in ("kernel", "calls", "share", "search", "default", "tuned", "uses", "trials", "status"):
+        table.add_column(col, justify="left" if col in ("kernel", "uses", "status") else "right")
     for t in sorted(tasks, key=lambda t: -t.weight):
-        speedup = ""
-        if t.best_ms and t.default_ms:
-            speedup = f" ({t.default_ms / t.best_ms:.2f}x)"
-        table.add_row(t.name, str(t.calls), f"{100 * t.weight:.1f}%", _ms(t.default_ms), _ms(t.best_ms) + speedup,
-                      f"{t.trials}/{t.budget}", t.status)
+        default, tuned, uses = t.default_ms, None, "—"
+        if t.verified is not None:
+            default, tuned = t.verified.get("default_ms"), t.verified.get("tuned_ms")
+            uses = "tuned" if t.beats_default else "default"
+        elif t.best_ms is not None:
+            uses = "tuned?" if t.beats_default else "default?"  # unverified: MetaSchedule's figure decides
+        speedup = f" {default / tuned:.2f}x" if tuned and default else ""
+        table.add_row(t.name, str(t.calls), f"{100 * t.weight:.1f}%", _ms(t.best_ms), _ms(default),
+                      _ms(tuned), uses + speedup, f"{t.trials}/{t.budget}", t.status)
     return table
 
 
@@ -72,5 +79,5 @@ class TuneDisplay:
         note = f" — stopped: {result.stopped}; run the same command again to resume" if result.stopped else ""
         out.print(f"{len(result.tasks)} kernels, {trials} trials recorded, {result.seconds:.0f}s → "
                   f"{result.db_path}{note}")
-        if result.cache_path is not None:
-            out.print(f"best schedules also cached in {result.cache_path}")
+        if result.cache_path is not None and result.cached:
+            out.print(f"{len(result.cached)} schedule(s) faster than the default also cached in {result.cache_path}")

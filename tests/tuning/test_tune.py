@@ -10,7 +10,7 @@ import pytest
 
 import mlpc
 from mlpc.backends.tvm.tuning import allocate_budget, tune
-from mlpc.backends.tvm.tuning_db import META, RECORDS, cache_dir
+from mlpc.backends.tvm.tuning_db import META, RECORDS, TuningDatabase, cache_dir
 from mlpc.cli import main
 from mlpc.targets import get_target
 
@@ -37,7 +37,13 @@ def test_tune_interrupt_resume_and_compile(dense_onnx: Path, tmp_path: Path, pri
     [task] = first.tasks
     assert (task.trials, task.budget, task.status) == (4, 8, "stopped")
     assert _records(db) == 4
+    assert task.verified is not None and task.verified["trials"] == 4  # verified even though stopped
+    # The verdict names its record so that a database read back from the files finds it (records the
+    # search committed in memory print their traces differently from the ones read back).
+    reopened = TuningDatabase.open(db, get_target("host").tvm_target())
+    assert reopened.record(task.mod, task.verified["record"], task.verified["search_ms"]) is not None
     meta = json.loads((db / META).read_text())
+    assert meta["tasks"][task.key]["verified"] == task.verified
     assert meta["target"] == str(get_target("host").tvm_target()) and meta["mlpc_version"] == mlpc.__version__
 
     second = tune(dense_onnx, "host", db, trials=8, trials_per_batch=4, population=SEARCH)  # resumes where it stopped
@@ -45,10 +51,13 @@ def test_tune_interrupt_resume_and_compile(dense_onnx: Path, tmp_path: Path, pri
     assert (second.tasks[0].trials, second.tasks[0].status) == (8, "done")
     assert _records(db) == 8
     assert second.tasks[0].best_ms is not None and second.tasks[0].best_ms > 0
+    verdict = second.tasks[0].verified  # re-verified: the search added records
+    assert verdict is not None and verdict["trials"] == 8 and verdict["default_ms"] > 0 and verdict["tuned_ms"] > 0
 
     # A third run (through the CLI) finds nothing left to do and measures nothing.
     assert main(["tune", str(dense_onnx), "--trials", "8", "--db", str(db)]) == 0
     assert _records(db) == 8
+    assert json.loads((db / META).read_text())["tasks"][task.key]["verified"] == verdict  # kept, not re-measured
     # The user cache (written by tune when tuning won) applies without --tuning-db; an empty cache
     # gives default schedules.
     if second.tasks[0].beats_default:
@@ -60,15 +69,17 @@ def test_tune_interrupt_resume_and_compile(dense_onnx: Path, tmp_path: Path, pri
     default = mlpc.compile(dense_onnx, output_dir=tmp_path / "default")
     assert default.manifest["backend"]["tuned_kernels"] == []
 
-    # Compile skips a tuned kernel `tune` measured slower than the default schedule: with 8 trials
-    # on a shared machine either can happen, so fix the verdict both ways and check each.
+    # Compile skips a tuned kernel the verification measured slower than the default schedule, or
+    # faster by less than the margin: with 8 trials on a shared machine either can happen, so fix the
+    # verdict both ways and check each.
     meta = json.loads((db / META).read_text())
     progress = meta["tasks"][task.key]
     assert progress["default_ms"] > 0 and progress["best_ms"] > 0
-    (db / META).write_text(json.dumps({**meta, "tasks": {task.key: {**progress, "best_ms": 2 * progress["default_ms"]}}}))
-    slower = mlpc.compile(dense_onnx, tuning_db=db, output_dir=tmp_path / "slower")
-    assert slower.manifest["backend"]["tuned_kernels"] == []
-    (db / META).write_text(json.dumps({**meta, "tasks": {task.key: {**progress, "best_ms": progress["default_ms"] / 2}}}))
+    for tuned_ms, used in ((2.0, False), (0.99, False), (0.5, True)):
+        figures = {"tuned_ms": tuned_ms * verdict["default_ms"], "default_ms": verdict["default_ms"]}
+        (db / META).write_text(json.dumps({**meta, "tasks": {task.key: {**progress, "verified": {**verdict, **figures}}}}))
+        art = mlpc.compile(dense_onnx, tuning_db=db, output_dir=tmp_path / f"verdict-{tuned_ms}")
+        assert art.manifest["backend"]["tuned_kernels"] == ([task.name] if used else [])
 
     tuned = mlpc.compile(dense_onnx, tuning_db=db, verify=True, output_dir=tmp_path / "tuned")
     assert tuned.manifest["backend"]["tuned_kernels"] == [task.name]
@@ -87,7 +98,7 @@ def _check_tuned_tir_differs(model: Path, db_path: Path) -> None:
 
     from mlpc.backends.tvm.cpu_schedule import schedule_primfunc
     from mlpc.backends.tvm.tuning import extract_tasks, model_module
-    from mlpc.backends.tvm.tuning_db import TuningDatabase, apply_databases_pass
+    from mlpc.backends.tvm.tuning_db import apply_databases_pass
 
     target = get_target("host")
     tvm_target = target.tvm_target()
@@ -103,8 +114,6 @@ def _check_tuned_tir_differs(model: Path, db_path: Path) -> None:
 @pytest.mark.parametrize("bad", ["bad json", "other target", "other tvm", "bad records"])
 def test_bad_database_is_ignored_with_a_warning(dense_onnx: Path, tmp_path: Path, bad: str,
                                                 caplog: pytest.LogCaptureFixture) -> None:
-    from mlpc.backends.tvm.tuning_db import TuningDatabase
-
     db = tmp_path / "db"
     TuningDatabase.open(db, get_target("host").tvm_target(), create=True)
     meta = json.loads((db / META).read_text())
