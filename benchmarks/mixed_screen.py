@@ -49,7 +49,15 @@ def _candidates() -> dict[str, tuple[str, Callable[[int], Any]]]:
             "zoo ResNet (BN folded) on digits upsampled to 32×32",
             lambda s: qm.train_digits_zoo("resnet", s),
         ),
-        "mnist1d-deep": ("deep narrow 1-D CNN (mixed.py's mnist1d-deep)", qm.train_mnist1d_deep_cnn),
+        "digits-narrow": (
+            "digits CNN of quant.py at width 4 (convs 1→4→8)",
+            lambda s: qm.train_digits_cnn(s, width=4),
+        ),
+        "mnist1d-narrow": (
+            "mnist1d CNN of quant.py at width 4 (convs 1→4→8)",
+            lambda s: qm.train_mnist1d_cnn(s, width=4),
+        ),
+        "mnist1d-deep": ("mixed.py's deep narrow 1-D CNN, 6 convs of 8", qm.train_mnist1d_deep_cnn),
         "transformer": (
             "transformer encoder, 10 patch tokens, d 32, 4 heads, MLP 64, 2 blocks",
             qm.train_mnist1d_transformer,
@@ -149,7 +157,7 @@ def summary_rows(models: dict[str, Any]) -> list[list[str]]:
         first = next(iter(seeds.values()))
         rows.append(
             [
-                f"{name} ({result['description']})",
+                f"{name}: {result['description']}",
                 f"{', '.join(seeds)} ({first['test_samples']})",
                 *(f"{arr[k].mean():.2f}" for k in ("fp32", "uniform 8-bit", "uniform 4-bit", "mixed")),
                 ", ".join(f"{d:+.2f}" for d in loss),

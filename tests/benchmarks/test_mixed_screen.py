@@ -29,7 +29,7 @@ def test_summary_gives_means_losses_and_gains_per_seed():
     }
     (row,) = mixed_screen.summary_rows(models)
     assert row == [
-        "m (a model)",
+        "m: a model",
         "0, 1 (2000)",
         "89.00",
         "88.75",
@@ -40,7 +40,7 @@ def test_summary_gives_means_losses_and_gains_per_seed():
         "8/2; 4/4",
     ]
     data = {"machine": {"cpu": "cpu", "cores": 2, "versions": {"mlpc": "0"}, "date": "d"}, "models": models}
-    assert "| m (a model) | 0, 1 (2000) | 89.00 |" in mixed_screen.render(data)
+    assert "| m: a model | 0, 1 (2000) | 89.00 |" in mixed_screen.render(data)
 
 
 def test_candidates_export_the_layers_mlpc_quantizes():
