@@ -174,3 +174,130 @@ def train_mnist1d_deep_cnn(
     _fit(net, x_train, y_train, epochs=epochs, batch=100, seed=seed, lr=2e-3, weight_decay=1e-4)
     net.eval()
     return TrainedModel(_export(net, x_test[:1]), x_train, y_train, x_test, y_test)
+
+
+def _patch_transformer(length: int, patch: int, d: int, heads: int, ff: int, depth: int, classes: int):
+    """A pre-LayerNorm transformer encoder classifier over non-overlapping patches of a 1-D signal:
+    Linear patch embedding + learned positions, `depth` blocks (multi-head self-attention with
+    separate q/k/v/o Linear layers, GELU MLP of width `ff`), LayerNorm, mean over tokens, Linear head.
+    Written with plain Linear/matmul so the legacy exporter gives MatMul layers mlpc quantizes."""
+    import torch
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ln1, self.ln2 = torch.nn.LayerNorm(d), torch.nn.LayerNorm(d)
+            self.q, self.k, self.v, self.o = (torch.nn.Linear(d, d) for _ in range(4))
+            self.f1, self.f2 = torch.nn.Linear(d, ff), torch.nn.Linear(ff, d)
+
+        def forward(self, x):
+            b, t, _ = x.shape
+            h = self.ln1(x)
+
+            def split(z):
+                return z.reshape(b, t, heads, d // heads).transpose(1, 2)
+
+            q, k, v = split(self.q(h)), split(self.k(h)), split(self.v(h))
+            a = torch.softmax(q @ k.transpose(-1, -2) / (d // heads) ** 0.5, -1) @ v
+            x = x + self.o(a.transpose(1, 2).reshape(b, t, d))
+            return x + self.f2(torch.nn.functional.gelu(self.f1(self.ln2(x))))
+
+    class PatchTransformer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Linear(patch, d)
+            self.pos = torch.nn.Parameter(torch.randn(1, length // patch, d) * 0.02)
+            self.blocks = torch.nn.Sequential(*(Block() for _ in range(depth)))
+            self.ln = torch.nn.LayerNorm(d)
+            self.head = torch.nn.Linear(d, classes)
+
+        def forward(self, x):
+            x = self.embed(x.reshape(x.shape[0], length // patch, patch)) + self.pos
+            return self.head(self.ln(self.blocks(x)).mean(1))
+
+    return PatchTransformer()
+
+
+def train_mnist1d_transformer(
+    seed: int = 0, epochs: int = 40, samples: int = 8000, d: int = 32, heads: int = 4, ff: int = 64,
+    depth: int = 2, patch: int = 4,
+) -> TrainedModel:
+    """Train a small transformer encoder on mnist1d (seeded): the 40-sample signal as 40/`patch`
+    tokens of `patch` samples, `depth` pre-LN blocks of width `d` (`_patch_transformer`), mean
+    pooling, Linear(→10). `samples` training signals and a quarter as many test ones; exported to
+    ONNX (batch 1, opset 17)."""
+    import torch
+
+    x_train, y_train, x_test, y_test = _mnist1d(samples, seed)
+    torch.manual_seed(seed)
+    net = _patch_transformer(x_train.shape[-1], patch, d, heads, ff, depth, 10)
+    _fit(net, x_train, y_train, epochs=epochs, batch=100, seed=seed, lr=2e-3, weight_decay=1e-4)
+    net.eval()
+    return TrainedModel(_export(net, x_test[:1]), x_train, y_train, x_test, y_test)
+
+
+def train_mnist1d_dscnn(
+    seed: int = 0, epochs: int = 30, samples: int = 8000, width: int = 32, blocks: int = 4
+) -> TrainedModel:
+    """Train a depthwise-separable 1-D CNN on mnist1d (seeded): Conv1d(1→w,5)+BN+ReLU, then `blocks`
+    × (depthwise Conv1d(w→w,5, groups w)+BN+ReLU, pointwise Conv1d(w→w,1)+BN+ReLU), a MaxPool(2)
+    after every second block, Flatten, Linear(→128), ReLU, Linear(128→10): tiny depthwise layers,
+    one big dense layer. BatchNorm is folded by the exporter (batch 1, opset 17)."""
+    import torch
+
+    x_train, y_train, x_test, y_test = _mnist1d(samples, seed)
+    torch.manual_seed(seed)
+    layers: list = [torch.nn.Conv1d(1, width, 5, padding=2), torch.nn.BatchNorm1d(width), torch.nn.ReLU()]
+    length = x_train.shape[-1]
+    for i in range(blocks):
+        layers += [
+            torch.nn.Conv1d(width, width, 5, padding=2, groups=width), torch.nn.BatchNorm1d(width), torch.nn.ReLU(),
+            torch.nn.Conv1d(width, width, 1), torch.nn.BatchNorm1d(width), torch.nn.ReLU(),
+        ]
+        if i % 2 == 1:
+            layers.append(torch.nn.MaxPool1d(2))
+            length //= 2
+    net = torch.nn.Sequential(
+        *layers, torch.nn.Flatten(), torch.nn.Linear(width * length, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)
+    )
+    net.train()
+    _fit(net, x_train, y_train, epochs=epochs, batch=100, seed=seed, lr=2e-3, weight_decay=1e-4)
+    net.eval()
+    return TrainedModel(_export(net, x_test[:1]), x_train, y_train, x_test, y_test)
+
+
+def train_mnist1d_wide_head(
+    seed: int = 0, epochs: int = 30, samples: int = 8000, widths: tuple[int, ...] = (8, 8, 16, 16),
+    batchnorm: bool = False, hidden: int = 512, dropout: float = 0.5, lr: float = 1e-3,
+) -> TrainedModel:
+    """Train a VGG-style 1-D CNN on mnist1d (seeded): narrow convs of `widths` channels (the first
+    kernel 5, the others 3, padding keeps the length, optional BatchNorm, ReLU, a MaxPool(2) after
+    every second conv), then a wide classifier head Flatten → Linear(→`hidden`) → ReLU → Dropout →
+    Linear(`hidden`→`hidden`) → ReLU → Dropout → Linear(→10): a few thousand fragile conv weights
+    and a few hundred thousand dense ones (the AlexNet/VGG shape, where Deep Compression found the
+    dense layers tolerate 2-bit weights). Exported to ONNX (batch 1, opset 17; BatchNorm folded)."""
+    import torch
+
+    x_train, y_train, x_test, y_test = _mnist1d(samples, seed)
+    torch.manual_seed(seed)
+    layers: list = []
+    length, cin = x_train.shape[-1], 1
+    for i, w in enumerate(widths):
+        k = 5 if i == 0 else 3
+        layers += [torch.nn.Conv1d(cin, w, k, padding=k // 2)]
+        layers += [torch.nn.BatchNorm1d(w)] if batchnorm else []
+        layers += [torch.nn.ReLU()]
+        if i % 2 == 1 and i > 0:
+            layers.append(torch.nn.MaxPool1d(2))
+            length //= 2
+        cin = w
+    net = torch.nn.Sequential(
+        *layers, torch.nn.Flatten(),
+        torch.nn.Linear(cin * length, hidden), torch.nn.ReLU(), torch.nn.Dropout(dropout),
+        torch.nn.Linear(hidden, hidden), torch.nn.ReLU(), torch.nn.Dropout(dropout),
+        torch.nn.Linear(hidden, 10),
+    )
+    net.train()
+    _fit(net, x_train, y_train, epochs=epochs, batch=100, seed=seed, lr=lr, weight_decay=1e-4)
+    net.eval()
+    return TrainedModel(_export(net, x_test[:1]), x_train, y_train, x_test, y_test)
